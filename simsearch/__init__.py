@@ -1,0 +1,44 @@
+"""simsearch — image similarity search: conv autoencoder embeddings + FAISS.
+
+Data flow, one module per stage::
+
+    images.py   files → decoded, preprocessed pixels
+    model.py    the convolutional autoencoder
+    train.py    label-free training on the corpus
+    embed.py    pixels → embeddings
+    vectors.py  centring + L2 normalisation (cosine)
+    store.py    FAISS index + manifest + model on disk, atomic
+    indexer.py  build / incremental update (the pipeline)
+    query.py    nearest neighbours of paths, images, arrays, indexed ids
+    render.py   table / JSON / contact sheet
+    cli.py      the ``simsearch`` command
+
+Heavy dependencies (torch, faiss) load on first use, so ``import simsearch``
+and ``simsearch --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["Index", "Hit", "BuildOptions", "UpdateReport", "SimsearchError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("Index",):
+        from .api import Index
+
+        return Index
+    if name == "Hit":
+        from .query import Hit
+
+        return Hit
+    if name in ("BuildOptions", "UpdateReport"):
+        from . import indexer
+
+        return getattr(indexer, name)
+    if name == "SimsearchError":
+        from .errors import SimsearchError
+
+        return SimsearchError
+    raise AttributeError(f"module 'simsearch' has no attribute {name!r}")

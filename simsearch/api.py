@@ -1,0 +1,230 @@
+"""The library: ``simsearch.Index`` — open or build an index, query it, update it.
+
+    >>> import simsearch
+    >>> index = simsearch.Index.open("indexes/default")
+    >>> for hit in index.query("jeans.png", k=5):
+    ...     print(hit.rank, f"{hit.score:.3f}", hit.path)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import images, indexer, store
+from .errors import ModelMismatchError, SimsearchError
+from .indexer import BuildOptions, UpdateReport
+from .query import Hit
+
+
+class Index:
+    """An index directory opened for querying (and updating)."""
+
+    def __init__(self, path: Path, snapshot: store.Snapshot, device: str = "auto"):
+        self.path = Path(path)
+        self._snap = snapshot
+        self._model = None
+        self.device = device
+        self.last_report: UpdateReport | None = None
+
+    # ------------------------------------------------------------ open / build
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, model: str | os.PathLike | None = None, device: str = "auto") -> "Index":
+        """Open an existing index. ``model``: a model file that must be the one the index was built with."""
+        path = Path(path) if path is not None else store.default_index_path()
+        snap = store.read(path)
+        index = cls(path, snap, device)
+        if model is not None:
+            from .model import file_sha256
+
+            if not Path(model).is_file():
+                raise SimsearchError(f"{model}: model file not found")
+            digest = file_sha256(model)
+            if digest != snap.meta["model"]["sha256"]:
+                raise ModelMismatchError(
+                    f"{model}: model hash {digest[:12]} does not match the model that built {path} "
+                    f"({snap.meta['model']['sha256'][:12]}); re-index with `simsearch index --model {model}`"
+                )
+        return index
+
+    @classmethod
+    def build(
+        cls,
+        root: str | os.PathLike,
+        path: str | os.PathLike | None = None,
+        options: BuildOptions | None = None,
+        progress: Callable[..., None] | None = None,
+        log: Callable[[str], None] | None = None,
+        **option_kw,
+    ) -> "Index":
+        """Index the folder ``root`` (train a model if needed) and open the result.
+
+        Keyword options are ``BuildOptions`` fields (``objective``, ``time_budget``, ``retrain`` …).
+        The update report is kept in ``index.last_report``.
+        """
+        path = Path(path) if path is not None else store.default_index_path()
+        options = options or BuildOptions(**option_kw)
+        report = indexer.update(root, path, options, progress, log)
+        index = cls.open(path, device=options.device)
+        index.last_report = report
+        return index
+
+    def update(self, root: str | os.PathLike | None = None, **option_kw) -> UpdateReport:
+        """Re-scan the indexed folder (or ``root``): embed new/changed files, drop deleted ones."""
+        report = indexer.update(root or self.root, self.path, BuildOptions(device=self.device, **option_kw))
+        self._reload()
+        return report
+
+    def add(self, paths: Iterable[str | os.PathLike]) -> UpdateReport:
+        """Embed and add (or refresh) these files; they must lie inside the indexed folder."""
+        report = indexer.update(self.root, self.path, BuildOptions(device=self.device), files=[Path(p) for p in paths])
+        self._reload()
+        return report
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Remove these files (paths relative to the indexed folder, or absolute) from the index."""
+        n = indexer.remove(self.path, [self._rel(p) for p in paths])
+        self._reload()
+        return n
+
+    def _reload(self) -> None:
+        self._snap = store.read(self.path)
+        self._model = None
+
+    def _rel(self, p: str | os.PathLike) -> str:
+        p = Path(p)
+        if p.is_absolute() or p.exists():
+            rel = os.path.relpath(p.resolve(), self.root)
+            if not rel.startswith(".."):
+                return Path(rel).as_posix()
+        return p.as_posix()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def root(self) -> Path:
+        return Path(self._snap.meta["corpus_root"])
+
+    @property
+    def preprocess(self) -> images.Preprocess:
+        return images.Preprocess.from_dict(self._snap.meta["preprocess"])
+
+    @property
+    def meta(self) -> dict:
+        return self._snap.meta
+
+    @property
+    def model(self):
+        """The autoencoder that built this index (loaded on first use; hash verified)."""
+        if self._model is None:
+            from . import model as model_mod
+
+            sha = self._snap.meta["model"]["sha256"]
+            self._model, _ = model_mod.load(store.model_path(self.path, sha), expected_sha256=sha)
+        return self._model
+
+    def __len__(self) -> int:
+        return len(self._snap)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and self._rel(path) in self._snap.row_of_path()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r}, {len(self)} images, dim {self._snap.dim})"
+
+    def paths(self) -> list[str]:
+        return [e.path for e in self._snap.entries]
+
+    def ids(self) -> np.ndarray:
+        return self._snap.ids.copy()
+
+    def vectors(self) -> np.ndarray:
+        """Cosine-ready (centred, L2-normalised) vectors, row i ↔ ``ids()[i]``."""
+        return self._snap.normalized()
+
+    # ------------------------------------------------------------ query
+
+    def embed(self, items: Sequence[Any]) -> np.ndarray:
+        """Cosine-ready vectors (Q, D) for queries (paths, PIL images, arrays or ids)."""
+        from . import query as q
+
+        return q.vectors_for(self._snap, list(items), self.root, self.preprocess, self._encode)[0]
+
+    def _encode(self, pixels: np.ndarray) -> np.ndarray:
+        from .embed import embed
+
+        return embed(self.model, pixels, self.device)
+
+    def indexed_item(self, key: str | int) -> int:
+        """The id of an indexed image given as an id (``42``/``"42"``) or a path relative to the indexed folder."""
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            i = int(key)
+            if i not in set(self._snap.ids.tolist()):
+                raise SimsearchError(f"id {i} is not in the index")
+            return i
+        row = self._snap.row_of_path().get(self._rel(key))
+        if row is None:
+            raise SimsearchError(f"{key}: not in the index {self.path}")
+        return int(self._snap.ids[row])
+
+    def path_of(self, id: int) -> Path:
+        """Absolute path of the indexed image with this id."""
+        row = int(np.searchsorted(self._snap.ids, id))
+        if row >= len(self._snap.ids) or self._snap.ids[row] != id:
+            raise SimsearchError(f"id {id} is not in the index")
+        return self.root / self._snap.entries[row].path
+
+    def source_of(self, item: Any) -> Any:
+        """Something a contact sheet can draw for a query item (indexed ids become their file)."""
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            return self.path_of(int(item))
+        return item
+
+    def query(self, item: Any, k: int = 10, include_self: bool = False) -> list[Hit]:
+        """Nearest neighbours of one image: a path, a PIL image, a numpy array or an indexed id."""
+        return self.query_batch([item], k, include_self)[0]
+
+    def query_batch(self, items: Sequence[Any], k: int = 10, include_self: bool = False) -> list[list[Hit]]:
+        """Nearest neighbours of several images, encoded and searched in one batch."""
+        from . import query as q
+
+        return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Nearest neighbours of already cosine-ready vectors (Q, D)."""
+        from . import query as q
+
+        return q.search(self._snap, np.atleast_2d(vectors), k, root=str(self.root))
+
+    # ------------------------------------------------------------ info
+
+    def info(self) -> dict:
+        m = self._snap.meta
+        train = (m["model"].get("train") or {})
+        return {
+            "index": str(self.path),
+            "corpus_root": m.get("corpus_root"),
+            "images": len(self),
+            "skipped": m.get("counts", {}).get("skipped", 0),
+            "dim": self._snap.dim,
+            "input": f"{m['preprocess']['channels']}×{m['preprocess']['size']}×{m['preprocess']['size']}",
+            "preprocess": m["preprocess"],
+            "model_sha256": m["model"]["sha256"],
+            "objective": train.get("objective"),
+            "trained_epochs": train.get("epochs"),
+            "train_seconds": train.get("seconds"),
+            "metric": m["metric"],
+            "faiss_factory": m["faiss"]["factory"],
+            "format_version": m["format_version"],
+            "simsearch_version": m.get("simsearch_version"),
+            "created": m.get("created"),
+            "updated": m.get("updated"),
+            "disk_bytes": store.disk_usage(self.path),
+        }
+
+    def skipped(self) -> list[dict]:
+        return list(self._snap.skipped)

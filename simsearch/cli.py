@@ -1,0 +1,316 @@
+"""The ``simsearch`` command: parse arguments, call the library, render results.
+
+No logic lives here. Heavy modules (torch, faiss, the pipeline) are imported
+inside the commands, so ``simsearch --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import SimsearchError
+
+INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
+
+
+class _Group(click.Group):
+    """Turns every library error into one line on stderr and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SimsearchError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug: still one line unless asked for the traceback
+            if (ctx.obj or {}).get("verbose") or os.environ.get("SIMSEARCH_DEBUG"):
+                traceback.print_exc()
+            raise click.ClickException(
+                f"unexpected {type(e).__name__}: {e} (run with -v for the traceback; please report it)"
+            ) from None
+
+
+def _common(f):
+    """-q/-v on every command."""
+
+    @click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+    @click.option("-v", "--verbose", is_flag=True, help="Print more detail (and tracebacks on bugs).")
+    @click.pass_context
+    @functools.wraps(f)
+    def wrapper(ctx, quiet, verbose, *args, **kwargs):
+        ctx.ensure_object(dict)
+        ctx.obj["quiet"] = quiet or ctx.obj.get("quiet", False)
+        ctx.obj["verbose"] = verbose or ctx.obj.get("verbose", False)
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def _say(msg: str) -> None:
+    """Status line on stderr unless --quiet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not (ctx.obj or {}).get("quiet"):
+        click.echo(msg, err=True)
+
+
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.obj or {}).get("verbose"))
+
+
+def _progress():
+    from .render import ProgressBars
+
+    ctx = click.get_current_context(silent=True)
+    return ProgressBars(enabled=None if not (ctx and (ctx.obj or {}).get("quiet")) else False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="simsearch")
+def cli():
+    """simsearch — find images that look alike.
+
+    Trains a convolutional autoencoder on your own images (no labels),
+    embeds every image, and answers "more like this one" with a FAISS
+    cosine-similarity index.
+
+    \b
+    Example:
+      simsearch index ./images
+      simsearch query ./images/shoes/boot.png -k 5
+    """
+
+
+# ------------------------------------------------------------------ index
+
+
+def _build_options(**kw):
+    from .indexer import BuildOptions
+
+    return BuildOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+_train_options = [
+    click.option("--objective", type=click.Choice(["inv", "ae", "dae", "sparse", "vae", "cae"]),
+                 help="Training objective (default inv: augmentation-invariant AE)."),
+    click.option("--dim", type=click.IntRange(2, 4096), default=None, help="Embedding size (default 128)."),
+    click.option("--size", type=click.IntRange(8, 1024), default=None, help="Model input side in px (default: from the corpus)."),
+    click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = grayscale, 3 = RGB (default: from the corpus)."),
+    click.option("--epochs", "max_epochs", type=click.IntRange(1), default=None, help="Maximum training epochs."),
+    click.option("--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."),
+    click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
+    click.option("--workers", type=click.IntRange(0), default=0, help="Decode processes (0 = one per core)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+]
+
+
+def _with(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=str))
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--model", type=click.Path(dir_okay=False), help="Use this saved model (from `simsearch train`) instead of training.")
+@click.option("--retrain", is_flag=True, help="Train a new model even if the index has one (re-embeds everything).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from scratch.")
+@click.option("--wait", is_flag=True, help="Wait for another process writing this index instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@_with(_train_options)
+@_common
+def index(folder, index_path, model, retrain, rebuild, wait, as_json, channels, **train_kw):
+    """Index every image under FOLDER (train a model first if the index has none).
+
+    Re-running updates the index incrementally: only new or changed files
+    are embedded and deleted files are removed; the model is kept.
+
+    \b
+    Example:
+      simsearch index ./photos --index indexes/photos
+      simsearch index ./photos --index indexes/photos      # later: only the changes
+    """
+    from . import indexer, store
+    from .render import human_bytes
+
+    if not os.path.isdir(folder):
+        raise SimsearchError(f"{folder}: not a directory" if os.path.exists(folder) else f"{folder}: no such folder")
+    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait,
+                          channels=int(channels) if channels else None, **train_kw)
+    bars = _progress()
+    index_path = index_path or str(store.default_index_path())
+    try:
+        report = indexer.update(folder, index_path, opts, bars, log=_say if _verbose() else _skip_logger())
+    finally:
+        bars.close()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict(), default=str))
+        return
+    if report.trained:
+        t = report.trained
+        _say(f"trained {t['objective']} model: {t['epochs']} epochs in {t['seconds']:.0f}s (stopped by {t['stopped_by']})")
+    _say(
+        f"indexed {report.total} images into {index_path}: "
+        f"added {report.added} / updated {report.updated} / removed {report.removed} / "
+        f"unchanged {report.unchanged} / skipped {len(report.skipped)}"
+    )
+    if report.skipped and not _verbose():
+        _say(f"  skipped files are listed by `simsearch info --skipped --index {index_path}`")
+    timings = "  ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
+    _say(f"  time: {timings}  ({human_bytes(store.disk_usage(__import__('pathlib').Path(index_path)))} on disk)")
+
+
+def _skip_logger():
+    """Print skip reasons (one line each, up to 20), then only count them."""
+    state = {"n": 0}
+
+    def log(msg: str) -> None:
+        if msg.startswith("skipped"):
+            state["n"] += 1
+            if state["n"] <= 20:
+                _say(msg)
+            elif state["n"] == 21:
+                _say("… more skipped files (see `simsearch info --skipped`)")
+        else:
+            _say(msg)
+
+    return log
+
+
+# ------------------------------------------------------------------ train
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to save the model file.")
+@_with(_train_options)
+@_common
+def train(folder, out, channels, **train_kw):
+    """Train a reusable model on the images under FOLDER and save it to --out.
+
+    \b
+    Example:
+      simsearch train ./photos -o photos-model.pt --time-budget 600
+      simsearch index ./photos --model photos-model.pt
+    """
+    from . import indexer
+
+    if not os.path.isdir(folder):
+        raise SimsearchError(f"{folder}: no such folder")
+    bars = _progress()
+    try:
+        res = indexer.train_model(folder, out, _build_options(channels=int(channels) if channels else None, **train_kw),
+                                  bars, log=_skip_logger())
+    finally:
+        bars.close()
+    _say(f"trained {res['objective']} model on {res['images']} images ({res['input']}): "
+         f"{res['epochs']} epochs in {res['seconds']:.0f}s (stopped by {res['stopped_by']})")
+    click.echo(f"{out}  sha256:{res['sha256'][:16]}")
+
+
+# ------------------------------------------------------------------ query
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Number of neighbours.")
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per query.")
+@click.option("--grid", type=click.Path(dir_okay=False), help="Also write a contact sheet PNG of queries and neighbours.")
+@click.option("--indexed", is_flag=True, help="IMAGES are ids or paths (relative to the indexed folder) already in the index.")
+@click.option("--include-self", is_flag=True, help="Keep an indexed query image in its own results.")
+@click.option("--model", type=click.Path(dir_okay=False), help="Fail unless the index was built with this model file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@_common
+def query(images, k, index_path, as_json, grid, indexed, include_self, model, device):
+    """Print the nearest neighbours of each of IMAGES (path, score).
+
+    Several images are embedded in one batch. An image that is already in
+    the index reuses its stored vector and is left out of its own results.
+
+    \b
+    Example:
+      simsearch query jeans.png -k 10
+      simsearch query a.png b.png --json | jq .hits[0].path
+      simsearch query --indexed train/trouser/00016.png --grid sheet.png
+    """
+    from .api import Index
+    from .render import contact_sheet, json_lines, table
+
+    if k <= 0:
+        raise click.BadParameter(f"must be a positive number, got {k}", param_hint="'-k'")
+    idx = Index.open(index_path, model=model, device=device)
+    if len(idx) == 0:
+        raise SimsearchError(f"{idx.path}: the index is empty")
+    items = [idx.indexed_item(x) for x in images] if indexed else list(images)
+    results = idx.query_batch(items, k=k, include_self=include_self)
+    labelled = list(zip(images, results))
+    click.echo(json_lines(labelled) if as_json else table(labelled))
+    if grid:
+        sources = [idx.source_of(it) for it in items]
+        path = contact_sheet([(s, lbl, hits) for s, (lbl, hits) in zip(sources, labelled)], grid)
+        _say(f"wrote contact sheet {path}")
+
+
+# ------------------------------------------------------------------ info
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--skipped", is_flag=True, help="List the files that could not be indexed, with reasons.")
+@_common
+def info(index_path, as_json, skipped):
+    """Show what an index holds: images, model, input size, format, size on disk.
+
+    \b
+    Example:
+      simsearch info --index indexes/photos
+    """
+    import json
+
+    from .api import Index
+    from .render import human_bytes, kv_table
+
+    idx = Index.open(index_path)
+    if skipped:
+        rows = idx.skipped()
+        if as_json:
+            click.echo("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+        else:
+            click.echo("\n".join(f"{r['path']}: {r['reason']}" for r in rows) or "(no skipped files)")
+        return
+    d = idx.info()
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+    d = dict(d)
+    d["disk"] = human_bytes(d.pop("disk_bytes"))
+    d["model_sha256"] = d["model_sha256"][:16]
+    d.pop("preprocess")
+    click.echo(kv_table(d))
+
+
+def main() -> None:  # console-script entry point
+    cli(obj={})
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,70 @@
+"""Pixels → embeddings: batched encoder inference (raw float32 codes).
+
+Post-processing into cosine-ready vectors lives in ``vectors.py`` (no torch).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import device as dev
+from .model import AutoEncoder
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 4096 if device.type == "cuda" else 512
+
+
+@torch.inference_mode()
+def embed(
+    model: AutoEncoder,
+    pixels: np.ndarray,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    progress: Callable[..., None] | None = None,
+) -> np.ndarray:
+    """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE)."""
+    return np.concatenate(list(embed_batches(model, _chunks(pixels, batch_size, device), device, progress, len(pixels))))
+
+
+def _chunks(pixels: np.ndarray, batch_size: int | None, device) -> Iterable[np.ndarray]:
+    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    bs = batch_size or default_batch_size(device)
+    if len(pixels) == 0:
+        yield pixels
+    for i in range(0, len(pixels), bs):
+        yield pixels[i : i + bs]
+
+
+@torch.inference_mode()
+def embed_batches(
+    model: AutoEncoder,
+    batches: Iterable[np.ndarray],
+    device: str | torch.device = "auto",
+    progress: Callable[..., None] | None = None,
+    total: int | None = None,
+) -> Iterable[np.ndarray]:
+    """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch."""
+    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    done = 0
+    try:
+        for batch in batches:
+            if len(batch) == 0:
+                yield np.zeros((0, model.config.latent_dim), np.float32)
+                continue
+            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device)
+            with dev.autocast(device):
+                z = model.encode(x)
+            yield z.float().cpu().numpy()
+            done += len(batch)
+            if progress:
+                progress("embed", done, total or done)
+    finally:
+        model.train(was_training)

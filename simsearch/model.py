@@ -1,0 +1,227 @@
+"""The convolutional autoencoder: encoder → latent bottleneck → mirrored decoder.
+
+One readable file. Shapes for the Fashion-MNIST default (28×28, 1 channel,
+width 32, 2 downsampling stages, latent 128) are given in the comments.
+
+The embedding used for search is the encoder's output (for the VAE, the mean
+μ of the posterior).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import ModelMismatchError, SimsearchError
+
+OBJECTIVES = ("ae", "dae", "sparse", "vae", "cae", "inv")
+MODEL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 28  # input side in px (square)
+    channels: int = 1  # 1 = grayscale, 3 = RGB
+    latent_dim: int = 128  # embedding size
+    width: int = 32  # channels after the stem; doubles at each downsampling stage
+    max_width: int = 256
+    depth: int = 1  # extra stride-1 conv blocks per stage (0 = lighter, faster encoder)
+    variational: bool = False  # encoder predicts (μ, log σ²) instead of z
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not 8 <= self.image_size <= 1024 or self.image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4 in 8..1024, got {self.image_size}")
+        if not 2 <= self.latent_dim <= 4096:
+            raise ValueError(f"latent_dim must be in 2..4096, got {self.latent_dim}")
+        if not 0 <= self.depth <= 4:
+            raise ValueError(f"depth must be in 0..4, got {self.depth}")
+        if not 4 <= self.width <= self.max_width:
+            raise ValueError(f"width must be in 4..{self.max_width}, got {self.width}")
+
+    @property
+    def n_down(self) -> int:
+        """Stride-2 stages: halve while the side is even and > 8, at most 4 (28→14→7, 64→32→16→8)."""
+        n, side = 0, self.image_size
+        while n < 4 and side > 8 and side % 2 == 0:
+            side //= 2
+            n += 1
+        return n
+
+    @property
+    def final_side(self) -> int:
+        return self.image_size >> self.n_down
+
+    def stage_widths(self) -> list[int]:
+        return [min(self.width * 2**i, self.max_width) for i in range(self.n_down + 1)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _up_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.stage_widths()
+        layers = [_block(cfg.channels, w[0])]  # (B,1,28,28) → (B,32,28,28)
+        for i in range(cfg.n_down):  # → (B,64,14,14) → (B,128,7,7)
+            layers.append(_block(w[i], w[i + 1], stride=2))
+            layers += [_block(w[i + 1], w[i + 1]) for _ in range(cfg.depth)]
+        self.features = nn.Sequential(*layers)
+        flat = w[-1] * cfg.final_side**2  # 128·7·7 = 6272
+        out = cfg.latent_dim * (2 if cfg.variational else 1)
+        self.head = nn.Linear(flat, out)  # (B,6272) → (B,128)  [VAE: (B,256) = μ‖log σ²]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w = cfg.stage_widths()
+        self.shape = (w[-1], cfg.final_side, cfg.final_side)
+        self.head = nn.Sequential(  # (B,128) → (B,6272) → (B,128,7,7)
+            nn.Linear(cfg.latent_dim, w[-1] * cfg.final_side**2), nn.ReLU(inplace=True)
+        )
+        layers = []
+        for i in reversed(range(cfg.n_down)):  # → (B,64,14,14) → (B,32,28,28)
+            layers.append(_up_block(w[i + 1], w[i]))
+            layers += [_block(w[i], w[i]) for _ in range(cfg.depth)]
+        layers.append(nn.Conv2d(w[0], cfg.channels, 3, padding=1))  # → (B,1,28,28) logits
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.features(self.head(z).view(-1, *self.shape))
+
+
+class AutoEncoder(nn.Module):
+    """``encode`` gives the search embedding; ``forward`` returns reconstruction logits."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(μ, log σ²) for a VAE, (z, None) otherwise."""
+        h = self.encoder(x)
+        if self.config.variational:
+            mu, logvar = h.chunk(2, dim=1)
+            return mu, logvar.clamp(-12, 12)
+        return h, None
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,C,H,W) in [0,1] → (B,latent_dim) embedding (μ for a VAE)."""
+        return self.encode_stats(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def build(cfg: ModelConfig) -> AutoEncoder:
+    return AutoEncoder(cfg)
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def save(model: AutoEncoder, path: str | os.PathLike, extra: dict | None = None) -> str:
+    """Write weights + config atomically; return the file's sha256."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": MODEL_FORMAT,
+            "config": model.config.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "extra": extra or {},
+        },
+        buf,
+    )
+    data = buf.getvalue()
+    from .store import atomic_write_bytes  # local import: store has no torch dependency
+
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[AutoEncoder, dict]:
+    """Load a saved model; verify its hash when ``expected_sha256`` is given."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SimsearchError(f"{path}: model file not found") from None
+    except OSError as e:
+        raise SimsearchError(f"{path}: cannot read model file ({e.strerror or e})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelMismatchError(
+            f"{path}: model hash {digest[:12]} does not match the index's model {expected_sha256[:12]}"
+            " (rebuild the index with `simsearch index --retrain` or use the model that built it)"
+        )
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+            raise ValueError("not a simsearch model file")
+        if int(ckpt.get("format", 0)) > MODEL_FORMAT:
+            raise ValueError(f"model format {ckpt['format']} is newer than this simsearch supports")
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        model = AutoEncoder(cfg)
+        model.load_state_dict(ckpt["state_dict"])
+    except SimsearchError:
+        raise
+    except Exception as e:  # pickle/zip/shape errors all mean the same thing to a user
+        raise SimsearchError(f"{path}: not a usable simsearch model ({e})") from None
+    model.eval()
+    return model, {"sha256": digest, "extra": ckpt.get("extra", {})}
+
+
+def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """Mean per-pixel loss between decoder logits and the [0,1] target."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if kind == "mse":
+        return F.mse_loss(torch.sigmoid(logits), target)
+    raise ValueError(f"unknown reconstruction loss {kind!r} (bce or mse)")

@@ -1,0 +1,179 @@
+"""Querying: turn each query (file, PIL image, array, indexed id) into a vector
+and return its nearest neighbours from the FAISS index as ``Hit``s.
+
+A file that is already in the index (same path, size and mtime) reuses its
+stored vector instead of being re-encoded, and is left out of its own results
+unless ``include_self``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import images
+from .errors import ImageError, SimsearchError
+from .store import Snapshot
+from .vectors import normalize
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One neighbour: its stable id, path (relative to the indexed folder), cosine score and rank (1-based)."""
+
+    id: int
+    path: str
+    score: float
+    rank: int
+    root: str = ""
+
+    @property
+    def abspath(self) -> Path:
+        return Path(self.root) / self.path
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["abspath"] = str(self.abspath)
+        return d
+
+
+@dataclass
+class _Resolved:
+    vector: np.ndarray | None = None  # raw code (already embedded)
+    pixels: np.ndarray | None = None  # (C,S,S) uint8 to embed
+    self_id: int | None = None  # this query's own id in the index
+
+
+def describe(item: Any) -> str:
+    """Short label of a query for tables, JSON and errors."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        return f"id:{int(item)}"
+    if isinstance(item, np.ndarray):
+        return f"<array {'×'.join(map(str, item.shape))}>"
+    try:
+        from PIL import Image
+
+        if isinstance(item, Image.Image):
+            return f"<image {item.width}×{item.height} {item.mode}>"
+    except ImportError:  # pragma: no cover
+        pass
+    return f"<{type(item).__name__}>"
+
+
+def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_path: dict[str, int]) -> _Resolved:
+    if isinstance(item, bool):
+        raise SimsearchError(f"cannot query by {item!r}")
+    if isinstance(item, (int, np.integer)):
+        i = int(item)
+        row = int(np.searchsorted(snap.ids, i))
+        if row >= len(snap.ids) or snap.ids[row] != i:
+            raise SimsearchError(f"id {i} is not in the index")
+        return _Resolved(vector=np.asarray(snap.vectors[row]), self_id=i)
+    if isinstance(item, (str, os.PathLike)):
+        p = Path(item)
+        if p.is_dir():
+            raise ImageError(p, "is a directory, not an image")
+        if not p.exists():
+            raise ImageError(p, "file not found")
+        row = _indexed_row(p, root, snap, by_path)
+        if row is not None:
+            return _Resolved(vector=np.asarray(snap.vectors[row]), self_id=int(snap.ids[row]))
+        return _Resolved(pixels=images.load(p, pre))
+    if isinstance(item, np.ndarray):
+        try:
+            return _Resolved(pixels=images.from_array(item, pre))
+        except ValueError as e:
+            raise SimsearchError(f"query array: {e}") from None
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        try:
+            return _Resolved(pixels=images.preprocess(item, pre))
+        except Exception as e:
+            raise ImageError(describe(item), f"cannot convert image ({e})") from None
+    raise SimsearchError(f"cannot query by a {type(item).__name__}: pass a path, PIL image, numpy array or indexed id")
+
+
+def _indexed_row(p: Path, root: Path, snap: Snapshot, by_path: dict[str, int]) -> int | None:
+    try:
+        rel = Path(os.path.relpath(p.resolve(), root)).as_posix()
+    except ValueError:
+        return None
+    if rel.startswith("../"):
+        return None
+    row = by_path.get(rel)
+    if row is None:
+        return None
+    e = snap.entries[row]
+    st = p.stat()
+    return row if (st.st_size, st.st_mtime_ns) == (e.size, e.mtime_ns) else None
+
+
+def search(
+    snap: Snapshot, queries: np.ndarray, k: int, exclude: Sequence[int | None] = (), root: str = ""
+) -> list[list[Hit]]:
+    """Batched FAISS search of normalised query vectors (Q, D); drops each query's own id."""
+    if k <= 0:
+        raise SimsearchError(f"k must be a positive number of neighbours, got {k}")
+    n = len(snap)
+    if n == 0 or len(queries) == 0:
+        return [[] for _ in range(len(queries))]
+    extra = 1 if any(x is not None for x in exclude) else 0
+    kk = min(k + extra, n)
+    scores, ids = snap.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
+    out = []
+    for qi in range(len(queries)):
+        skip = exclude[qi] if qi < len(exclude) else None
+        hits = []
+        for s, i in zip(scores[qi], ids[qi]):
+            if i < 0 or i == skip:
+                continue
+            row = int(np.searchsorted(snap.ids, i))
+            hits.append(Hit(int(i), snap.entries[row].path, float(s), len(hits) + 1, root))
+            if len(hits) == k:
+                break
+        out.append(hits)
+    return out
+
+
+def vectors_for(
+    snap: Snapshot,
+    items: Sequence[Any],
+    root: Path,
+    pre: images.Preprocess,
+    encoder: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, list[int | None]]:
+    """Cosine-ready vectors (Q, D) for ``items`` (images encoded in one batch) and each item's own id, if indexed."""
+    by_path = snap.row_of_path() if any(isinstance(x, (str, os.PathLike)) for x in items) else {}
+    resolved = [resolve(snap, it, root, pre, by_path) for it in items]
+    raw = np.zeros((len(items), snap.dim), np.float32)
+    todo = [i for i, r in enumerate(resolved) if r.vector is None]
+    if todo:
+        raw[todo] = encoder(np.stack([resolved[i].pixels for i in todo]))
+    for i, r in enumerate(resolved):
+        if r.vector is not None:
+            raw[i] = r.vector
+    return normalize(raw, snap.mean), [r.self_id for r in resolved]
+
+
+def query_batch(
+    snap: Snapshot,
+    items: Sequence[Any],
+    k: int,
+    root: Path,
+    pre: images.Preprocess,
+    encoder: Callable[[np.ndarray], np.ndarray],
+    include_self: bool = False,
+) -> list[list[Hit]]:
+    """Resolve, embed (in one batch) and search ``items``."""
+    if k <= 0:
+        raise SimsearchError(f"k must be a positive number of neighbours, got {k}")
+    q, self_ids = vectors_for(snap, items, root, pre, encoder)
+    exclude = [None] * len(items) if include_self else self_ids
+    return search(snap, q, k, exclude, str(root))

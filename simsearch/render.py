@@ -1,0 +1,178 @@
+"""Results → what a person sees: a text table, JSON lines, a contact sheet PNG,
+and progress bars on stderr (only when stderr is a terminal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .query import Hit
+
+
+def display_path(p: str | os.PathLike) -> str:
+    """Relative to the working directory when below it, else absolute; never raises on odd bytes."""
+    p = os.fspath(p)
+    try:
+        rel = os.path.relpath(p)
+        if not rel.startswith(".."):
+            p = rel
+    except ValueError:
+        pass
+    return p.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
+    lines = []
+    for qi, (label, hits) in enumerate(results):
+        if qi:
+            lines.append("")
+        lines.append(f"query: {display_path(label)}")
+        if not hits:
+            lines.append("  (no results)")
+            continue
+        lines.append(f"{'rank':>6}  {'score':>7}  path")
+        for h in hits:
+            lines.append(f"{h.rank:>6}  {h.score:>7.4f}  {display_path(h.abspath)}")
+    return "\n".join(lines)
+
+
+def json_lines(results: Sequence[tuple[str, list[Hit]]]) -> str:
+    out = []
+    for label, hits in results:
+        out.append(
+            json.dumps(
+                {
+                    "query": display_path(label),
+                    "hits": [
+                        {"rank": h.rank, "score": round(h.score, 6), "id": h.id,
+                         "path": display_path(h.abspath), "relpath": display_path(h.path)}
+                        for h in hits
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+    return "\n".join(out)
+
+
+def kv_table(d: dict[str, Any]) -> str:
+    width = max(len(k) for k in d) if d else 0
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in d.items())
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------- contact sheet
+
+
+def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.PathLike, thumb: int = 112) -> Path:
+    """One row per query: the query image, then its neighbours, each captioned with rank and score.
+
+    ``rows``: (query source: path | PIL image | array | None, label, hits).
+    """
+    from PIL import Image, ImageDraw, ImageOps
+
+    from . import images
+
+    cols = 1 + max((len(h) for _, _, h in rows), default=0)
+    pad, cap = 8, 30
+    W = pad + cols * (thumb + pad)
+    H = pad + len(rows) * (thumb + cap + pad)
+    sheet = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def tile(src) -> Image.Image:
+        try:
+            if isinstance(src, Image.Image):
+                img = src
+            elif src is not None and hasattr(src, "shape"):
+                import numpy as np
+
+                arr = np.asarray(src)
+                img = Image.fromarray(arr.astype("uint8") if arr.dtype != "uint8" else arr)
+            else:
+                img = images.open_image(src)
+            img = img.convert("RGB")
+            img = ImageOps.contain(img, (thumb, thumb), Image.Resampling.NEAREST if max(img.size) < thumb // 2 else Image.Resampling.BILINEAR)
+        except Exception:
+            img = Image.new("RGB", (thumb, thumb), (230, 230, 230))
+            ImageDraw.Draw(img).text((6, thumb // 2 - 6), "unreadable", fill="red")
+        box = Image.new("RGB", (thumb, thumb), "white")
+        box.paste(img, ((thumb - img.width) // 2, (thumb - img.height) // 2))
+        return box
+
+    for r, (src, label, hits) in enumerate(rows):
+        y = pad + r * (thumb + cap + pad)
+        x = pad
+        sheet.paste(tile(src), (x, y))
+        draw.rectangle([x - 3, y - 3, x + thumb + 2, y + thumb + 2], outline=(30, 90, 200), width=3)
+        draw.text((x, y + thumb + 4), "query", fill=(30, 90, 200))
+        draw.text((x, y + thumb + 16), _short(Path(label).name, thumb), fill="black")
+        for h in hits:
+            x += thumb + pad
+            sheet.paste(tile(h.abspath), (x, y))
+            draw.text((x, y + thumb + 4), f"#{h.rank}  {h.score:.3f}", fill="black")
+            draw.text((x, y + thumb + 16), _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb), fill=(90, 90, 90))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return out
+
+
+def _short(s: str, px: int) -> str:
+    n = max(4, px // 6)
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# ---------------------------------------------------------------- progress
+
+
+class ProgressBars:
+    """A ``progress(stage, done, total, **info)`` callback drawing tqdm bars on stderr.
+
+    Draws nothing unless stderr is a terminal (logs and pipes stay clean).
+    """
+
+    LABELS = {"decode": "decode", "train": "train", "embed": "embed", "epoch": None}
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int, **info) -> None:
+        if not self.enabled or self.LABELS.get(stage, stage) is None:
+            return
+        from tqdm import tqdm
+
+        key = stage if stage != "train" else f"train-{info.get('epoch', 0)}"
+        bar = self.bars.get(key)
+        if bar is None:
+            self.close()
+            desc = f"epoch {info['epoch']}" if stage == "train" else stage
+            bar = self.bars[key] = tqdm(total=total, desc=desc, unit="batch" if stage == "train" else "img",
+                                        file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.n = done
+        if "loss" in info:
+            bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+        bar.refresh()
+        if done >= total:
+            bar.close()
+            del self.bars[key]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()

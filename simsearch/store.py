@@ -1,0 +1,461 @@
+"""The index directory on disk: FAISS index + manifest + model, written atomically.
+
+Layout (``indexes/default`` unless told otherwise)::
+
+    CURRENT                 name of the live generation, e.g. "gen-000003" (atomically replaced)
+    LOCK                    flock()ed by the one writer
+    models/<sha256>.pt      model weights + config, content-addressed
+    gen-000003/             one complete, immutable version of the index
+        meta.json           format version, model hash + config, preprocessing, metric,
+                            FAISS factory string, embedding mean, counts, timestamps, file checksums
+        manifest.sqlite     id → path (bytes), size, mtime_ns, sha256; skipped files
+        vectors.npy         raw float32 embeddings, row i ↔ ids[i]
+        ids.npy             int64 stable ids, ascending
+        index.faiss         FAISS index over centred, L2-normalised vectors (inner product = cosine)
+    work/                   resumable scratch: training checkpoints, decode/embedding caches
+
+A write builds a whole new generation in a temporary directory (every file
+fsynced), renames it into place, then atomically replaces CURRENT. A crash at
+any point leaves the previous generation live; readers never see a partial
+write. The previous generation is kept so a reader that opened it just
+before a commit can finish.
+
+No torch here; faiss is imported only when an index is built or read.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
+
+FORMAT_VERSION = 1
+DEFAULT_INDEX = Path("indexes") / "default"
+GEN_PREFIX = "gen-"
+
+
+def default_index_path() -> Path:
+    env = os.environ.get("SIMSEARCH_INDEX")
+    return Path(env) if env else DEFAULT_INDEX
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path``, fsync, rename over ``path``, fsync the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- writer lock
+
+
+@contextmanager
+def write_lock(index_dir: Path, wait: bool = False, timeout: float | None = None):
+    """Exclusive writer lock on ``index_dir``; readers never take it."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = index_dir / "LOCK"
+    f = open(lock_path, "a+")
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if not wait or (deadline is not None and time.monotonic() > deadline):
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    raise IndexLockedError(
+                        f"{index_dir}: index is being written by {holder}; try again later or pass --wait"
+                    ) from None
+                time.sleep(0.2)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
+    finally:
+        try:
+            f.seek(0)
+            f.truncate()
+        except OSError:
+            pass
+        f.close()  # closing releases the flock
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+@dataclass
+class Entry:
+    id: int
+    path: str  # relative to the corpus root, POSIX separators (surrogate-escaped if not UTF-8)
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class Snapshot:
+    """One complete version of an index, in memory."""
+
+    meta: dict
+    ids: np.ndarray  # (N,) int64, ascending
+    vectors: np.ndarray  # (N, D) float32 raw embeddings
+    entries: list[Entry]  # aligned with ids
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    gen_dir: Path | None = None
+    _faiss: object = None
+
+    def __post_init__(self):
+        n = len(self.ids)
+        if self.vectors.shape[0] != n or len(self.entries) != n:
+            raise IndexFormatError(
+                f"inconsistent index: {n} ids, {self.vectors.shape[0]} vectors, {len(self.entries)} manifest rows"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["embedding"]["dim"])
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        m = self.meta["embedding"].get("mean")
+        return None if m is None else np.asarray(m, dtype=np.float32)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row positions of ``ids`` (which must be present)."""
+        return np.searchsorted(self.ids, ids)
+
+    def row_of_path(self) -> dict[str, int]:
+        return {e.path: i for i, e in enumerate(self.entries)}
+
+    def normalized(self) -> np.ndarray:
+        from .vectors import normalize
+
+        return normalize(self.vectors, self.mean)
+
+    @property
+    def faiss_index(self):
+        if self._faiss is None:
+            self._faiss = build_faiss(self.normalized(), self.ids, self.meta["faiss"]["factory"])
+        return self._faiss
+
+
+# ---------------------------------------------------------------- FAISS
+
+
+def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str = "IDMap2,Flat"):
+    """Inner-product FAISS index over (already normalised) vectors with stable ids."""
+    import faiss
+
+    d = vectors.shape[1]
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(vectors)
+    if len(vectors):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
+# ---------------------------------------------------------------- read
+
+
+def current_generation(index_dir: Path) -> Path | None:
+    try:
+        name = (index_dir / "CURRENT").read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise IndexFormatError(f"{index_dir / 'CURRENT'}: cannot read ({e.strerror or e})") from None
+    if not name.startswith(GEN_PREFIX) or "/" in name:
+        raise IndexFormatError(f"{index_dir / 'CURRENT'}: corrupt (names {name!r}); rebuild with `simsearch index --rebuild`")
+    return index_dir / name
+
+
+def exists(index_dir: Path) -> bool:
+    return (Path(index_dir) / "CURRENT").exists()
+
+
+MIGRATIONS: dict[int, callable] = {}  # format version → function(meta) -> meta of version + 1
+
+
+def _check_format(meta: dict, where: Path) -> dict:
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise IndexFormatError(f"{where}: not a simsearch index (no format_version)")
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{where}: index format {version} is newer than this simsearch supports ({FORMAT_VERSION}); upgrade simsearch"
+        )
+    while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise IndexFormatError(f"{where}: index format {version} is too old to migrate; rebuild with `simsearch index --rebuild`")
+        meta = MIGRATIONS[version](meta)
+        version = meta["format_version"]
+    return meta
+
+
+def read_meta(index_dir: Path) -> dict:
+    gen = current_generation(index_dir)
+    if gen is None:
+        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+    path = gen / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
+    except (OSError, ValueError) as e:
+        raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
+    return _check_format(meta, path)
+
+
+def read(index_dir: str | os.PathLike, load_faiss: bool = True, _retries: int = 3) -> Snapshot:
+    """Open the live generation of an index. Raises IndexNotFoundError / IndexFormatError."""
+    index_dir = Path(index_dir)
+    for attempt in range(_retries):
+        try:
+            return _read_once(index_dir, load_faiss)
+        except _Vanished:
+            if attempt == _retries - 1:
+                raise IndexFormatError(f"{index_dir}: generation keeps changing under the reader; try again") from None
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+class _Vanished(Exception):
+    """A generation was garbage-collected while we read it (a commit raced us)."""
+
+
+def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
+    meta = read_meta(index_dir)
+    gen = current_generation(index_dir)
+
+    def need(name: str) -> Path:
+        p = gen / name
+        if not p.exists():
+            if not gen.exists():
+                raise _Vanished()
+            raise IndexFormatError(f"{p}: missing; rebuild with `simsearch index --rebuild`")
+        return p
+
+    def corrupt(name: str, why: object) -> IndexFormatError:
+        return IndexFormatError(f"{gen / name}: corrupt ({why}); rebuild with `simsearch index --rebuild`")
+
+    try:
+        ids = np.load(need("ids.npy"), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise corrupt("ids.npy", e) from None
+    try:
+        vectors = np.load(need("vectors.npy"), allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise corrupt("vectors.npy", e) from None
+    if ids.ndim != 1 or ids.dtype != np.int64:
+        raise corrupt("ids.npy", f"expected int64 (N,), got {ids.dtype} {ids.shape}")
+    dim = int(meta["embedding"]["dim"])
+    if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != np.float32:
+        raise corrupt("vectors.npy", f"expected float32 (N, {dim}), got {vectors.dtype} {vectors.shape}")
+    if len(ids) != meta["counts"]["vectors"] or len(vectors) != len(ids):
+        raise corrupt("vectors.npy", f"{len(vectors)} vectors / {len(ids)} ids, meta says {meta['counts']['vectors']}")
+    entries, skipped = _read_manifest(need("manifest.sqlite"))
+    if len(entries) != len(ids) or any(e.id != i for e, i in zip(entries, ids.tolist())):
+        raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
+    snap = Snapshot(meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen)
+    if load_faiss:
+        snap._faiss = _read_faiss(need("index.faiss"), len(ids), dim)
+    return snap
+
+
+def _read_faiss(path: Path, n: int, dim: int):
+    import faiss
+
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        why = next((l for l in first if "Error" in l or "error" in l), first[0] if first else "unreadable")
+        raise IndexFormatError(f"{path}: corrupt FAISS index ({why.strip()[:120]}); rebuild with `simsearch index --rebuild`") from None
+    if index.ntotal != n or index.d != dim:
+        raise IndexFormatError(
+            f"{path}: FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}; rebuild with `simsearch index --rebuild`"
+        )
+    return index
+
+
+def _read_manifest(path: Path) -> tuple[list[Entry], list[dict]]:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT id, path, size, mtime_ns, sha256 FROM files ORDER BY id").fetchall()
+            skipped = con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise IndexFormatError(f"{path}: corrupt manifest ({e}); rebuild with `simsearch index --rebuild`") from None
+    entries = [Entry(int(i), os.fsdecode(bytes(p)), int(s), int(m), h) for i, p, s, m, h in rows]
+    return entries, [{"path": os.fsdecode(bytes(p)), "reason": r} for p, r in skipped]
+
+
+# ---------------------------------------------------------------- write
+
+
+def _write_manifest(path: Path, entries: list[Entry], skipped: list[dict]) -> None:
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(
+            """
+            PRAGMA journal_mode=OFF;
+            PRAGMA synchronous=OFF;
+            CREATE TABLE files (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE,
+                                size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
+            CREATE TABLE skipped (path BLOB NOT NULL, reason TEXT NOT NULL);
+            """
+        )
+        con.executemany(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+            ((e.id, os.fsencode(e.path), e.size, e.mtime_ns, e.sha256) for e in entries),
+        )
+        con.executemany("INSERT INTO skipped VALUES (?, ?)", ((os.fsencode(s["path"]), s["reason"]) for s in skipped))
+        con.commit()
+    finally:
+        con.close()
+
+
+def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
+    """Commit ``snap`` as the new live generation of ``index_dir`` (caller holds the write lock)."""
+    import faiss
+
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    cur = current_generation(index_dir)
+    existing = [int(p.name[len(GEN_PREFIX):]) for p in index_dir.glob(GEN_PREFIX + "*") if p.name[len(GEN_PREFIX):].isdigit()]
+    n = max(existing + [int(cur.name[len(GEN_PREFIX):]) if cur else 0]) + 1
+    final = index_dir / f"{GEN_PREFIX}{n:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=index_dir))
+    try:
+        np.save(tmp / "ids.npy", np.ascontiguousarray(snap.ids, dtype=np.int64))
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(snap.vectors, dtype=np.float32))
+        _write_manifest(tmp / "manifest.sqlite", snap.entries, snap.skipped)
+        faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))
+        meta = dict(snap.meta)
+        meta["format_version"] = FORMAT_VERSION
+        meta["counts"] = {"vectors": len(snap.ids), "skipped": len(snap.skipped)}
+        meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta.setdefault("created", meta["updated"])
+        names = ["ids.npy", "vectors.npy", "manifest.sqlite", "index.faiss"]
+        meta["files"] = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in names}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for name in names + ["meta.json"]:
+            _fsync_file(tmp / name)
+        fsync_dir(tmp)
+        os.rename(tmp, final)
+        fsync_dir(index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(index_dir / "CURRENT", (final.name + "\n").encode())
+    snap.meta, snap.gen_dir = meta, final
+    _collect_garbage(index_dir, keep)
+    return final
+
+
+def _collect_garbage(index_dir: Path, keep: int) -> None:
+    """Drop generations older than the newest ``keep``, stale temp dirs and unreferenced models."""
+    gens = sorted(p for p in index_dir.glob(GEN_PREFIX + "*") if p.is_dir() and p.name[len(GEN_PREFIX):].isdigit())
+    for old in gens[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in index_dir.glob(".tmp-" + GEN_PREFIX + "*"):
+        shutil.rmtree(tmp, ignore_errors=True)  # we hold the write lock: nobody else is writing
+    used = set()
+    for g in gens[-keep:]:
+        try:
+            used.add(json.loads((g / "meta.json").read_text())["model"]["sha256"])
+        except (OSError, ValueError, KeyError):
+            pass
+    models = index_dir / "models"
+    if models.is_dir() and used:
+        for m in models.glob("*.pt"):
+            if m.stem not in used:
+                m.unlink(missing_ok=True)
+
+
+def model_path(index_dir: Path, sha256: str) -> Path:
+    return Path(index_dir) / "models" / f"{sha256}.pt"
+
+
+def disk_usage(index_dir: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(index_dir):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def remove_index(index_dir: Path) -> None:
+    if not exists(index_dir) and any(Path(index_dir).iterdir()):
+        raise SimsearchError(f"{index_dir}: not a simsearch index; refusing to delete it")
+    shutil.rmtree(index_dir)

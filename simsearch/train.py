@@ -1,0 +1,351 @@
+"""Training the autoencoder on the corpus itself — no labels.
+
+Input: decoded pixels, a uint8 array (N, C, H, W). Output: a trained
+``AutoEncoder`` plus a history of losses. Each ``--objective`` is one of the
+autoencoder family:
+
+- ``ae``      plain autoencoder: reconstruct x from x.
+- ``dae``     denoising: reconstruct the clean x from a corrupted one
+              (Gaussian noise + random masking).
+- ``sparse``  plain AE + L1 penalty on the code.
+- ``vae``     variational: encoder gives (μ, log σ²), z = μ + σ·ε, KL weighted by β;
+              μ is the embedding.
+- ``cae``     contractive: plain AE + penalty on ‖∂z/∂x‖²_F (Hutchinson estimate).
+- ``inv``     augmentation-invariant AE: two per-sample augmented views of each
+              image; each reconstructs the clean image, and an InfoNCE term pulls
+              the two codes together (the default: best retrieval quality).
+
+Stops at ``max_epochs``, at the wall-clock ``time_budget`` or when the
+validation loss stops improving; the learning rate follows a cosine decay
+over whichever of epochs / time runs out first. Checkpoints each epoch so an
+interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import device as dev
+from .model import OBJECTIVES, AutoEncoder, ModelConfig, build, reconstruction_loss
+
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "inv"
+    max_epochs: int = 30
+    time_budget: float = 360.0  # seconds of training; 0 = no limit
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce"  # reconstruction loss: bce | mse
+    val_fraction: float = 0.05
+    patience: int = 4  # epochs without validation improvement before stopping
+    seed: int = 0
+    # objective knobs
+    noise_std: float = 0.2  # dae
+    mask_prob: float = 0.25  # dae
+    sparsity: float = 1e-3  # sparse: L1 weight on the code
+    beta: float = 0.5  # vae: KL weight (per latent unit, relative to per-pixel recon)
+    contractive: float = 1e-2  # cae: Jacobian penalty weight
+    # augmentation (inv): per-sample random shift (fraction of side), scale, flip
+    shift: float = 0.1
+    scale: float = 0.1
+    flip: bool = True
+    invariance: float = 0.1  # weight of the InfoNCE term
+    temperature: float = 0.2
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
+        if self.loss not in ("bce", "mse"):
+            raise ValueError(f"unknown loss {self.loss!r} (bce or mse)")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be ≥ 2")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    model: AutoEncoder
+    epochs: int
+    seconds: float
+    stopped_by: str  # "epochs" | "time" | "early-stop"
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def model_config_for(objective: str, **kw) -> ModelConfig:
+    return ModelConfig(variational=(objective == "vae"), **kw)
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def random_affine(x: torch.Tensor, shift: float, scale: float, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random translation (± shift·side), zoom (1 ± scale) and horizontal flip.
+
+    Pixels moved in from outside take the border value (background).
+    """
+    b = x.shape[0]
+    u = lambda: torch.rand(b, generator=gen).mul_(2).sub_(1)  # noqa: E731  U(-1, 1)
+    s = 1.0 + scale * u()
+    sx = s * (torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = sx
+    theta[:, 1, 1] = s
+    theta[:, 0, 2] = 2 * shift * u()
+    theta[:, 1, 2] = 2 * shift * u()
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def corrupt(x: torch.Tensor, noise_std: float, mask_prob: float, gen: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+    keep = (torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen) >= mask_prob).to(x.device, x.dtype)
+    return ((x + noise_std * noise) * keep).clamp_(0, 1)
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: each code's positive is its other view; the batch gives the negatives."""
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    logits = z1 @ z2.t() / temperature
+    target = torch.arange(z1.shape[0], device=z1.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+# ---------------------------------------------------------------- losses
+
+
+def objective_loss(
+    model: AutoEncoder, x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, dict]:
+    """Loss for one batch x ∈ [0,1]^(B,C,H,W) under ``cfg.objective``; returns (loss, parts)."""
+    obj = cfg.objective
+    if obj == "inv":
+        v1 = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen)
+        v2 = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen)
+        z = model.encode(torch.cat([v1, v2]))
+        z1, z2 = z.chunk(2)
+        # each view reconstructs its own image: the code keeps appearance, the InfoNCE term makes it pose-invariant
+        rec = reconstruction_loss(model.decode(z), torch.cat([v1, v2]), cfg.loss)
+        inv = info_nce(z1, z2, cfg.temperature)
+        return rec + cfg.invariance * inv, {"rec": rec.item(), "inv": inv.item()}
+    if obj == "vae":
+        mu, logvar = model.encode_stats(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = reconstruction_loss(model.decode(z), x, cfg.loss)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
+        npix = x[0].numel()
+        return rec + cfg.beta * kl / npix, {"rec": rec.item(), "kl": kl.item()}
+    if obj == "cae":
+        x = x.detach().requires_grad_(True)
+        z = model.encode(x)
+        rec = reconstruction_loss(model.decode(z), x.detach(), cfg.loss)
+        v = torch.randint(0, 2, z.shape, generator=gen).to(z.device, z.dtype).mul_(2).sub_(1)
+        (jtv,) = torch.autograd.grad(z, x, v, create_graph=True)  # Jᵀv, E‖Jᵀv‖² = ‖J‖²_F
+        jac = jtv.pow(2).flatten(1).sum(1).mean() / z.shape[1]
+        return rec + cfg.contractive * jac, {"rec": rec.item(), "jac": jac.item()}
+    inp = corrupt(x, cfg.noise_std, cfg.mask_prob, gen) if obj == "dae" else x
+    z = model.encode(inp)
+    rec = reconstruction_loss(model.decode(z), x, cfg.loss)
+    if obj == "sparse":
+        l1 = z.abs().mean()
+        return rec + cfg.sparsity * l1 * z.shape[1], {"rec": rec.item(), "l1": l1.item()}
+    return rec, {"rec": rec.item()}
+
+
+@torch.no_grad()
+def _val_loss(model: AutoEncoder, pixels: torch.Tensor, device: torch.device, batch: int) -> float:
+    """Plain reconstruction loss on held-out images: comparable across objectives and epochs."""
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(pixels), batch):
+        x = dev.to_device(pixels[i : i + batch], device)
+        with dev.autocast(device):
+            logits = model(x)
+        total += F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum").item() / x[0].numel()
+        n += len(x)
+    model.train()
+    return total / max(n, 1)
+
+
+# ---------------------------------------------------------------- loop
+
+
+def _signature(mcfg: ModelConfig, tcfg: TrainConfig, pixels: np.ndarray) -> str:
+    h = hashlib.sha256(json.dumps([mcfg.to_dict(), tcfg.to_dict()], sort_keys=True).encode())
+    h.update(str(pixels.shape).encode())
+    step = max(1, len(pixels) // 64)
+    h.update(np.ascontiguousarray(pixels[::step]).tobytes())  # cheap data fingerprint
+    return h.hexdigest()
+
+
+def train(
+    pixels: np.ndarray,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig = TrainConfig(),
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    checkpoint: str | Path | None = None,
+) -> TrainResult:
+    """Train an autoencoder on uint8 pixels (N, C, H, W); see the module docstring."""
+    if pixels.ndim != 4 or pixels.shape[1:] != (mcfg.channels, mcfg.image_size, mcfg.image_size):
+        raise ValueError(f"pixels shape {pixels.shape} does not fit model input {mcfg.channels}×{mcfg.image_size}²")
+    if len(pixels) < 2:
+        raise ValueError("need at least 2 images to train a model")
+    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    torch.manual_seed(tcfg.seed)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+
+    data = torch.from_numpy(np.ascontiguousarray(pixels))
+    order = rng.permutation(len(data))
+    n_val = int(len(data) * tcfg.val_fraction) if len(data) >= 50 else 0
+    val, trn = data[order[:n_val]], data[order[n_val:]]
+    batch = min(tcfg.batch_size, len(trn))
+    steps_per_epoch = max(1, len(trn) // batch)  # drop the ragged last batch (BatchNorm, InfoNCE)
+    total_steps = steps_per_epoch * tcfg.max_epochs
+
+    model = build(mcfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if dev.needs_grad_scaler(device) else None
+
+    history: list[dict] = []
+    best = (math.inf, None)
+    epoch, elapsed_before, bad_epochs, start_epoch = 0, 0.0, 0, 0
+    sig = _signature(mcfg, tcfg, pixels)
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path, sig)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["gen"])
+            history, epoch, elapsed_before = state["history"], state["epoch"], state["elapsed"]
+            best = (state["best_loss"], state["best_state"])
+            bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
+            if state.get("finished"):  # the run had completed: nothing left to train
+                model.eval()
+                return TrainResult(model.cpu(), epoch, elapsed_before, state["finished"], history, start_epoch)
+
+    budget = tcfg.time_budget if tcfg.time_budget and tcfg.time_budget > 0 else math.inf
+    warmup = min(200, total_steps // 20 + 1)
+    t0 = time.perf_counter() - elapsed_before
+    step = epoch * steps_per_epoch
+    stopped_by = "epochs"
+    model.train()
+    while epoch < tcfg.max_epochs:
+        perm = torch.randperm(len(trn), generator=gen)
+        sums: dict[str, float] = {}
+        done = 0
+        for b in range(steps_per_epoch):
+            elapsed = time.perf_counter() - t0
+            if elapsed > budget:
+                stopped_by = "time"
+                break
+            frac = max(step / total_steps, elapsed / budget)
+            lr = tcfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = dev.to_device(trn[perm[b * batch : (b + 1) * batch]], device)
+            with dev.autocast(device):
+                loss, parts = objective_loss(model, x, tcfg, gen)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            step += 1
+            done += 1
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if progress:
+                progress("train", b + 1, steps_per_epoch, epoch=epoch + 1, loss=sums["loss"] / done)
+        if done == 0:
+            break
+        epoch += 1
+        row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 2), "lr": lr}
+        row.update({k: v / done for k, v in sums.items()})
+        if n_val:
+            row["val_loss"] = _val_loss(model, val, device, 1024)
+            if row["val_loss"] < best[0] - 1e-5:
+                best, bad_epochs = (row["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
+            else:
+                bad_epochs += 1
+        history.append(row)
+        if progress:
+            progress("epoch", epoch, tcfg.max_epochs, **row)
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, sig, model, opt, gen, history, epoch, time.perf_counter() - t0, best, bad_epochs)
+        if stopped_by == "time":
+            break
+        if n_val and bad_epochs >= tcfg.patience:
+            stopped_by = "early-stop"
+            break
+    # with a time budget the cosine schedule ends at the deadline, so the last epoch is
+    # usually the best; keep the best validation epoch only if early stopping kicked in
+    if stopped_by == "early-stop" and best[1] is not None:
+        model.load_state_dict(best[1])
+    if ckpt_path is not None:
+        _save_checkpoint(ckpt_path, sig, model, opt, gen, history, epoch, time.perf_counter() - t0, best, bad_epochs, stopped_by)
+    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).cpu() if device.type != "cpu" else model
+    return TrainResult(model, epoch, time.perf_counter() - t0, stopped_by, history, start_epoch)
+
+
+def _save_checkpoint(path, sig, model, opt, gen, history, epoch, elapsed, best, bad_epochs, finished=None):
+    import io
+
+    from .store import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "signature": sig,
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "gen": gen.get_state(),
+            "history": history,
+            "epoch": epoch,
+            "elapsed": elapsed,
+            "best_loss": best[0],
+            "best_state": best[1],
+            "bad_epochs": bad_epochs,
+            "finished": finished,
+        },
+        buf,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, sig: str) -> dict | None:
+    """A checkpoint of the same run (same data, configs), or None (stale or unreadable: start over)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        return state if state.get("signature") == sig else None
+    except Exception:
+        return None
