@@ -108,6 +108,8 @@ _train_options = [
     click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = grayscale, 3 = RGB (default: from the corpus)."),
     click.option("--epochs", "max_epochs", type=click.IntRange(1), default=None, help="Maximum training epochs."),
     click.option("--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."),
+    click.option("--width", type=click.IntRange(4, 256), default=None, help="Model width: channels of the first conv stage."),
+    click.option("--depth", type=click.IntRange(0, 4), default=None, help="Extra conv blocks per stage (0 = fastest)."),
     click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
     click.option("--workers", type=click.IntRange(0), default=0, help="Decode processes (0 = one per core)."),

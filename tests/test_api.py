@@ -1,0 +1,121 @@
+"""The Python library: simsearch.Index end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import simsearch
+from simsearch.errors import SimsearchError
+from synth import make_image
+
+
+@pytest.fixture
+def index(corpus, tmp_path, fast_options):
+    return simsearch.Index.build(corpus, tmp_path / "idx", options=fast_options)
+
+
+def test_build_report_and_info(index, corpus):
+    r = index.last_report
+    assert (r.added, r.updated, r.removed, r.unchanged, len(r.skipped)) == (60, 0, 0, 0, 0)
+    assert r.trained["epochs"] >= 1 and set(r.timings) >= {"decode", "train", "embed", "write"}
+    info = index.info()
+    assert info["images"] == len(index) == 60 and info["dim"] == 128 and info["input"] == "1×32×32"
+    assert index.root == corpus.resolve()
+
+
+def test_query_by_every_kind_of_input(index, corpus):
+    path = corpus / "stripes" / "stripes_004.png"
+    by_path = index.query(path, k=5)
+    assert len(by_path) == 5 and all(isinstance(h, simsearch.Hit) for h in by_path)
+    assert [h.rank for h in by_path] == [1, 2, 3, 4, 5]
+    assert all(h.path != "stripes/stripes_004.png" for h in by_path)  # itself excluded
+    assert by_path[0].abspath.exists()
+
+    own_id = index.indexed_item("stripes/stripes_004.png")
+    by_id = index.query(own_id, k=5)
+    assert [h.id for h in by_id] == [h.id for h in by_path]
+
+    with Image.open(path) as im:
+        by_pil = index.query(im.copy(), k=6, include_self=False)
+    assert by_pil[0].id == own_id and by_pil[0].score > 0.999  # a PIL image is encoded: finds its twin
+    arr = np.asarray(Image.open(path))
+    by_arr = index.query(arr, k=6)
+    assert [h.id for h in by_arr] == [h.id for h in by_pil]
+    by_float = index.query(arr.astype(np.float32) / 255.0, k=6)
+    assert [h.id for h in by_float] == [h.id for h in by_pil]
+    assert [h.id for h in index.query(path, k=5, include_self=True)][0] == own_id
+
+
+def test_stored_vectors_match_fresh_encoding(index, corpus):
+    path = corpus / "disc" / "disc_007.png"
+    stored = index.embed([path])  # indexed: stored vector
+    with Image.open(path) as im:
+        fresh = index.embed([im.copy()])  # re-encoded
+    assert np.allclose(stored, fresh, atol=1e-4)
+
+
+def test_query_batch_equals_single_queries(index, corpus):
+    items = [corpus / "disc" / "disc_001.png", corpus / "square" / "square_001.png", 3]
+    batch = index.query_batch(items, k=4)
+    assert [[h.id for h in hits] for hits in batch] == [[h.id for h in index.query(it, k=4)] for it in items]
+
+
+def test_search_is_exact(index):
+    v = index.vectors()
+    q = v[:7]
+    exact = np.argsort(-(q @ v.T), axis=1, kind="stable")[:, :10]
+    got = [[h.id for h in hits] for hits in index.search_vectors(q, k=10)]
+    ids = index.ids()
+    assert got == [list(ids[row]) for row in exact]
+
+
+def test_add_and_remove(index, corpus):
+    rng = np.random.default_rng(1)
+    new = [corpus / "disc" / f"extra_{i}.png" for i in range(2)]
+    for p in new:
+        make_image("disc", rng).save(p)
+    r = index.add(new)
+    assert (r.added, r.removed) == (2, 0) and len(index) == 62
+    assert "disc/extra_0.png" in index
+    n = index.remove(["disc/extra_0.png", corpus / "disc" / "disc_000.png", "not/indexed.png"])
+    assert n == 2 and len(index) == 60
+    assert "disc/extra_0.png" not in index
+    hits = index.query(corpus / "disc" / "disc_002.png", k=59)
+    assert not {"disc/extra_0.png", "disc/disc_000.png"} & {h.path for h in hits}
+    outside = corpus.parent / "outside.png"
+    make_image("disc", rng).save(outside)
+    with pytest.raises(SimsearchError, match="not inside the indexed folder"):
+        index.add([outside])
+
+
+def test_update_after_changes_and_reopen(index, corpus, tmp_path):
+    (corpus / "square" / "square_000.png").unlink()
+    r = index.update()
+    assert (r.added, r.removed, r.unchanged) == (0, 1, 59)
+    again = simsearch.Index.open(tmp_path / "idx")
+    assert len(again) == 59 and again.meta["model"]["sha256"] == index.meta["model"]["sha256"]
+
+
+def test_bad_queries(index, tmp_path):
+    with pytest.raises(SimsearchError, match="file not found"):
+        index.query(tmp_path / "nope.png")
+    with pytest.raises(SimsearchError, match="positive"):
+        index.query(0, k=0)
+    with pytest.raises(SimsearchError, match="not in the index"):
+        index.query(10**9)
+    with pytest.raises(SimsearchError, match="query array"):
+        index.query(np.zeros((2, 2, 2, 2)))
+    with pytest.raises(SimsearchError, match="cannot query by"):
+        index.query({"not": "an image"})
+    assert len(index.query(0, k=10_000)) == 59
+
+
+def test_rgb_corpus(tmp_path, fast_options):
+    from synth import write_corpus
+
+    write_corpus(tmp_path / "rgb", per_class=6, rgb=True, size=48)
+    idx = simsearch.Index.build(tmp_path / "rgb", tmp_path / "idx", options=fast_options)
+    assert idx.info()["input"] == "3×48×48"
+    assert len(idx.query(tmp_path / "rgb" / "disc" / "disc_000.png", k=3)) == 3

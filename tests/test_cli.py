@@ -1,0 +1,190 @@
+"""The command line end to end, through click's CliRunner (and one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from simsearch.cli import cli
+
+from synth import FAST_CLI, make_image
+
+
+def run(*args, ok=True):
+    res = CliRunner().invoke(cli, [str(a) for a in args], obj={})
+    if ok and res.exit_code != 0:
+        raise AssertionError(f"exit {res.exit_code}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}\n{res.exception!r}")
+    return res
+
+
+def counts(stderr: str) -> dict[str, int]:
+    line = next(l for l in stderr.splitlines() if l.startswith("indexed "))
+    parts = line.split(": ", 1)[1].split(" / ")
+    return {p.split()[0]: int(p.split()[1]) for p in parts}
+
+
+@pytest.fixture
+def built(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr) == {"added": 60, "updated": 0, "removed": 0, "unchanged": 0, "skipped": 0}
+    return corpus, idx
+
+
+def test_index_query_update_cycle(built, tmp_path):
+    corpus, idx = built
+    q = corpus / "disc" / "disc_000.png"
+    res = run("query", q, "--index", idx, "-k", "5")
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("query:") and "rank" in lines[1]
+    assert len(lines) == 2 + 5
+    assert not any("disc_000.png" in l for l in lines[2:])  # an indexed query is left out of its own results
+
+    # add 3, delete 2, modify 1
+    rng = np.random.default_rng(9)
+    for i in range(3):
+        make_image("square", rng).save(corpus / "square" / f"new_{i}.png")
+    deleted = [corpus / "stripes" / "stripes_000.png", corpus / "disc" / "disc_005.png"]
+    for p in deleted:
+        p.unlink()
+    modified = corpus / "square" / "square_003.png"
+    make_image("disc", rng).save(modified)
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr) == {"added": 3, "updated": 1, "removed": 2, "unchanged": 57, "skipped": 0}
+    assert "trained" not in res.stderr  # the model is kept
+
+    # deleted files never come back, whatever the query
+    res = run("query", *[corpus / "disc" / f"disc_{i:03d}.png" for i in range(1, 4)], "--index", idx, "-k", "58", "--json")
+    returned = {h["relpath"] for line in res.stdout.splitlines() for h in json.loads(line)["hits"]}
+    assert not returned & {"stripes/stripes_000.png", "disc/disc_005.png"}
+    assert {"square/new_0.png", "square/new_1.png", "square/new_2.png"} <= returned
+
+    # unchanged folder: nothing to do
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr) == {"added": 0, "updated": 0, "removed": 0, "unchanged": 61, "skipped": 0}
+
+
+def test_touch_without_change_is_not_an_update(built):
+    corpus, idx = built
+    p = corpus / "disc" / "disc_001.png"
+    t = time.time() + 100
+    os.utime(p, (t, t))
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr)["updated"] == 0 and counts(res.stderr)["unchanged"] == 60
+
+
+def test_query_json_lines_and_grid(built, tmp_path):
+    corpus, idx = built
+    ext = tmp_path / "outside.png"
+    make_image("stripes", np.random.default_rng(3)).save(ext)
+    grid = tmp_path / "sheet.png"
+    res = run("query", ext, corpus / "square" / "square_001.png", "--index", idx, "-k", "4", "--json", "--grid", grid)
+    rows = [json.loads(l) for l in res.stdout.splitlines()]
+    assert len(rows) == 2 and all(len(r["hits"]) == 4 for r in rows)
+    assert [h["rank"] for h in rows[0]["hits"]] == [1, 2, 3, 4]
+    scores = [h["score"] for h in rows[0]["hits"]]
+    assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
+    with Image.open(grid) as im:
+        assert im.format == "PNG" and im.width > 4 * 100 and im.height > 2 * 100
+
+
+def test_query_indexed_by_id_and_path(built):
+    corpus, idx = built
+    res = run("query", "--indexed", "square/square_002.png", "--index", idx, "-k", "3", "--json")
+    hits = json.loads(res.stdout)["hits"]
+    assert len(hits) == 3 and all(h["relpath"] != "square/square_002.png" for h in hits)
+    res = run("query", "--indexed", str(hits[0]["id"]), "--index", idx, "-k", "2", "--json", "--include-self")
+    assert json.loads(res.stdout)["hits"][0]["id"] == hits[0]["id"]
+    res = run("query", "--indexed", "nope/missing.png", "--index", idx, ok=False)
+    assert res.exit_code == 1 and "not in the index" in res.stderr
+
+
+def test_k_larger_than_index_returns_all(built):
+    corpus, idx = built
+    res = run("query", corpus / "disc" / "disc_001.png", "--index", idx, "-k", "1000", "--json")
+    assert len(json.loads(res.stdout)["hits"]) == 59
+
+
+def test_errors_are_one_line_with_exit_codes(built, tmp_path):
+    corpus, idx = built
+    res = run("query", tmp_path / "missing.png", "--index", idx, ok=False)
+    assert res.exit_code == 1
+    assert res.stderr.strip() == f"Error: {tmp_path / 'missing.png'}: file not found"
+    res = run("query", corpus / "disc" / "disc_001.png", "--index", tmp_path / "no-index", ok=False)
+    assert res.exit_code == 1 and "no index here" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run("query", corpus, "--index", idx, ok=False)
+    assert res.exit_code == 1 and "is a directory" in res.stderr
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    res = run("query", bad, "--index", idx, ok=False)
+    assert res.exit_code == 1 and str(bad) in res.stderr and "Traceback" not in res.stderr
+    res = run("query", bad, "--index", idx, "-k", "0", ok=False)
+    assert res.exit_code == 2
+    res = run("query", "--index", idx, ok=False)  # no images
+    assert res.exit_code == 2
+    res = run("index", tmp_path / "no-such-folder", "--index", idx, ok=False)
+    assert res.exit_code == 1 and "no such folder" in res.stderr
+    res = run("index", corpus, "--bogus-flag", ok=False)
+    assert res.exit_code == 2
+
+
+def test_info(built):
+    corpus, idx = built
+    res = run("info", "--index", idx, "--json")
+    d = json.loads(res.stdout)
+    assert d["images"] == 60 and d["dim"] == 128 and d["input"] == "1×32×32" and d["format_version"] == 1
+    assert d["faiss_factory"] == "IDMap2,Flat" and d["metric"] == "cosine" and d["disk_bytes"] > 0
+    res = run("info", "--index", idx)
+    assert "images" in res.stdout and "60" in res.stdout
+
+
+def test_corrupt_file_is_skipped_and_reported(corpus, tmp_path):
+    (corpus / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
+    idx = tmp_path / "idx"
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr)["skipped"] == 1
+    assert "broken.png" in res.stderr
+    res = run("info", "--index", idx, "--skipped")
+    assert "disc/broken.png" in res.stdout
+
+
+def test_train_then_index_with_model(corpus, tmp_path):
+    model = tmp_path / "m.pt"
+    res = run("train", corpus, "-o", model, *FAST_CLI)
+    assert model.exists() and "sha256:" in res.stdout
+    idx = tmp_path / "idx"
+    res = run("index", corpus, "--index", idx, "--model", model)
+    assert "trained" not in res.stderr and counts(res.stderr)["added"] == 60
+    run("query", corpus / "disc" / "disc_001.png", "--index", idx, "--model", model)
+    other = tmp_path / "other.pt"
+    other.write_bytes(model.read_bytes() + b"x")
+    res = run("query", corpus / "disc" / "disc_001.png", "--index", idx, "--model", other, ok=False)
+    assert res.exit_code == 1 and "does not match" in res.stderr
+
+
+def test_help_does_not_import_torch_or_faiss():
+    code = (
+        "import sys; from simsearch.cli import cli\n"
+        "try:\n    cli(['--help'], obj={})\nexcept SystemExit:\n    pass\n"
+        "for cmd in ('index', 'query', 'info', 'train'):\n"
+        "    try:\n        cli([cmd, '--help'], obj={})\n    except SystemExit:\n        pass\n"
+        "bad = [m for m in ('torch', 'faiss', 'numpy') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Example:" in out.stdout
+
+
+def test_every_command_help_has_an_example():
+    for cmd in cli.commands:
+        res = run(cmd, "--help")
+        assert "Example" in res.stdout, cmd

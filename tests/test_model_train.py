@@ -1,0 +1,116 @@
+"""The autoencoder, every training objective, embedding and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from simsearch import model as M
+from simsearch import train as T
+from simsearch.embed import embed
+from simsearch.errors import ModelMismatchError, SimsearchError
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 1), (16, 3), (96, 3)])
+def test_shapes_round_trip(size, channels):
+    cfg = M.ModelConfig(image_size=size, channels=channels, latent_dim=32, width=8, depth=0)
+    m = M.build(cfg)
+    x = torch.rand(3, channels, size, size)
+    z = m.encode(x)
+    assert z.shape == (3, 32)
+    assert m.decode(z).shape == x.shape
+
+
+def test_vae_encodes_mu():
+    m = M.build(M.ModelConfig(latent_dim=16, width=8, depth=0, variational=True)).eval()
+    x = torch.rand(2, 1, 28, 28)
+    mu, logvar = m.encode_stats(x)
+    assert mu.shape == logvar.shape == (2, 16)
+    assert torch.equal(m.encode(x), mu)
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError):
+        M.ModelConfig(channels=2)
+    with pytest.raises(ValueError):
+        M.ModelConfig(image_size=30)
+    with pytest.raises(ValueError):
+        T.TrainConfig(objective="gan")
+
+
+def pixels(n=64, size=28, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 1, size, size), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("objective", T.OBJECTIVES)
+def test_every_objective_trains_and_lowers_the_loss(objective):
+    data = np.zeros((96, 1, 28, 28), np.uint8)
+    data[:, :, 8:20, 8:20] = np.random.default_rng(0).integers(100, 255, (96, 1, 1, 1))  # learnable structure
+    mcfg = T.model_config_for(objective, latent_dim=16, width=8, depth=0)
+    tcfg = T.TrainConfig(objective=objective, max_epochs=6, time_budget=0, batch_size=32, lr=3e-3, val_fraction=0)
+    res = T.train(data, mcfg, tcfg, "cpu")
+    assert res.epochs == 6 and res.stopped_by == "epochs"
+    first, last = res.history[0]["rec"], res.history[-1]["rec"]
+    assert np.isfinite(last) and last < first
+    z = embed(res.model, data, "cpu")
+    assert z.shape == (96, 16) and z.dtype == np.float32 and np.isfinite(z).all()
+
+
+def test_time_budget_stops_training():
+    tcfg = T.TrainConfig(objective="ae", max_epochs=1000, time_budget=1.0, batch_size=16)
+    res = T.train(pixels(256), T.model_config_for("ae", latent_dim=8, width=8, depth=0), tcfg, "cpu")
+    assert res.stopped_by == "time" and res.epochs < 1000 and res.seconds < 10
+
+
+def test_training_is_seeded():
+    mcfg = T.model_config_for("ae", latent_dim=8, width=8, depth=0)
+    tcfg = T.TrainConfig(objective="dae", max_epochs=2, time_budget=0, batch_size=16)
+    a = embed(T.train(pixels(), mcfg, tcfg, "cpu").model, pixels(8, seed=1), "cpu")
+    b = embed(T.train(pixels(), mcfg, tcfg, "cpu").model, pixels(8, seed=1), "cpu")
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_checkpoint_resumes(tmp_path):
+    mcfg = T.model_config_for("ae", latent_dim=8, width=8, depth=0)
+    ck = tmp_path / "train.ckpt"
+    full = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu")
+    # an "interrupted" run: 2 epochs with a checkpoint, then the same run with 4 resumes at epoch 2
+    T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=2, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    assert ck.exists()
+    res = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    # different max_epochs → different signature → a fresh start, not a wrong resume
+    assert res.resumed_from == 0
+    again = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    assert again.resumed_from == 4 and again.epochs == 4
+    probe = pixels(8, seed=3)
+    assert np.allclose(embed(again.model, probe, "cpu"), embed(res.model, probe, "cpu"), atol=1e-5)
+    assert np.allclose(embed(full.model, probe, "cpu"), embed(res.model, probe, "cpu"), atol=1e-4)
+
+
+def test_save_load_and_hash(tmp_path):
+    m = M.build(M.ModelConfig(latent_dim=8, width=8, depth=0)).eval()
+    p = tmp_path / "m.pt"
+    sha = M.save(m, p)
+    assert sha == M.file_sha256(p)
+    back, info = M.load(p, expected_sha256=sha)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(back.encode(x), m.encode(x))
+    with pytest.raises(ModelMismatchError, match="does not match"):
+        M.load(p, expected_sha256="f" * 64)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(SimsearchError, match="not a usable simsearch model"):
+        M.load(tmp_path / "junk.pt")
+
+
+def test_device_pick():
+    from simsearch.device import pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(SimsearchError):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SimsearchError, match="no CUDA"):
+            pick_device("cuda")
