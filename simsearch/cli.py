@@ -310,6 +310,42 @@ def info(index_path, as_json, skipped):
     click.echo(kv_table(d))
 
 
+# ------------------------------------------------------------------ verify
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--no-files", is_flag=True, help="Do not check that the indexed image files still exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_common
+def verify(index_path, no_files, as_json):
+    """Check an index: checksums, manifest ↔ FAISS consistency, model hash, files.
+
+    Exits 1 if the index is damaged (warnings, such as files changed since
+    indexing, do not fail).
+
+    \b
+    Example:
+      simsearch verify --index indexes/photos
+    """
+    import json
+
+    from . import store
+    from .verify import verify as run_verify
+
+    summary, problems = run_verify(index_path or store.default_index_path(), check_files=not no_files)
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        click.echo(json.dumps({**summary, "ok": not errors, "problems": [p.__dict__ for p in problems]}))
+    else:
+        for p in problems:
+            click.echo(str(p), err=True)
+        if not errors:
+            click.echo(f"ok: {summary['index']} ({summary.get('images', 0)} images, {summary.get('generation')})")
+    if errors:
+        raise SimsearchError(f"{summary['index']}: {len(errors)} problem(s) found")
+
+
 def main() -> None:  # console-script entry point
     cli(obj={})
 

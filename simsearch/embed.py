@@ -12,6 +12,7 @@ import torch
 
 from . import device as dev
 from .model import AutoEncoder
+from .store import crash_point
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -63,6 +64,7 @@ def embed_batches(
             with dev.autocast(device):
                 z = model.encode(x)
             yield z.float().cpu().numpy()
+            crash_point("embed-batch")
             done += len(batch)
             if progress:
                 progress("embed", done, total or done)

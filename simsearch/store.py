@@ -46,6 +46,26 @@ DEFAULT_INDEX = Path("indexes") / "default"
 GEN_PREFIX = "gen-"
 
 
+def crash_point(name: str) -> None:
+    """Crash-test hook: ``SIMSEARCH_CRASH_AT=name[:n]`` SIGKILLs this process the n-th time
+    (default 1st) execution reaches ``name``. The kill tests use it to stop a run at exact
+    points (training, embedding, index write, manifest write); it costs one dict lookup otherwise."""
+    spec = os.environ.get("SIMSEARCH_CRASH_AT")
+    if not spec:
+        return
+    target, _, nth = spec.partition(":")
+    if target != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash_counts: dict[str, int] = {}
+
+
 def default_index_path() -> Path:
     env = os.environ.get("SIMSEARCH_INDEX")
     return Path(env) if env else DEFAULT_INDEX
@@ -257,14 +277,17 @@ def _check_format(meta: dict, where: Path) -> dict:
     return meta
 
 
-def read_meta(index_dir: Path) -> dict:
-    gen = current_generation(index_dir)
+def read_meta(index_dir: Path, gen: Path | None = None) -> dict:
+    """meta.json of generation ``gen`` (default: the live one), migrated to the current format."""
+    gen = gen or current_generation(index_dir)
     if gen is None:
         raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
     path = gen / "meta.json"
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
+        if not gen.exists():
+            raise _Vanished() from None
         raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
@@ -289,8 +312,10 @@ class _Vanished(Exception):
 
 
 def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
-    meta = read_meta(index_dir)
-    gen = current_generation(index_dir)
+    gen = current_generation(index_dir)  # resolve CURRENT once: everything below reads this generation
+    if gen is None:
+        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+    meta = read_meta(index_dir, gen)
 
     def need(name: str) -> Path:
         p = gen / name
@@ -376,6 +401,7 @@ def _write_manifest(path: Path, entries: list[Entry], skipped: list[dict]) -> No
             "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
             ((e.id, os.fsencode(e.path), e.size, e.mtime_ns, e.sha256) for e in entries),
         )
+        crash_point("write-manifest")
         con.executemany("INSERT INTO skipped VALUES (?, ?)", ((os.fsencode(s["path"]), s["reason"]) for s in skipped))
         con.commit()
     finally:
@@ -396,8 +422,10 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
     try:
         np.save(tmp / "ids.npy", np.ascontiguousarray(snap.ids, dtype=np.int64))
         np.save(tmp / "vectors.npy", np.ascontiguousarray(snap.vectors, dtype=np.float32))
+        crash_point("write-vectors")
         _write_manifest(tmp / "manifest.sqlite", snap.entries, snap.skipped)
         faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))
+        crash_point("write-index")
         meta = dict(snap.meta)
         meta["format_version"] = FORMAT_VERSION
         meta["counts"] = {"vectors": len(snap.ids), "skipped": len(snap.skipped)}
@@ -411,6 +439,7 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(index_dir)
+        crash_point("write-renamed")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -36,6 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from . import device as dev
+from .store import crash_point
 from .model import OBJECTIVES, AutoEncoder, ModelConfig, build, reconstruction_loss
 
 Progress = Callable[..., None]
@@ -301,6 +302,7 @@ def train(
             progress("epoch", epoch, tcfg.max_epochs, **row)
         if ckpt_path is not None:
             _save_checkpoint(ckpt_path, sig, model, opt, gen, history, epoch, time.perf_counter() - t0, best, bad_epochs)
+            crash_point("train-epoch")
         if stopped_by == "time":
             break
         if n_val and bad_epochs >= tcfg.patience:

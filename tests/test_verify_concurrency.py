@@ -1,0 +1,116 @@
+"""`simsearch verify`, format migration, and readers during writes."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import simsearch
+from simsearch import store
+from simsearch.cli import cli
+from simsearch.errors import IndexFormatError
+from synth import make_image
+
+
+@pytest.fixture
+def index(corpus, tmp_path, fast_options):
+    return simsearch.Index.build(corpus, tmp_path / "idx", options=fast_options)
+
+
+def verify(idx, *extra):
+    return CliRunner().invoke(cli, ["verify", "--index", str(idx), "--json", *extra], obj={})
+
+
+def test_verify_clean_index(index):
+    res = verify(index.path)
+    d = json.loads(res.stdout)
+    assert res.exit_code == 0 and d["ok"] and d["images"] == 60 and d["problems"] == []
+
+
+def test_verify_finds_corruption(index):
+    p = store.current_generation(index.path) / "vectors.npy"
+    data = bytearray(p.read_bytes())
+    data[-5] ^= 0xFF  # flip bits in the last vector: same size, different content
+    p.write_bytes(bytes(data))
+    res = verify(index.path)
+    d = json.loads(res.stdout)
+    assert res.exit_code == 1 and not d["ok"]
+    assert any("vectors.npy" in x["where"] and "sha256" in x["what"] for x in d["problems"])
+
+
+def test_verify_finds_missing_model_and_drifted_files(index, corpus):
+    (corpus / "disc" / "disc_000.png").unlink()
+    res = verify(index.path)
+    d = json.loads(res.stdout)
+    assert res.exit_code == 0 and d["files_missing"] == 1  # a warning, not damage
+    store.model_path(index.path, index.meta["model"]["sha256"]).unlink()
+    res = verify(index.path)
+    assert res.exit_code == 1 and "model file missing" in res.stdout
+
+
+def test_older_format_is_migrated_on_open(index, monkeypatch):
+    gen = store.current_generation(index.path)
+    meta = json.loads((gen / "meta.json").read_text())
+    meta["format_version"] = 0
+    meta["metric_name"] = meta.pop("metric")  # pretend format 0 called it that
+    (gen / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexFormatError, match="too old to migrate"):
+        store.read(index.path)
+
+    def v0_to_v1(m):
+        m = dict(m)
+        m["metric"] = m.pop("metric_name")
+        m["format_version"] = 1
+        return m
+
+    monkeypatch.setitem(store.MIGRATIONS, 0, v0_to_v1)
+    snap = store.read(index.path)
+    assert snap.meta["format_version"] == 1 and snap.meta["metric"] == "cosine"
+
+
+def test_readers_during_writes_see_complete_versions(index, corpus):
+    rng = np.random.default_rng(0)
+    extra = []
+    for i in range(4):
+        p = corpus / "disc" / f"w{i}.png"
+        make_image("disc", rng).save(p)
+        extra.append(p)
+    seen, errors, stop = set(), [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                snap = store.read(index.path)
+                # a complete version: manifest, vectors and FAISS agree
+                assert snap.faiss_index.ntotal == len(snap.entries) == len(snap.vectors)
+                _, ids = snap.faiss_index.search(snap.normalized()[:3], 3)
+                assert set(ids.ravel()) <= set(snap.ids.tolist())
+                seen.add(len(snap))
+            except Exception as e:  # noqa: BLE001 — any failure is a test failure
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for p in extra:
+            index.add([p])
+            index.remove([p])
+            index.add([p])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert seen <= set(range(60, 65)) and len(seen) >= 2
+    assert len(index) == 64
+
+
+def test_second_writer_cli_message(index, corpus):
+    with store.write_lock(index.path):
+        res = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(index.path)], obj={})
+    assert res.exit_code == 1 and "being written by" in res.stderr and "--wait" in res.stderr
