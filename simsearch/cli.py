@@ -26,7 +26,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SimsearchError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_printable(str(e))) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -36,8 +36,13 @@ class _Group(click.Group):
             if (ctx.obj or {}).get("verbose") or os.environ.get("SIMSEARCH_DEBUG"):
                 traceback.print_exc()
             raise click.ClickException(
-                f"unexpected {type(e).__name__}: {e} (run with -v for the traceback; please report it)"
+                _printable(f"unexpected {type(e).__name__}: {e} (run with -v for the traceback; please report it)")
             ) from None
+
+
+def _printable(msg: str) -> str:
+    """One line, printable on any terminal (non-UTF-8 file names become \\x escapes)."""
+    return " ".join(msg.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _common(f):
@@ -60,7 +65,7 @@ def _say(msg: str) -> None:
     """Status line on stderr unless --quiet."""
     ctx = click.get_current_context(silent=True)
     if ctx is None or not (ctx.obj or {}).get("quiet"):
-        click.echo(msg, err=True)
+        click.echo(_printable(msg), err=True)
 
 
 def _verbose() -> bool:
@@ -347,6 +352,9 @@ def verify(index_path, no_files, as_json):
 
 
 def main() -> None:  # console-script entry point
+    import logging
+
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)  # decode failures are reported as skips, once
     cli(obj={})
 
 
