@@ -194,6 +194,10 @@ class Index:
 
         return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self)
 
+    def prepare_queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Query-time transform of cosine-ready query vectors (identity unless the index configures one)."""
+        return vectors
+
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Nearest neighbours of already cosine-ready vectors (Q, D)."""
         from . import query as q

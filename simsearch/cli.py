@@ -315,6 +315,56 @@ def info(index_path, as_json, skipped):
     click.echo(kv_table(d))
 
 
+# ------------------------------------------------------------------ eval
+
+
+@cli.command(name="eval")
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--queries", type=click.Path(exists=True, file_okay=False), help="Labelled query images (label = parent folder name).")
+@click.option("--gallery", type=click.Path(exists=True, file_okay=False),
+              help="Labelled gallery to search (default: the index's own images).")
+@click.option("--split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Without --queries: this random fraction of the gallery queries the rest (default 0.1).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use at most this many queries (random sample).")
+@click.option("-k", "ks", multiple=True, type=click.IntRange(1), help="Cut-offs for P@k / R@k (default 1, 10, 100).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@_common
+def eval_(index_path, queries, gallery, split, limit, ks, seed, device, as_json):
+    """Measure retrieval quality on labelled images: P@k, R@k and mAP.
+
+    The label of an image is the name of its parent folder. Each query
+    ranks the whole gallery by cosine similarity; mAP counts every relevant
+    image. Labels are only used here, never for training or search.
+
+    \b
+    Example:
+      simsearch eval --index indexes/fashion-mnist --queries data/fashion-mnist/test
+      simsearch eval --index indexes/photos --split 0.1
+    """
+    import json
+
+    from .api import Index
+    from .evaluate import DEFAULT_KS, evaluate_index
+    from .render import kv_table
+
+    if queries and split:
+        raise click.UsageError("--split is for evaluating without --queries; pass one or the other")
+    idx = Index.open(index_path, device=device)
+    bars = _progress()
+    try:
+        res = evaluate_index(idx, queries, gallery, split, seed, ks or DEFAULT_KS, limit, progress=bars)
+    except ValueError as e:
+        raise SimsearchError(str(e)) from None
+    finally:
+        bars.close()
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    click.echo(kv_table({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in res.items()}))
+
+
 # ------------------------------------------------------------------ verify
 
 

@@ -1,0 +1,149 @@
+"""Retrieval quality on labelled images (label = name of the parent folder).
+
+Labels are used here and nowhere else: training, embedding and search never
+see them. Every query ranks the *whole* gallery by cosine similarity:
+
+- P@k       fraction of the top k that share the query's label
+- R@k       fraction of all the query's relevant gallery images found in the top k
+- AP        mean over the relevant images of the precision at each one's rank
+- mAP       mean AP over queries (full ranking: every relevant image counts)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_KS = (1, 10, 100)
+
+
+def label_of(path: str | os.PathLike) -> str:
+    return Path(path).parent.name
+
+
+def encode_labels(*label_lists: Sequence[str]) -> list[np.ndarray]:
+    names = sorted(set().union(*[set(l) for l in label_lists]))
+    code = {n: i for i, n in enumerate(names)}
+    return [np.array([code[x] for x in l], dtype=np.int64) for l in label_lists]
+
+
+def rank_metrics(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    q_labels: np.ndarray,
+    g_labels: np.ndarray,
+    ks: Sequence[int] = DEFAULT_KS,
+    exclude: np.ndarray | None = None,
+    block: int = 256,
+) -> dict:
+    """Metrics of ranking ``gallery`` (N, D) by inner product with each of ``queries`` (Q, D).
+
+    ``exclude[i]``: a gallery row to leave out of query i's ranking (itself), or -1.
+    Returns means over queries; queries with no relevant gallery image are left out of
+    R@k and mAP (and counted in ``no_relevant``).
+    """
+    import torch
+
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    g = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32))
+    ql = torch.from_numpy(np.asarray(q_labels, dtype=np.int64))
+    gl = torch.from_numpy(np.asarray(g_labels, dtype=np.int64))
+    n = g.shape[0]
+    ks = [k for k in ks if k <= n] or [n]
+    sums = {f"P@{k}": 0.0 for k in ks} | {f"R@{k}": 0.0 for k in ks} | {"mAP": 0.0}
+    n_rel_queries = 0
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    for s in range(0, len(q), block):
+        sim = q[s : s + block] @ g.T  # (B, N)
+        rel_all = gl[None, :] == ql[s : s + block, None]  # (B, N)
+        if exclude is not None:
+            ex = torch.from_numpy(np.asarray(exclude[s : s + block], dtype=np.int64))
+            rows = torch.nonzero(ex >= 0).squeeze(1)
+            sim[rows, ex[rows]] = -torch.inf
+            rel_all[rows, ex[rows]] = False
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+        rel = torch.gather(rel_all, 1, order)
+        cum = torch.cumsum(rel, dim=1, dtype=torch.int64)
+        total = cum[:, -1].to(torch.float64)
+        has = total > 0
+        for k in ks:
+            hits = cum[:, k - 1].to(torch.float64)
+            sums[f"P@{k}"] += float((hits / k).sum())
+            sums[f"R@{k}"] += float((hits[has] / total[has]).sum())
+        prec = cum.to(torch.float64) / ranks
+        ap = (prec * rel).sum(1)[has] / total[has]
+        sums["mAP"] += float(ap.sum())
+        n_rel_queries += int(has.sum())
+    out = {}
+    for k in ks:
+        out[f"P@{k}"] = sums[f"P@{k}"] / len(q)
+    for k in ks:
+        out[f"R@{k}"] = sums[f"R@{k}"] / max(n_rel_queries, 1)
+    out["mAP"] = sums["mAP"] / max(n_rel_queries, 1)
+    out["queries"], out["gallery"], out["no_relevant"] = len(q), n, len(q) - n_rel_queries
+    return out
+
+
+def evaluate_index(index, queries_dir: str | None = None, gallery_dir: str | None = None,
+                   split: float | None = None, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
+                   limit: int | None = None, progress=None) -> dict:
+    """Evaluate an open ``simsearch.Index``.
+
+    - ``queries_dir`` given: its images (labels from folders) query the gallery.
+    - gallery: ``gallery_dir`` embedded with the index's model, else the index's own images.
+    - ``split``: no queries_dir; a random fraction of the gallery queries the rest (each query
+      is left out of its own ranking).
+    """
+    from . import images
+
+    g_paths = None
+    if gallery_dir is not None and Path(gallery_dir).resolve() != index.root:
+        g_paths, problems = images.discover(gallery_dir)
+        g_vecs = _embed_paths(index, g_paths, progress)
+        g_labels = [label_of(p) for p in g_paths]
+    else:
+        g_vecs = index.vectors()
+        g_labels = [label_of(p) for p in index.paths()]
+    exclude = None
+    if queries_dir is not None:
+        q_paths, _ = images.discover(queries_dir)
+        if limit:
+            q_paths = _sample(q_paths, limit, seed)
+        q_vecs = _embed_paths(index, q_paths, progress)
+        q_labels = [label_of(p) for p in q_paths]
+    else:
+        frac = split if split is not None else 0.1
+        rng = np.random.default_rng(seed)
+        n_q = max(1, int(round(len(g_labels) * frac)))
+        if limit:
+            n_q = min(n_q, limit)
+        rows = np.sort(rng.choice(len(g_labels), size=n_q, replace=False))
+        q_vecs, q_labels, exclude = g_vecs[rows], [g_labels[i] for i in rows], rows
+    q_vecs = index.prepare_queries(q_vecs)
+    ql, gl = encode_labels(q_labels, g_labels)
+    res = rank_metrics(q_vecs, g_vecs, ql, gl, ks, exclude)
+    res["classes"] = len(set(g_labels))
+    return res
+
+
+def _sample(paths, limit, seed):
+    if len(paths) <= limit:
+        return paths
+    rng = np.random.default_rng(seed)
+    return [paths[i] for i in np.sort(rng.choice(len(paths), size=limit, replace=False))]
+
+
+def _embed_paths(index, paths, progress=None) -> np.ndarray:
+    """Cosine-ready vectors of image files, decoded in parallel and embedded in batches."""
+    from . import images
+    from .indexer import _decode
+
+    pixels, good, _, bad = _decode(list(paths), index.preprocess, 0, progress)
+    if bad:
+        raise ValueError(f"{len(bad)} evaluation images could not be read, e.g. {paths[bad[0][0]]}: {bad[0][1]}")
+    from .vectors import normalize
+
+    return normalize(index._encode(pixels), index._snap.mean)
