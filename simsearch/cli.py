@@ -139,9 +139,11 @@ def _with(options):
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from scratch.")
 @click.option("--wait", is_flag=True, help="Wait for another process writing this index instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]), default=None,
+              help="FAISS index: auto (exact below 200k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
 @_with(_train_options)
 @_common
-def index(folder, index_path, model, retrain, rebuild, wait, as_json, channels, **train_kw):
+def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, channels, **train_kw):
     """Index every image under FOLDER (train a model first if the index has none).
 
     Re-running updates the index incrementally: only new or changed files
@@ -157,7 +159,7 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, channels, 
 
     if not os.path.isdir(folder):
         raise SimsearchError(f"{folder}: not a directory" if os.path.exists(folder) else f"{folder}: no such folder")
-    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait,
+    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait, index_type=index_type,
                           channels=int(channels) if channels else None, **train_kw)
     bars = _progress()
     index_path = index_path or str(store.default_index_path())

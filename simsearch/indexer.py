@@ -44,6 +44,7 @@ class BuildOptions:
     retrain: bool = False  # train a new model even if the index has one
     rebuild: bool = False  # ignore the existing index entirely (fresh build)
     wait: bool = False  # wait for another writer instead of failing
+    index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
 
 
 @dataclass
@@ -208,6 +209,7 @@ def update(
         nothing_changed = (
             old is not None and not need_train and not reembed_all and not new_items and not refreshed
             and not report.removed and _same_skips(old.skipped, report.skipped, only)
+            and options.index_type in (None, old.meta["faiss"].get("requested"))
         )
         if nothing_changed:  # an unchanged folder writes nothing
             report.unchanged, report.total, report.timings = len(old), len(old), timer.t
@@ -224,11 +226,48 @@ def update(
                 meta["embedding"]["mean"] = corpus_mean(snap.vectors).tolist()
             carried = [x for x in old.skipped if x["path"] not in seen] if only and old is not None else []
             snap.skipped = carried + report.skipped
+            fresh_vectors = need_train or reembed_all
+            _plan_faiss(snap, old if not fresh_vectors else None, options.index_type, new_items)
             store.write(index_dir, snap)
         (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
         report.total = len(snap)
         report.timings = timer.t
         return report
+
+
+def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new_items) -> None:
+    """Choose the FAISS index for ``snap``; for IVF types with the same layout as ``old``,
+    update the old index in place (remove + add, no retraining) instead of rebuilding it."""
+    from . import ann
+
+    if requested is None:
+        requested = (old.meta["faiss"].get("requested") if old is not None else None) or "auto"
+    try:
+        spec = ann.choose(requested, len(snap), snap.dim if snap.vectors.size else snap.vectors.shape[1])
+    except ValueError as e:
+        raise SimsearchError(str(e)) from None
+    spec.update(metric="inner_product", requested=requested)
+    prev = old.meta["faiss"] if old is not None else {}
+    if old is not None and spec["type"] in ("ivf", "ivfpq") and prev.get("factory") == spec["factory"]:
+        import faiss
+
+        index = faiss.read_index(str(old.gen_dir / "index.faiss"))  # writable copy, not the mmap
+        old_ids, new_ids = set(old.ids.tolist()), set(snap.ids.tolist())
+        new_paths = {rel for rel, _, _ in new_items}
+        updated = {e.id for e in snap.entries if e.path in new_paths and e.id in old_ids}
+        stale = (old_ids - new_ids) | updated  # vectors to drop
+        fresh = (new_ids - old_ids) | updated  # vectors to add
+        if stale:
+            index.remove_ids(np.array(sorted(stale), dtype=np.int64))
+        if fresh:
+            from .vectors import normalize
+
+            rows = snap.rows_of(np.array(sorted(fresh), dtype=np.int64))
+            index.add_with_ids(normalize(snap.vectors[rows], snap.mean), snap.ids[rows])
+        ann.apply_params(index, prev.get("params", {}))
+        spec.update(params=prev.get("params", {}), recall_at_10=prev.get("recall_at_10"), recall_sample=prev.get("recall_sample"))
+        snap._faiss = index
+    snap.meta["faiss"] = spec
 
 
 def _same_skips(old: list[dict], new: list[dict], only: bool) -> bool:
@@ -423,7 +462,6 @@ def _meta(old, snap, model_info, pre, root_abs: Path, reembed_all: bool, trained
             "simsearch_version": __version__,
             "corpus_root": str(root_abs),
             "metric": "cosine",
-            "faiss": {"factory": "IDMap2,Flat", "metric": "inner_product"},
             "preprocess": pre.to_dict(),
             "model": model_info,
             "next_id": snap.meta["next_id"],

@@ -126,7 +126,7 @@ def search(
         return [[] for _ in range(len(queries))]
     extra = 1 if any(x is not None for x in exclude) else 0
     kk = min(k + extra, n)
-    scores, ids = snap.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
+    scores, ids = _faiss_search(snap.faiss_index, np.ascontiguousarray(queries, dtype=np.float32), kk)
     out = []
     for qi in range(len(queries)):
         skip = exclude[qi] if qi < len(exclude) else None
@@ -160,6 +160,20 @@ def vectors_for(
         if r.vector is not None:
             raw[i] = r.vector
     return normalize(raw, snap.mean), [r.self_id for r in resolved]
+
+
+def _faiss_search(index, q: np.ndarray, k: int):
+    """FAISS search; a handful of queries runs on one thread (OpenMP start-up costs more than it saves)."""
+    import faiss
+
+    if len(q) >= 32:
+        return index.search(q, k)
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(q, k)
+    finally:
+        faiss.omp_set_num_threads(n)
 
 
 def query_batch(

@@ -218,25 +218,16 @@ class Snapshot:
 
     @property
     def faiss_index(self):
+        """The FAISS index (read from disk, or built from the vectors per ``meta['faiss']``)."""
         if self._faiss is None:
-            self._faiss = build_faiss(self.normalized(), self.ids, self.meta["faiss"]["factory"])
+            from . import ann
+
+            spec = self.meta["faiss"]
+            vecs = self.normalized()
+            self._faiss = ann.build(vecs, self.ids, spec)
+            if "recall_at_10" not in spec:
+                self.meta["faiss"] = ann.tune(self._faiss, vecs, self.ids, spec)
         return self._faiss
-
-
-# ---------------------------------------------------------------- FAISS
-
-
-def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str = "IDMap2,Flat"):
-    """Inner-product FAISS index over (already normalised) vectors with stable ids."""
-    import faiss
-
-    d = vectors.shape[1]
-    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        index.train(vectors)
-    if len(vectors):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-    return index
 
 
 # ---------------------------------------------------------------- read
@@ -348,15 +339,18 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
         raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
     snap = Snapshot(meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen)
     if load_faiss:
-        snap._faiss = _read_faiss(need("index.faiss"), len(ids), dim)
+        snap._faiss = _read_faiss(need("index.faiss"), len(ids), dim, meta["faiss"].get("params"))
     return snap
 
 
-def _read_faiss(path: Path, n: int, dim: int):
+def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
     import faiss
 
+    from . import ann
+
     try:
-        index = faiss.read_index(str(path))
+        # memory-mapped: a cold query pages in only what the search touches
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         why = next((l for l in first if "Error" in l or "error" in l), first[0] if first else "unreadable")
@@ -365,6 +359,7 @@ def _read_faiss(path: Path, n: int, dim: int):
         raise IndexFormatError(
             f"{path}: FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}; rebuild with `simsearch index --rebuild`"
         )
+    ann.apply_params(index, params or {})
     return index
 
 
@@ -424,7 +419,7 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         np.save(tmp / "vectors.npy", np.ascontiguousarray(snap.vectors, dtype=np.float32))
         crash_point("write-vectors")
         _write_manifest(tmp / "manifest.sqlite", snap.entries, snap.skipped)
-        faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))
+        faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))  # (builds + tunes it if needed)
         crash_point("write-index")
         meta = dict(snap.meta)
         meta["format_version"] = FORMAT_VERSION

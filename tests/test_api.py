@@ -119,3 +119,31 @@ def test_rgb_corpus(tmp_path, fast_options):
     idx = simsearch.Index.build(tmp_path / "rgb", tmp_path / "idx", options=fast_options)
     assert idx.info()["input"] == "3×48×48"
     assert len(idx.query(tmp_path / "rgb" / "disc" / "disc_000.png", k=3)) == 3
+
+
+def test_ivf_index_updates_in_place(tmp_path, fast_options):
+    from dataclasses import replace
+
+    from synth import write_corpus
+
+    root = tmp_path / "imgs"
+    write_corpus(root, per_class=30)
+    idx = simsearch.Index.build(root, tmp_path / "idx", options=replace(fast_options, index_type="ivf"))
+    assert idx.meta["faiss"]["type"] == "ivf" and idx.meta["faiss"]["recall_at_10"] >= 0.95
+    rng = np.random.default_rng(4)
+    make_image("disc", rng).save(root / "disc" / "late.png")
+    (root / "square" / "square_000.png").unlink()
+    make_image("stripes", rng).save(root / "disc" / "disc_001.png")  # changed content
+    r = idx.update()
+    assert (r.added, r.removed, r.updated) == (1, 1, 1)
+    assert idx.meta["faiss"]["type"] == "ivf"
+    # the in-place-updated IVF index holds exactly the manifest's ids, with the new vectors
+    from simsearch.ann import index_ids
+
+    fi = idx._snap.faiss_index
+    assert sorted(index_ids(fi).tolist()) == sorted(idx.ids().tolist())
+    v = idx.vectors()
+    fi.nprobe = fi.nlist  # exhaustive: must equal exact search
+    _, got = fi.search(v[:20], 5)
+    exact = idx.ids()[np.argsort(-(v[:20] @ v.T), axis=1, kind="stable")[:, :5]]
+    assert np.array_equal(got[:, 0], exact[:, 0])

@@ -22,7 +22,7 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
     entries = [Entry(int(i), f"dir/img_{i}.png", 100 + int(i), 10**9 * int(i), f"{int(i):064x}") for i in ids]
     meta = {
         "embedding": {"dim": d, "mean": corpus_mean(vecs).tolist()},
-        "faiss": {"factory": "IDMap2,Flat", "metric": "inner_product"},
+        "faiss": {"type": "flat", "factory": "IDMap2,Flat", "metric": "inner_product"},
         "model": {"sha256": "0" * 64},
         "preprocess": {"size": 28, "channels": 1, "fit": "center-crop"},
         "metric": "cosine",
@@ -146,3 +146,22 @@ def test_second_writer_is_refused_or_waits(tmp_path):
         p.join(10)
     with store.write_lock(tmp_path, wait=True, timeout=5):
         pass
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
+def test_index_types_build_tune_and_round_trip(tmp_path, kind):
+    snap = make_snapshot(n=3000, d=16, seed=3)
+    snap.meta["faiss"] = dict(__import__("simsearch.ann", fromlist=["choose"]).choose(kind, 3000, 16))
+    store.write(tmp_path, snap)
+    back = store.read(tmp_path)
+    spec = back.meta["faiss"]
+    assert spec["type"] == kind and 0 <= spec["recall_at_10"] <= 1
+    if kind in ("flat", "ivf", "hnsw"):
+        assert spec["recall_at_10"] >= 0.95  # tuned until it reaches the target
+    q = back.normalized()[:50]
+    _, got = back.faiss_index.search(q, 10)
+    exact = back.ids[np.argsort(-(q @ back.normalized().T), axis=1, kind="stable")[:, :10]]
+    from simsearch.ann import recall
+
+    measured = recall(got, exact)
+    assert measured >= (0.9 if kind != "ivfpq" else 0.3)
