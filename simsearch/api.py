@@ -223,6 +223,8 @@ class Index:
             "train_seconds": train.get("seconds"),
             "metric": m["metric"],
             "faiss_factory": m["faiss"]["factory"],
+            "faiss_params": m["faiss"].get("params", {}),
+            "recall_at_10": m["faiss"].get("recall_at_10"),
             "format_version": m["format_version"],
             "simsearch_version": m.get("simsearch_version"),
             "created": m.get("created"),

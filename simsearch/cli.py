@@ -182,6 +182,10 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
     )
     if report.skipped and not _verbose():
         _say(f"  skipped files are listed by `simsearch info --skipped --index {index_path}`")
+    if report.faiss and report.faiss.get("type") != "flat":
+        f = report.faiss
+        _say(f"  FAISS {f['factory']} {f.get('params', {})}: recall@10 vs exact search {f.get('recall_at_10')}"
+             f" (measured on {f.get('recall_sample')} sample queries)")
     timings = "  ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
     _say(f"  time: {timings}  ({human_bytes(store.disk_usage(__import__('pathlib').Path(index_path)))} on disk)")
 

@@ -59,6 +59,7 @@ class UpdateReport:
     trained: dict | None = None  # epochs, seconds, stopped_by when a model was trained
     timings: dict[str, float] = field(default_factory=dict)
     total: int = 0
+    faiss: dict | None = None  # index type, factory, search params, measured recall@10
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -230,6 +231,7 @@ def update(
             _plan_faiss(snap, old if not fresh_vectors else None, options.index_type, new_items)
             store.write(index_dir, snap)
         (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
+        report.faiss = snap.meta["faiss"]
         report.total = len(snap)
         report.timings = timer.t
         return report
