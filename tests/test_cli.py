@@ -188,3 +188,20 @@ def test_every_command_help_has_an_example():
     for cmd in cli.commands:
         res = run(cmd, "--help")
         assert "Example" in res.stdout, cmd
+
+
+def test_empty_index_after_every_file_is_deleted(built):
+    corpus, idx = built
+    for p in corpus.rglob("*.png"):
+        p.unlink()
+    res = run("index", corpus, "--index", idx, *FAST_CLI)
+    assert counts(res.stderr) == {"added": 0, "updated": 0, "removed": 60, "unchanged": 0, "skipped": 0}
+    ext = corpus / "new.png"
+    make_image("disc", np.random.default_rng(0)).save(ext)
+    res = run("query", ext, "--index", idx, ok=False)
+    assert res.exit_code == 1 and "the index is empty" in res.stderr
+    import simsearch
+
+    assert simsearch.Index.open(idx).query(ext) == []
+    res = run("verify", "--index", idx)
+    assert res.exit_code == 0
