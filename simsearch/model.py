@@ -30,9 +30,10 @@ class ModelConfig:
     image_size: int = 28  # input side in px (square)
     channels: int = 1  # 1 = grayscale, 3 = RGB
     latent_dim: int = 128  # embedding size
-    width: int = 32  # channels after the stem; doubles at each downsampling stage
+    width: int = 16  # base width: stage i of the encoder has width·2^(i+1) channels (capped)
     max_width: int = 256
-    depth: int = 1  # extra stride-1 conv blocks per stage (0 = lighter, faster encoder)
+    stem: bool = False  # a full-resolution 3×3 conv (width channels) before the first downsampling
+    depth: int = 0  # residual blocks after each downsampling stage
     variational: bool = False  # encoder predicts (μ, log σ²) instead of z
 
     def __post_init__(self):
@@ -61,7 +62,8 @@ class ModelConfig:
         return self.image_size >> self.n_down
 
     def stage_widths(self) -> list[int]:
-        return [min(self.width * 2**i, self.max_width) for i in range(self.n_down + 1)]
+        """Channels after each downsampling stage, e.g. [32, 64] for width 16 at 28 px."""
+        return [min(self.width * 2 ** (i + 1), self.max_width) for i in range(self.n_down)]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,52 +74,67 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def _conv(c_in: int, c_out: int, k: int, stride: int, transpose: bool = False) -> nn.Sequential:
+    """conv (k×k, stride) → BatchNorm → ReLU."""
+    Conv = nn.ConvTranspose2d if transpose else nn.Conv2d
+    # padding 1 keeps the side for 3×3/stride 1 and exactly halves (doubles) it for 4×4/stride 2
+    return nn.Sequential(Conv(c_in, c_out, k, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-def _up_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+class ResBlock(nn.Module):
+    """x + BN(conv3(ReLU(BN(conv3(x))))), then ReLU."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w = cfg.stage_widths()
-        layers = [_block(cfg.channels, w[0])]  # (B,1,28,28) → (B,32,28,28)
-        for i in range(cfg.n_down):  # → (B,64,14,14) → (B,128,7,7)
-            layers.append(_block(w[i], w[i + 1], stride=2))
-            layers += [_block(w[i + 1], w[i + 1]) for _ in range(cfg.depth)]
+        layers: list[nn.Module] = []
+        c = cfg.channels
+        if cfg.stem:  # (B,1,28,28) → (B,16,28,28)
+            layers.append(_conv(c, cfg.width, 3, 1))
+            c = cfg.width
+        for wi in w:  # 4×4 stride-2 convs: (B,1,28,28) → (B,32,14,14) → (B,64,7,7)
+            layers.append(_conv(c, wi, 4, 2))
+            layers += [ResBlock(wi) for _ in range(cfg.depth)]
+            c = wi
         self.features = nn.Sequential(*layers)
-        flat = w[-1] * cfg.final_side**2  # 128·7·7 = 6272
         out = cfg.latent_dim * (2 if cfg.variational else 1)
-        self.head = nn.Linear(flat, out)  # (B,6272) → (B,128)  [VAE: (B,256) = μ‖log σ²]
+        self.head = nn.Linear(w[-1] * cfg.final_side**2, out)  # (B,3136) → (B,128)  [VAE: μ‖log σ²]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
 
 
 class Decoder(nn.Module):
+    """Mirror of the encoder: linear → (B,64,7,7) → transposed convs back to (B,C,H,W) logits."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w = cfg.stage_widths()
         self.shape = (w[-1], cfg.final_side, cfg.final_side)
-        self.head = nn.Sequential(  # (B,128) → (B,6272) → (B,128,7,7)
-            nn.Linear(cfg.latent_dim, w[-1] * cfg.final_side**2), nn.ReLU(inplace=True)
-        )
-        layers = []
-        for i in reversed(range(cfg.n_down)):  # → (B,64,14,14) → (B,32,28,28)
-            layers.append(_up_block(w[i + 1], w[i]))
-            layers += [_block(w[i], w[i]) for _ in range(cfg.depth)]
-        layers.append(nn.Conv2d(w[0], cfg.channels, 3, padding=1))  # → (B,1,28,28) logits
+        self.head = nn.Linear(cfg.latent_dim, w[-1] * cfg.final_side**2)  # (B,128) → (B,3136)
+        layers: list[nn.Module] = [nn.BatchNorm2d(w[-1]), nn.ReLU(inplace=True)]
+        outs = ([cfg.width] if cfg.stem else [cfg.channels]) + w[:-1]  # channels after each up-stage
+        for i in reversed(range(cfg.n_down)):  # (B,64,7,7) → (B,32,14,14) → (B,1,28,28)
+            layers += [ResBlock(w[i]) for _ in range(cfg.depth)]
+            last = i == 0 and not cfg.stem
+            if last:
+                layers.append(nn.ConvTranspose2d(w[i], outs[i], 4, stride=2, padding=1))
+            else:
+                layers.append(_conv(w[i], outs[i], 4, 2, transpose=True))
+        if cfg.stem:
+            layers.append(nn.Conv2d(cfg.width, cfg.channels, 3, padding=1))
         self.features = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
