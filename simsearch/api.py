@@ -27,6 +27,7 @@ class Index:
         self.path = Path(path)
         self._snap = snapshot
         self._model = None
+        self._np_encoder = None
         self.device = device
         self.last_report: UpdateReport | None = None
 
@@ -39,11 +40,9 @@ class Index:
         snap = store.read(path)
         index = cls(path, snap, device)
         if model is not None:
-            from .model import file_sha256
-
             if not Path(model).is_file():
                 raise SimsearchError(f"{model}: model file not found")
-            digest = file_sha256(model)
+            digest = store.file_sha256(Path(model))
             if digest != snap.meta["model"]["sha256"]:
                 raise ModelMismatchError(
                     f"{model}: model hash {digest[:12]} does not match the model that built {path} "
@@ -94,6 +93,7 @@ class Index:
     def _reload(self) -> None:
         self._snap = store.read(self.path)
         self._model = None
+        self._np_encoder = None
 
     def _rel(self, p: str | os.PathLike) -> str:
         p = Path(p)
@@ -154,10 +154,30 @@ class Index:
 
         return q.vectors_for(self._snap, list(items), self.root, self.preprocess, self._encode)[0]
 
+    NUMPY_MAX_BATCH = 256
+
     def _encode(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw codes of preprocessed pixels. A few images on the CPU go through the numpy
+        encoder (no torch import: fast cold queries); larger batches and GPUs through torch."""
+        if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
+            enc = self._numpy_encoder()
+            if enc is not None:
+                return enc(pixels)
         from .embed import embed
 
         return embed(self.model, pixels, self.device)
+
+    def _numpy_encoder(self):
+        if self._np_encoder is None:
+            m = self._snap.meta["model"]
+            path = store.model_path(self.path, m["sha256"]).with_suffix(".npz")
+            self._np_encoder = False
+            if m.get("numpy_sha256") and path.exists() and store.file_sha256(path) == m["numpy_sha256"]:
+                from .numpy_encoder import NumpyEncoder
+
+                self._np_encoder = NumpyEncoder(path)
+            # else: missing or damaged export (`simsearch verify` reports it) → the torch model
+        return self._np_encoder or None
 
     def indexed_item(self, key: str | int) -> int:
         """The id of an indexed image given as an id (``42``/``"42"``) or a path relative to the indexed folder."""

@@ -191,6 +191,8 @@ def update(
         if need_train:
             model, trained = _train(index_dir / "work", pixels, pre, options, progress, timer, report, log)
             model_info = _save_model(model, trained, index_dir)
+        elif options.model and (old is None or old.meta["model"]["sha256"] != model_info["sha256"]):
+            model_info = _adopt_model(model, model_info, Path(options.model), index_dir)
 
         # ---- embed
         import torch  # noqa: F401  (heavy; only now)
@@ -372,16 +374,36 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
 
 
 def _save_model(model, trained: dict, index_dir: Path) -> dict:
-    """Store the model content-addressed under ``index_dir/models``; → model info for meta.json."""
+    """Store a freshly trained model content-addressed under ``index_dir/models``; → model info."""
     from . import model as model_mod
 
     tmp = index_dir / "work" / "model.pt"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     sha = model_mod.save(model, tmp, extra={"train": trained})
     final = store.model_path(index_dir, sha)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
     store.fsync_dir(final.parent)
-    return _model_info(model, sha, {"train": trained})
+    return _export_numpy(model, _model_info(model, sha, {"train": trained}), index_dir)
+
+
+def _adopt_model(model, info: dict, source: Path, index_dir: Path) -> dict:
+    """Copy a user-supplied model file (``--model``) into the index, so the index is self-contained."""
+    final = store.model_path(index_dir, info["sha256"])
+    if not final.exists():
+        store.atomic_write_bytes(final, source.read_bytes())
+    return _export_numpy(model, info, index_dir)
+
+
+def _export_numpy(model, info: dict, index_dir: Path) -> dict:
+    """The encoder with BatchNorm folded, for torch-free cold queries (``numpy_encoder``)."""
+    from .numpy_encoder import export
+
+    data = export(model)
+    store.atomic_write_bytes(store.model_path(index_dir, info["sha256"]).with_suffix(".npz"), data)
+    import hashlib
+
+    return {**info, "numpy_sha256": hashlib.sha256(data).hexdigest()}
 
 
 def train_model(

@@ -459,7 +459,7 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
             pass
     models = index_dir / "models"
     if models.is_dir() and used:
-        for m in models.glob("*.pt"):
+        for m in list(models.glob("*.pt")) + list(models.glob("*.npz")):
             if m.stem not in used:
                 m.unlink(missing_ok=True)
 

@@ -94,6 +94,10 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         problems.append(Problem(str(mp), "model file missing: queries by image cannot be encoded"))
     elif store.file_sha256(mp) != sha:
         problems.append(Problem(str(mp), "model file does not match its hash (corrupted)"))
+    npz = mp.with_suffix(".npz")
+    if meta["model"].get("numpy_sha256") and (not npz.exists() or store.file_sha256(npz) != meta["model"]["numpy_sha256"]):
+        problems.append(Problem(str(npz), "numpy export of the encoder missing or damaged: cold queries fall back to torch "
+                                "(`simsearch index --retrain` or re-index with --model to re-create it)", "warning"))
     summary["model_sha256"] = sha
 
     # 4. the corpus itself

@@ -147,3 +147,46 @@ def test_ivf_index_updates_in_place(tmp_path, fast_options):
     _, got = fi.search(v[:20], 5)
     exact = idx.ids()[np.argsort(-(v[:20] @ v.T), axis=1, kind="stable")[:, :5]]
     assert np.array_equal(got[:, 0], exact[:, 0])
+
+
+def test_queries_use_the_numpy_encoder_and_agree_with_torch(index, corpus):
+    from PIL import Image
+
+    with Image.open(corpus / "disc" / "disc_003.png") as im:
+        img = im.copy()
+    np_vec = index.embed([img])
+    assert index._np_encoder  # the numpy path was taken (no torch needed)
+    index.NUMPY_MAX_BATCH = 0  # force the torch path
+    torch_vec = index.embed([img])
+    assert np.allclose(np_vec, torch_vec, atol=1e-4)
+
+
+def test_cold_query_does_not_import_torch(index, corpus, tmp_path):
+    import subprocess
+    import sys
+
+    ext = tmp_path / "q.png"
+    make_image("disc", np.random.default_rng(2)).save(ext)
+    code = (
+        "import sys, simsearch\n"
+        f"hits = simsearch.Index.open({str(index.path)!r}).query({str(ext)!r}, k=3)\n"
+        "assert len(hits) == 3\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_index_with_user_model_is_self_contained(corpus, tmp_path, fast_options):
+    from dataclasses import replace
+
+    first = simsearch.Index.build(corpus, tmp_path / "a", options=fast_options)
+    sha = first.meta["model"]["sha256"]
+    model_file = tmp_path / "a" / "models" / f"{sha}.pt"
+    copy = tmp_path / "m.pt"
+    copy.write_bytes(model_file.read_bytes())
+    second = simsearch.Index.build(corpus, tmp_path / "b", options=replace(fast_options, model=str(copy)))
+    copy.unlink()  # the index keeps its own copy
+    ext = tmp_path / "q.png"
+    make_image("square", np.random.default_rng(3)).save(ext)
+    assert [h.id for h in second.query(ext, k=5)] == [h.id for h in first.query(ext, k=5)]
