@@ -195,14 +195,6 @@ def save(model: AutoEncoder, path: str | os.PathLike, extra: dict | None = None)
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[AutoEncoder, dict]:
     """Load a saved model; verify its hash when ``expected_sha256`` is given."""
     path = Path(path)

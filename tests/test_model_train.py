@@ -93,7 +93,9 @@ def test_save_load_and_hash(tmp_path):
     m = M.build(M.ModelConfig(latent_dim=8, width=8, depth=0)).eval()
     p = tmp_path / "m.pt"
     sha = M.save(m, p)
-    assert sha == M.file_sha256(p)
+    from simsearch.store import file_sha256
+
+    assert sha == file_sha256(p)
     back, info = M.load(p, expected_sha256=sha)
     x = torch.rand(2, 1, 28, 28)
     assert torch.allclose(back.encode(x), m.encode(x))
