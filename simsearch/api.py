@@ -143,13 +143,13 @@ class Index:
         return self._snap.ids.copy()
 
     def vectors(self) -> np.ndarray:
-        """Cosine-ready (centred, L2-normalised) vectors, row i ↔ ``ids()[i]``."""
-        return self._snap.normalized()
+        """Search vectors (what FAISS holds; inner product = similarity), row i ↔ ``ids()[i]``."""
+        return self._snap.search_vectors()
 
     # ------------------------------------------------------------ query
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
-        """Cosine-ready vectors (Q, D) for queries (paths, PIL images, arrays or ids)."""
+        """Search vectors (Q, D) for queries (paths, PIL images, arrays or ids)."""
         from . import query as q
 
         return q.vectors_for(self._snap, list(items), self.root, self.preprocess, self._encode)[0]
@@ -219,7 +219,7 @@ class Index:
         return vectors
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Nearest neighbours of already cosine-ready vectors (Q, D)."""
+        """Nearest neighbours of search vectors (Q, D), e.g. from ``embed``."""
         from . import query as q
 
         return q.search(self._snap, np.atleast_2d(vectors), k, root=str(self.root))
@@ -235,6 +235,9 @@ class Index:
             "images": len(self),
             "skipped": m.get("counts", {}).get("skipped", 0),
             "dim": self._snap.dim,
+            "search_dim": self._snap.search_dim,
+            "postprocess": ("whiten" if self._snap.post.whitener is not None else "centre")
+            + (" + diffusion" if self._snap.post.diffusion else ""),
             "input": f"{m['preprocess']['channels']}×{m['preprocess']['size']}×{m['preprocess']['size']}",
             "preprocess": m["preprocess"],
             "model_sha256": m["model"]["sha256"],

@@ -106,8 +106,8 @@ def _build_options(**kw):
 
 
 _train_options = [
-    click.option("--objective", type=click.Choice(["inv", "ae", "dae", "sparse", "vae", "cae"]),
-                 help="Training objective (default inv: augmentation-invariant AE)."),
+    click.option("--objective", type=click.Choice(["dae", "ae", "sparse", "vae", "cae"]),
+                 help="Training objective (default dae: denoising AE with shift/zoom/flip corruption)."),
     click.option("--dim", type=click.IntRange(2, 4096), default=None, help="Embedding size (default 128)."),
     click.option("--size", type=click.IntRange(8, 1024), default=None, help="Model input side in px (default: from the corpus)."),
     click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = grayscale, 3 = RGB (default: from the corpus)."),

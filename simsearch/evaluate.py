@@ -137,13 +137,11 @@ def _sample(paths, limit, seed):
 
 
 def _embed_paths(index, paths, progress=None) -> np.ndarray:
-    """Cosine-ready vectors of image files, decoded in parallel and embedded in batches."""
+    """Search vectors of image files (as queries), decoded in parallel and embedded in batches."""
     from . import images
     from .indexer import _decode
 
     pixels, good, _, bad = _decode(list(paths), index.preprocess, 0, progress)
     if bad:
         raise ValueError(f"{len(bad)} evaluation images could not be read, e.g. {paths[bad[0][0]]}: {bad[0][1]}")
-    from .vectors import normalize
-
-    return normalize(index._encode(pixels), index._snap.mean)
+    return index._snap.post.search_vectors(index._encode(pixels))

@@ -45,6 +45,7 @@ class BuildOptions:
     rebuild: bool = False  # ignore the existing index entirely (fresh build)
     wait: bool = False  # wait for another writer instead of failing
     index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
+    post: object = None  # postprocess.PostConfig; None = the default (whitening + diffusion)
 
 
 @dataclass
@@ -219,14 +220,16 @@ def update(
             return report
 
         # ---- assemble the new snapshot
+        snap = _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report)
+        snap.meta = _meta(old, snap, model_info, pre, root_abs, reembed_all, need_train)
+        # ---- post-processing: fitted with the model, kept across incremental updates
+        with timer("fit"):
+            if need_train or reembed_all or old is None or "post" not in old.meta:
+                _fit_post(snap, index_dir, options, log)
+            else:
+                snap.post, snap.meta["post"] = old.post, old.meta["post"]
+            snap.meta["search"] = {"dim": snap.post.dim, "diffusion": snap.post.diffusion}
         with timer("write"):
-            snap = _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report)
-            meta = _meta(old, snap, model_info, pre, root_abs, reembed_all, need_train)
-            snap.meta = meta
-            if need_train or reembed_all or "mean" not in meta["embedding"]:
-                from .vectors import corpus_mean
-
-                meta["embedding"]["mean"] = corpus_mean(snap.vectors).tolist()
             carried = [x for x in old.skipped if x["path"] not in seen] if only and old is not None else []
             snap.skipped = carried + report.skipped
             fresh_vectors = need_train or reembed_all
@@ -239,6 +242,22 @@ def update(
         return report
 
 
+def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log) -> None:
+    from . import postprocess
+
+    cfg = options.post or postprocess.PostConfig()
+    post = postprocess.fit(snap.vectors, snap.ids, cfg, log)
+    data = post.to_bytes()
+    sha = postprocess.digest(data)
+    path = store.post_path(index_dir, sha)
+    if not path.exists():
+        store.atomic_write_bytes(path, data)
+    snap.post = post
+    snap.meta["post"] = {"sha256": sha, "config": cfg.to_dict(), "diffusion": post.diffusion,
+                         "whitened": post.whitener is not None,
+                         "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids))}
+
+
 def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new_items) -> None:
     """Choose the FAISS index for ``snap``; for IVF types with the same layout as ``old``,
     update the old index in place (remove + add, no retraining) instead of rebuilding it."""
@@ -247,7 +266,7 @@ def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new
     if requested is None:
         requested = (old.meta["faiss"].get("requested") if old is not None else None) or "auto"
     try:
-        spec = ann.choose(requested, len(snap), snap.dim if snap.vectors.size else snap.vectors.shape[1])
+        spec = ann.choose(requested, len(snap), snap.post.dim)
     except ValueError as e:
         raise SimsearchError(str(e)) from None
     spec.update(metric="inner_product", requested=requested)
@@ -264,10 +283,8 @@ def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new
         if stale:
             index.remove_ids(np.array(sorted(stale), dtype=np.int64))
         if fresh:
-            from .vectors import normalize
-
             rows = snap.rows_of(np.array(sorted(fresh), dtype=np.int64))
-            index.add_with_ids(normalize(snap.vectors[rows], snap.mean), snap.ids[rows])
+            index.add_with_ids(snap.search_vectors(rows), snap.ids[rows])
         ann.apply_params(index, prev.get("params", {}))
         spec.update(params=prev.get("params", {}), recall_at_10=prev.get("recall_at_10"), recall_sample=prev.get("recall_sample"))
         snap._faiss = index
@@ -302,7 +319,7 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
         if n:
             snap = Snapshot(
                 meta=old.meta, ids=old.ids[keep], vectors=np.asarray(old.vectors[keep]),
-                entries=[old.entries[i] for i in keep], skipped=old.skipped,
+                entries=[old.entries[i] for i in keep], skipped=old.skipped, post=old.post,
             )
             store.write(index_dir, snap)
         return n
@@ -492,6 +509,6 @@ def _meta(old, snap, model_info, pre, root_abs: Path, reembed_all: bool, trained
         }
     )
     emb = dict(meta.get("embedding", {})) if not (trained or reembed_all) else {}
-    emb.update({"dim": int(snap.vectors.shape[1]), "normalized": True, "centered": True})
+    emb.update({"dim": int(snap.vectors.shape[1])})
     meta["embedding"] = emb
     return {k: v for k, v in meta.items() if v is not None}

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .errors import ModelMismatchError, SimsearchError
 
-OBJECTIVES = ("ae", "dae", "sparse", "vae", "cae", "inv")
+OBJECTIVES = ("dae", "ae", "sparse", "vae", "cae")
 MODEL_FORMAT = 1
 
 

@@ -18,7 +18,6 @@ import numpy as np
 from . import images
 from .errors import ImageError, SimsearchError
 from .store import Snapshot
-from .vectors import normalize
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,9 @@ def vectors_for(
     for i, r in enumerate(resolved):
         if r.vector is not None:
             raw[i] = r.vector
-    return normalize(raw, snap.mean), [r.self_id for r in resolved]
+    self_ids = [r.self_id for r in resolved]
+    ids = np.array([-1 if i is None else i for i in self_ids], dtype=np.int64)
+    return snap.post.search_vectors(raw, ids), self_ids
 
 
 def _faiss_search(index, q: np.ndarray, k: int):

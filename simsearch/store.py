@@ -4,10 +4,11 @@ Layout (``indexes/default`` unless told otherwise)::
 
     CURRENT                 name of the live generation, e.g. "gen-000003" (atomically replaced)
     LOCK                    flock()ed by the one writer
-    models/<sha256>.pt      model weights + config, content-addressed
+    models/<sha256>.pt      model weights + config, content-addressed (+ .npz: numpy export of the encoder)
+    models/<sha256>.post.npz  fitted post-processing (centring, whitening, diffusion graph)
     gen-000003/             one complete, immutable version of the index
         meta.json           format version, model hash + config, preprocessing, metric,
-                            FAISS factory string, embedding mean, counts, timestamps, file checksums
+                            FAISS factory string, post-processing, counts, timestamps, file checksums
         manifest.sqlite     id → path (bytes), size, mtime_ns, sha256; skipped files
         vectors.npy         raw float32 embeddings, row i ↔ ids[i]
         ids.npy             int64 stable ids, ascending
@@ -184,6 +185,7 @@ class Snapshot:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
+    post: object = None  # the fitted postprocess.PostProcess (raw codes → search vectors)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -200,9 +202,8 @@ class Snapshot:
         return int(self.meta["embedding"]["dim"])
 
     @property
-    def mean(self) -> np.ndarray | None:
-        m = self.meta["embedding"].get("mean")
-        return None if m is None else np.asarray(m, dtype=np.float32)
+    def search_dim(self) -> int:
+        return int(self.meta.get("search", {}).get("dim", self.dim))
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of ``ids`` (which must be present)."""
@@ -211,10 +212,11 @@ class Snapshot:
     def row_of_path(self) -> dict[str, int]:
         return {e.path: i for i, e in enumerate(self.entries)}
 
-    def normalized(self) -> np.ndarray:
-        from .vectors import normalize
-
-        return normalize(self.vectors, self.mean)
+    def search_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Search vectors (what FAISS holds) of all images, or of these rows."""
+        if rows is None:
+            return self.post.search_vectors(self.vectors, self.ids)
+        return self.post.search_vectors(np.asarray(self.vectors[rows]), self.ids[rows])
 
     @property
     def faiss_index(self):
@@ -223,7 +225,7 @@ class Snapshot:
             from . import ann
 
             spec = self.meta["faiss"]
-            vecs = self.normalized()
+            vecs = self.search_vectors()
             self._faiss = ann.build(vecs, self.ids, spec)
             if "recall_at_10" not in spec:
                 self.meta["faiss"] = ann.tune(self._faiss, vecs, self.ids, spec)
@@ -338,9 +340,38 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
     if len(entries) != len(ids) or any(e.id != i for e, i in zip(entries, ids.tolist())):
         raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
     snap = Snapshot(meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen)
+    snap.post = read_post(index_dir, meta)
     if load_faiss:
-        snap._faiss = _read_faiss(need("index.faiss"), len(ids), dim, meta["faiss"].get("params"))
+        snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta["faiss"].get("params"))
     return snap
+
+
+def post_path(index_dir: Path, sha256: str) -> Path:
+    return Path(index_dir) / "models" / f"{sha256}.post.npz"
+
+
+def read_post(index_dir: Path, meta: dict):
+    """The fitted post-processing named by meta.json (hash-checked)."""
+    from .postprocess import PostProcess
+
+    info = meta.get("post")
+    if info is None:  # written before post-processing was recorded: centring only
+        return PostProcess.centring_only(np.asarray(meta["embedding"]["mean"], np.float32))
+    path = post_path(index_dir, info["sha256"])
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
+    import hashlib
+
+    if hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise IndexFormatError(f"{path}: corrupt (hash mismatch); rebuild with `simsearch index --rebuild`")
+    import io
+
+    try:
+        return PostProcess.from_file(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 — any unreadable npz is the same problem to a user
+        raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
 
 
 def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
@@ -451,16 +482,20 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for tmp in index_dir.glob(".tmp-" + GEN_PREFIX + "*"):
         shutil.rmtree(tmp, ignore_errors=True)  # we hold the write lock: nobody else is writing
-    used = set()
+    used: set[str] = set()
     for g in gens[-keep:]:
         try:
-            used.add(json.loads((g / "meta.json").read_text())["model"]["sha256"])
-        except (OSError, ValueError, KeyError):
-            pass
+            meta = json.loads((g / "meta.json").read_text())
+        except (OSError, ValueError):
+            return  # can't tell what is referenced: delete nothing
+        sha = meta["model"]["sha256"]
+        used |= {f"{sha}.pt", f"{sha}.npz"}
+        if meta.get("post"):
+            used.add(f"{meta['post']['sha256']}.post.npz")
     models = index_dir / "models"
     if models.is_dir() and used:
-        for m in list(models.glob("*.pt")) + list(models.glob("*.npz")):
-            if m.stem not in used:
+        for m in models.iterdir():
+            if m.is_file() and m.name not in used:
                 m.unlink(missing_ok=True)
 
 

@@ -78,9 +78,10 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
                 problems.append(Problem(str(gen / "index.faiss"), "ids differ from the manifest's"))
         except AttributeError:
             pass  # an index type without an id map
-        probe = snap.normalized()[: min(n, 64)]
+        allv = snap.search_vectors()
+        probe = allv[: min(n, 64)]
         _, got = fi.search(probe, 1)
-        exact = snap.ids[np.argmax(probe @ snap.normalized().T, axis=1)]
+        exact = snap.ids[np.argmax(probe @ allv.T, axis=1)]
         if np.mean(got[:, 0] == exact) < 0.9:
             problems.append(Problem(str(gen / "index.faiss"), "does not answer like the stored vectors (stale or wrong index)"))
     paths = [e.path for e in snap.entries]

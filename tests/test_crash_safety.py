@@ -34,7 +34,7 @@ def index_cmd(corpus: Path, idx: Path, crash: str | None = None, extra=()) -> su
 
 def state(idx: Path):
     snap = store.read(idx)
-    q = snap.normalized()[:10]
+    q = snap.search_vectors()[:10]
     scores, ids = snap.faiss_index.search(q, 5)
     return [e.path for e in snap.entries], snap.ids.copy(), np.asarray(snap.vectors).copy(), ids, scores
 

@@ -27,7 +27,11 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
         "preprocess": {"size": 28, "channels": 1, "fit": "center-crop"},
         "metric": "cosine",
     }
-    return Snapshot(meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}])
+    from simsearch.postprocess import PostProcess
+
+    snap = Snapshot(meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}])
+    snap.post = PostProcess.centring_only(corpus_mean(vecs))
+    return snap
 
 
 def test_round_trip(tmp_path):
@@ -47,9 +51,9 @@ def test_faiss_equals_numpy_brute_force(tmp_path):
     snap = make_snapshot(n=500, d=32, seed=1)
     store.write(tmp_path, snap)
     back = store.read(tmp_path)
-    q = normalize(np.random.default_rng(2).normal(size=(20, 32)), back.mean)
+    q = back.post.search_vectors(np.random.default_rng(2).normal(size=(20, 32)))
     scores, ids = back.faiss_index.search(q, 10)
-    exact = q @ back.normalized().T
+    exact = q @ back.search_vectors().T
     order = np.argsort(-exact, axis=1, kind="stable")[:, :10]
     assert np.array_equal(ids, back.ids[order])
     assert np.allclose(scores, np.take_along_axis(exact, order, 1), atol=1e-5)
@@ -158,9 +162,9 @@ def test_index_types_build_tune_and_round_trip(tmp_path, kind):
     assert spec["type"] == kind and 0 <= spec["recall_at_10"] <= 1
     if kind in ("flat", "ivf", "hnsw"):
         assert spec["recall_at_10"] >= 0.95  # tuned until it reaches the target
-    q = back.normalized()[:50]
+    q = back.search_vectors()[:50]
     _, got = back.faiss_index.search(q, 10)
-    exact = back.ids[np.argsort(-(q @ back.normalized().T), axis=1, kind="stable")[:, :10]]
+    exact = back.ids[np.argsort(-(q @ back.search_vectors().T), axis=1, kind="stable")[:, :10]]
     from simsearch.ann import recall
 
     measured = recall(got, exact)

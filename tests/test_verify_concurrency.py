@@ -87,7 +87,7 @@ def test_readers_during_writes_see_complete_versions(index, corpus):
                 snap = store.read(index.path)
                 # a complete version: manifest, vectors and FAISS agree
                 assert snap.faiss_index.ntotal == len(snap.entries) == len(snap.vectors)
-                _, ids = snap.faiss_index.search(snap.normalized()[:3], 3)
+                _, ids = snap.faiss_index.search(snap.search_vectors()[:3], 3)
                 assert set(ids.ravel()) <= set(snap.ids.tolist())
                 seen.add(len(snap))
             except Exception as e:  # noqa: BLE001 — any failure is a test failure

@@ -1,0 +1,200 @@
+"""Raw encoder codes → search vectors. Fitted on the gallery at index time (no labels),
+stored in the index, applied identically to indexed images and to queries.
+
+1. **centre**  subtract the gallery mean;
+2. **whiten**  (optional) rotate onto the principal axes and scale axis i by
+   eigenvalue_i^-power — evens out a few dominant directions; L2-normalise.
+   This is the *base* vector: cosine on it is the plain embedding similarity.
+3. **diffusion** (optional) spectral coordinates of the gallery's mutual k-NN
+   graph: affinities s^γ between mutual neighbours, symmetric normalisation
+   S = D^-½ W D^-½, its top ``rank`` eigenvectors U and the diffusion filter
+   h(λ) = 1 / (1 - αλ) (Iscen et al., "Fast Spectral Ranking", CVPR 2018).
+   A gallery image's coordinates are its row of U·√h; a new image (a query, or
+   one added later) is placed through its k nearest gallery ("anchor") images:
+   (y·U)·√h with y its affinities to them. Images along the same manifold get
+   close coordinates even when their plain cosine is moderate, which lifts mAP.
+
+The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
+inner product = a blend of embedding cosine and diffusion similarity. The
+anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
+``--rebuild``, like the model; images added later are projected like queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    whiten: float = 0.25  # PCA whitening power (0 = off)
+    diffusion: bool = True
+    k: int = 15  # neighbours in the k-NN graph (and for placing new images)
+    gamma: float = 3.0  # affinity = cosine^gamma
+    alpha: float = 0.99  # diffusion strength
+    rank: int = 128  # eigenvectors kept
+    weight: float = 1.0  # weight of the diffusion part in the search vector
+    min_gallery: int = 2000  # smaller galleries skip diffusion (too little graph to learn from)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PostConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class PostProcess:
+    """A fitted post-processing: see the module docstring."""
+
+    def __init__(self, cfg: PostConfig, mean: np.ndarray, whitener: np.ndarray | None = None,
+                 anchor_ids: np.ndarray | None = None, anchors: np.ndarray | None = None,
+                 U: np.ndarray | None = None, h: np.ndarray | None = None):
+        self.cfg = cfg
+        self.mean = np.asarray(mean, np.float32)
+        self.whitener = whitener  # (D, D) or None
+        self.anchor_ids = anchor_ids  # (M,) ids of the gallery images the graph was built on
+        self.anchors = anchors  # (M, D) their base vectors
+        self.U = U  # (M, r)
+        self.h = h  # (r,)
+        self._anchor_index = None
+        self._anchor_rows = None
+
+    @property
+    def diffusion(self) -> bool:
+        return self.U is not None
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean) + (self.U.shape[1] if self.diffusion else 0)
+
+    # ------------------------------------------------------------ apply
+
+    def base(self, raw: np.ndarray) -> np.ndarray:
+        """Centred (whitened) L2-normalised embeddings: the plain-cosine space."""
+        v = np.atleast_2d(np.asarray(raw, np.float32)) - self.mean
+        if self.whitener is not None:
+            v = v @ self.whitener
+        return _l2n(v)
+
+    def _coords_in_sample(self, rows: np.ndarray) -> np.ndarray:
+        return _l2n(self.U[rows] * np.sqrt(self.h))
+
+    def _coords_projected(self, base: np.ndarray) -> np.ndarray:
+        import faiss
+
+        if self._anchor_index is None:
+            self._anchor_index = faiss.IndexFlatIP(self.anchors.shape[1])
+            self._anchor_index.add(np.ascontiguousarray(self.anchors))
+        sims, nn = self._anchor_index.search(np.ascontiguousarray(base), self.cfg.k)
+        w = np.maximum(sims, 0) ** self.cfg.gamma  # (n, k)
+        w[nn < 0] = 0
+        y_u = np.einsum("nk,nkr->nr", w, self.U[np.maximum(nn, 0)])
+        return _l2n(y_u * np.sqrt(self.h))
+
+    def search_vectors(self, raw: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """Search vectors of raw codes. ``ids``: the images' index ids when they are gallery
+        images (anchors use their exact graph coordinates); None for queries."""
+        b = self.base(raw)
+        if not self.diffusion:
+            return b
+        coords = np.empty((len(b), self.U.shape[1]), np.float32)
+        is_anchor = np.zeros(len(b), bool)
+        if ids is not None and len(self.anchor_ids):
+            pos = np.searchsorted(self.anchor_ids, ids)
+            pos = np.minimum(pos, len(self.anchor_ids) - 1)
+            is_anchor = self.anchor_ids[pos] == ids
+            if is_anchor.any():
+                coords[is_anchor] = self._coords_in_sample(pos[is_anchor])
+        if (~is_anchor).any():
+            coords[~is_anchor] = self._coords_projected(b[~is_anchor])
+        return _l2n(np.hstack([b, self.cfg.weight * coords]))
+
+    # ------------------------------------------------------------ persistence
+
+    def to_bytes(self) -> bytes:
+        arrays = {"config": np.array(json.dumps(self.cfg.to_dict())), "mean": self.mean}
+        for name in ("whitener", "anchor_ids", "anchors", "U", "h"):
+            v = getattr(self, name)
+            if v is not None:
+                arrays[name] = v
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path) -> "PostProcess":
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        cfg = PostConfig.from_dict(json.loads(str(a.pop("config"))))
+        return cls(cfg, **a)
+
+    @classmethod
+    def centring_only(cls, mean: np.ndarray) -> "PostProcess":
+        """Format-1 indexes before post-processing was configurable: mean-centring alone."""
+        return cls(PostConfig(whiten=0.0, diffusion=False), mean)
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def fit(raw: np.ndarray, ids: np.ndarray, cfg: PostConfig = PostConfig(), log=lambda msg: None) -> PostProcess:
+    """Learn centring, whitening and the diffusion graph from the gallery's raw codes."""
+    raw = np.asarray(raw, np.float32)
+    mean = raw.mean(0) if len(raw) else np.zeros(raw.shape[1], np.float32)
+    whitener = None
+    if cfg.whiten and len(raw) > raw.shape[1] * 4:
+        cov = np.cov((raw - mean).T.astype(np.float64))
+        ev, vecs = np.linalg.eigh(cov)
+        ev = np.maximum(ev, ev.max() * 1e-6)
+        whitener = (vecs / ev**cfg.whiten).astype(np.float32)
+    post = PostProcess(cfg, mean.astype(np.float32), whitener)
+    if not cfg.diffusion or len(raw) < max(cfg.min_gallery, cfg.rank * 4, cfg.k * 4):
+        return post
+    base = post.base(raw)
+    log(f"fitting diffusion over a {cfg.k}-NN graph of {len(raw)} images")
+    U, h = _spectral(base, cfg)
+    order = np.argsort(ids)
+    post.anchor_ids = np.asarray(ids, np.int64)[order]
+    post.anchors, post.U, post.h = base[order], U[order], h
+    return post
+
+
+def _spectral(base: np.ndarray, cfg: PostConfig) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as sla
+
+    n = len(base)
+    index = faiss.IndexFlatIP(base.shape[1])
+    index.add(np.ascontiguousarray(base))
+    sims, nn = index.search(np.ascontiguousarray(base), cfg.k + 1)
+    sims, nn = sims[:, 1:], nn[:, 1:]  # drop self
+    rows = np.repeat(np.arange(n), cfg.k)
+    w = sp.csr_matrix((np.maximum(sims, 0).ravel() ** cfg.gamma, (rows, nn.ravel())), shape=(n, n))
+    w = w.minimum(w.T)  # mutual neighbours only: a symmetric graph that respects cluster borders
+    d = np.asarray(w.sum(1)).ravel() + 1e-9
+    dm = sp.diags(1 / np.sqrt(d))
+    s = (dm @ w @ dm).tocsr()
+    rank = min(cfg.rank, n - 2)
+    v0 = np.random.default_rng(0).standard_normal(n)  # deterministic
+    lam, U = sla.eigsh(s, k=rank, which="LA", tol=1e-3, v0=v0)
+    lam = np.clip(lam, -1.0, 1.0)
+    h = 1.0 / (1.0 - cfg.alpha * lam)
+    return U.astype(np.float32), h.astype(np.float32)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
