@@ -162,7 +162,12 @@ class Index:
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
             enc = self._numpy_encoder()
             if enc is not None:
-                return enc(pixels)
+                if len(pixels) > 16:
+                    return enc(pixels)
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(1):  # a few images: thread start-up costs more than it saves
+                    return enc(pixels)
         from .embed import embed
 
         return embed(self.model, pixels, self.device)
@@ -183,7 +188,7 @@ class Index:
         """The id of an indexed image given as an id (``42``/``"42"``) or a path relative to the indexed folder."""
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             i = int(key)
-            if i not in set(self._snap.ids.tolist()):
+            if self._snap.row_of_id(i) is None:
                 raise SimsearchError(f"id {i} is not in the index")
             return i
         row = self._snap.row_of_path().get(self._rel(key))
@@ -193,8 +198,8 @@ class Index:
 
     def path_of(self, id: int) -> Path:
         """Absolute path of the indexed image with this id."""
-        row = int(np.searchsorted(self._snap.ids, id))
-        if row >= len(self._snap.ids) or self._snap.ids[row] != id:
+        row = self._snap.row_of_id(id)
+        if row is None:
             raise SimsearchError(f"id {id} is not in the index")
         return self.root / self._snap.entries[row].path
 

@@ -70,8 +70,8 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_pa
         raise SimsearchError(f"cannot query by {item!r}")
     if isinstance(item, (int, np.integer)):
         i = int(item)
-        row = int(np.searchsorted(snap.ids, i))
-        if row >= len(snap.ids) or snap.ids[row] != i:
+        row = snap.row_of_id(i)
+        if row is None:
             raise SimsearchError(f"id {i} is not in the index")
         return _Resolved(vector=np.asarray(snap.vectors[row]), self_id=i)
     if isinstance(item, (str, os.PathLike)):

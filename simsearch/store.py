@@ -186,6 +186,7 @@ class Snapshot:
     gen_dir: Path | None = None
     _faiss: object = None
     post: object = None  # the fitted postprocess.PostProcess (raw codes → search vectors)
+    _rows_by_path: dict | None = None
 
     def __post_init__(self):
         n = len(self.ids)
@@ -210,7 +211,14 @@ class Snapshot:
         return np.searchsorted(self.ids, ids)
 
     def row_of_path(self) -> dict[str, int]:
-        return {e.path: i for i, e in enumerate(self.entries)}
+        """path → row, built once per snapshot (snapshots are immutable once read)."""
+        if self._rows_by_path is None or len(self._rows_by_path) != len(self.entries):
+            self._rows_by_path = {e.path: i for i, e in enumerate(self.entries)}
+        return self._rows_by_path
+
+    def row_of_id(self, id: int) -> int | None:
+        row = int(np.searchsorted(self.ids, id))
+        return row if row < len(self.ids) and self.ids[row] == id else None
 
     def search_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Search vectors (what FAISS holds) of all images, or of these rows."""
