@@ -5,6 +5,7 @@ has something real to find. Generated, never downloaded.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,16 @@ FAST = dict(max_epochs=2, time_budget=20, width=8, depth=0, batch_size=32, worke
 
 
 FAST_CLI = ["--epochs", "2", "--time-budget", "20", "--width", "8", "--depth", "0", "--batch-size", "32", "--workers", "1"]
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    """An image's file bytes in ``fmt``."""
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def write(path: Path, img: Image.Image, fmt: str = "PNG", **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode(img, fmt, **kw))
+    return path

@@ -21,21 +21,11 @@ from PIL import Image, features
 from simsearch import images
 from simsearch.errors import ImageError
 from simsearch.images import Preprocess, decode_files, discover, load, open_image
+from synth import encode, write
 
 RGB = Preprocess(16, 3)
 GRAY = Preprocess(16, 1)
 
-
-def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def write(path: Path, img: Image.Image, fmt: str = "PNG", **kw) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode(img, fmt, **kw))
-    return path
 
 
 def noise(w: int, h: int, seed: int = 0) -> Image.Image:

@@ -28,18 +28,8 @@ from simsearch.images import (
     probe,
     read_file,
 )
+from synth import encode, write
 
-
-def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def write(path: Path, img: Image.Image, fmt: str = "PNG", **kw) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode(img, fmt, **kw))
-    return path
 
 
 def stripes(w: int = 30, h: int = 10) -> Image.Image:
