@@ -6,12 +6,15 @@ Data flow, one module per stage::
     model.py    the convolutional autoencoder
     train.py    label-free training on the corpus
     embed.py    pixels → embeddings
-    vectors.py  centring + L2 normalisation (cosine)
+    postprocess.py  centring, whitening, diffusion coordinates → search vectors
+    ann.py      FAISS index types, tuned to a recall target
     store.py    FAISS index + manifest + model on disk, atomic
     indexer.py  build / incremental update (the pipeline)
     query.py    nearest neighbours of paths, images, arrays, indexed ids
+    evaluate.py P@k / mAP on labelled folders
+    verify.py   integrity checks
     render.py   table / JSON / contact sheet
-    cli.py      the ``simsearch`` command
+    cli.py      the ``simsearch`` command;  api.py  the ``simsearch.Index`` library
 
 Heavy dependencies (torch, faiss) load on first use, so ``import simsearch``
 and ``simsearch --help`` stay fast.

@@ -12,7 +12,6 @@ import pytest
 from simsearch import store
 from simsearch.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
 from simsearch.store import Entry, Snapshot
-from simsearch.vectors import corpus_mean, normalize
 
 
 def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
@@ -21,7 +20,7 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
     ids = np.arange(n, dtype=np.int64) * 3 + 5  # stable ids need not be contiguous
     entries = [Entry(int(i), f"dir/img_{i}.png", 100 + int(i), 10**9 * int(i), f"{int(i):064x}") for i in ids]
     meta = {
-        "embedding": {"dim": d, "mean": corpus_mean(vecs).tolist()},
+        "embedding": {"dim": d, "mean": vecs.mean(0).tolist()},
         "faiss": {"type": "flat", "factory": "IDMap2,Flat", "metric": "inner_product"},
         "model": {"sha256": "0" * 64},
         "preprocess": {"size": 28, "channels": 1, "fit": "center-crop"},
@@ -30,7 +29,7 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
     from simsearch.postprocess import PostProcess
 
     snap = Snapshot(meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}])
-    snap.post = PostProcess.centring_only(corpus_mean(vecs))
+    snap.post = PostProcess.centring_only(vecs.mean(0))
     return snap
 
 
