@@ -94,6 +94,17 @@ def simsearch_row(objective, train_dir: Path, test_dir: Path, budget, work: Path
     return row
 
 
+def existing_index_row(path: Path, test_dir: Path, ks, limit=None) -> dict:
+    import simsearch
+
+    idx = simsearch.Index.open(path)
+    train = idx.meta["model"].get("train") or {}
+    m = evaluate.evaluate_index(idx, str(test_dir), ks=ks, limit=limit)
+    log(f"{path}: {m['P@10']:.3f} / {m['mAP']:.3f}")
+    return {"method": f"simsearch index {path} ({train.get('objective')}, {idx.info()['postprocess']})",
+            "train_s": train.get("seconds", 0.0), "epochs": train.get("epochs"), **m}
+
+
 def table(rows, ks) -> str:
     cols = [f"P@{k}" for k in ks] + ["mAP"]
     out = ["| method | " + " | ".join(cols) + " | train time |", "|---|" + "---:|" * (len(cols) + 1)]
@@ -113,6 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--keep-indexes", type=Path, default=None, help="keep the built indexes in this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--with-index", type=Path, action="append", default=[],
+                    help="also evaluate this existing index of the train folder (e.g. the demo's), as a row")
     a = ap.parse_args(argv)
     ks = (1, 10, 100)
     train_dir, test_dir = a.data / "train", a.data / "test"
@@ -132,6 +145,8 @@ def main(argv=None) -> int:
         qp, qpix = decode_split(test_dir, a.limit_queries, 0)
         gl, ql = evaluate.encode_labels([evaluate.label_of(p) for p in gp], [evaluate.label_of(p) for p in qp])
         rows += baselines(gpix, qpix, gl, ql, ks)
+    for path in a.with_index:
+        rows.append(existing_index_row(path, test_dir, ks, a.limit_queries))
     with tempfile.TemporaryDirectory() as tmp:
         for obj in [o for o in a.objectives.split(",") if o]:
             if obj not in OBJECTIVES:
