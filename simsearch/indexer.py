@@ -195,18 +195,20 @@ def update(
         elif options.model and (old is None or old.meta["model"]["sha256"] != model_info["sha256"]):
             model_info = _adopt_model(model, model_info, Path(options.model), index_dir)
 
-        # ---- embed
-        import torch  # noqa: F401  (heavy; only now)
-
-        from . import embed as embed_mod
-
+        # ---- embed (torch is imported only now, and only if there is something to embed)
         with timer("embed"):
             rows = np.array([r for _, _, r in new_items], dtype=np.int64)
-            new_vecs = (
-                embed_mod.embed(model, pixels[rows], options.device, options.batch_size and max(options.batch_size, 1), progress)
-                if len(rows)
-                else np.zeros((0, options.dim if model is None else model.config.latent_dim), np.float32)
-            )
+            if len(rows):
+                from . import embed as embed_mod
+                from . import model as model_mod
+
+                if model is None:
+                    sha = model_info["sha256"]
+                    model, _ = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
+                bs = options.batch_size and max(options.batch_size, 1)
+                new_vecs = embed_mod.embed(model, pixels[rows], options.device, bs, progress)
+            else:
+                new_vecs = np.zeros((0, model_info["config"]["latent_dim"] if model_info else options.dim), np.float32)
 
         lost = [e for e in (old.entries if old is not None else []) if e.path in failed_rels]
         report.removed = len(removed) + len(lost)
@@ -327,9 +329,9 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
 
 def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOptions, log):
     """→ (model or None, model_info or None, preprocess, need_train, reembed_all)."""
-    from . import model as model_mod
-
     if options.model:
+        from . import model as model_mod
+
         model, info = model_mod.load(options.model)
         pre = images.Preprocess(model.config.image_size, model.config.channels)
         reembed = old is not None and old.meta["model"]["sha256"] != info["sha256"]
@@ -337,10 +339,12 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
             log(f"model {info['sha256'][:12]} differs from the index's model: re-embedding every image")
         return model, _model_info(model, info["sha256"], info["extra"], Path(options.model)), pre, False, reembed or old is None
     if old is not None and not options.retrain:
+        # the index's own model: loaded (torch and all) only if something needs embedding
         sha = old.meta["model"]["sha256"]
-        model, info = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
+        if not store.model_path(index_dir, sha).exists():
+            raise SimsearchError(f"{store.model_path(index_dir, sha)}: the index's model is missing; rebuild with --retrain")
         pre = images.Preprocess.from_dict(old.meta["preprocess"])
-        return model, old.meta["model"], pre, False, False
+        return None, old.meta["model"], pre, False, False
     if not files:
         raise SimsearchError("no images to train a model on")
     probed = images.probe(files)
