@@ -74,14 +74,15 @@ def baselines(train_pix, test_pix, gl, ql, ks):
     return rows
 
 
-def simsearch_row(objective, train_dir: Path, test_dir: Path, budget, work: Path, ks, keep: Path | None, limit=None):
+def simsearch_row(objective, train_dir: Path, test_dir: Path, budget, work: Path, ks, keep: Path | None, limit=None,
+                  epochs=None):
     import simsearch
     from simsearch.indexer import BuildOptions
 
     idx_dir = (keep / f"fmnist-{objective}") if keep else work / f"idx-{objective}"
     if idx_dir.exists():
         shutil.rmtree(idx_dir)
-    opts = BuildOptions(objective=objective, time_budget=budget)
+    opts = BuildOptions(objective=objective, time_budget=budget, max_epochs=epochs)
     t = time.perf_counter()
     idx = simsearch.Index.build(train_dir, idx_dir, options=opts)
     build_s = time.perf_counter() - t
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--objectives", default=",".join([TrainConfig().objective] + [o for o in OBJECTIVES if o != TrainConfig().objective]),
                     help="comma-separated objectives to train (default: all, the default first)")
     ap.add_argument("--budget", type=float, default=None, help="training time budget per objective, s (default: simsearch's default)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="train each objective for exactly this many epochs (with --budget 0: fair under CPU contention)")
     ap.add_argument("--limit-queries", type=int, default=None, help="evaluate on a random sample of test queries")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--keep-indexes", type=Path, default=None, help="keep the built indexes in this folder")
@@ -152,7 +155,8 @@ def main(argv=None) -> int:
             if obj not in OBJECTIVES:
                 print(f"error: unknown objective {obj!r}", file=sys.stderr)
                 return 2
-            rows.append(simsearch_row(obj, train_dir, test_dir, a.budget, Path(tmp), ks, a.keep_indexes, a.limit_queries))
+            rows.append(simsearch_row(obj, train_dir, test_dir, a.budget, Path(tmp), ks, a.keep_indexes, a.limit_queries,
+                                      a.epochs))
             print(table(rows[-1:], ks).splitlines()[-1], file=sys.stderr)
     print(table(rows, ks))
     if a.json:
