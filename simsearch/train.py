@@ -44,7 +44,7 @@ Progress = Callable[..., None]
 class TrainConfig:
     objective: str = "dae"
     max_epochs: int = 30
-    time_budget: float = 420.0  # seconds of training; 0 = no limit
+    time_budget: float = 540.0  # seconds of training; 0 = no limit
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
