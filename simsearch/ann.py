@@ -64,6 +64,21 @@ def build(vectors: np.ndarray, ids: np.ndarray, spec: dict, seed: int = 0):
     return index
 
 
+def search(index, q: np.ndarray, k: int):
+    """FAISS search; a handful of queries runs on one thread (OpenMP start-up and, on a busy
+    machine, waiting for a second core cost more than they save)."""
+    import faiss
+
+    if len(q) >= 32:
+        return index.search(q, k)
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(q, k)
+    finally:
+        faiss.omp_set_num_threads(n)
+
+
 def apply_params(index, params: dict) -> None:
     import faiss
 

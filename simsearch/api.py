@@ -20,6 +20,20 @@ from .indexer import BuildOptions, UpdateReport
 from .query import Hit
 
 
+_blas = None
+
+
+def _single_thread_blas():
+    """Limit BLAS to one thread for a block. The controller (which scans the loaded libraries,
+    ~ms) is made once; each limit is then a plain set-threads call."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
 class Index:
     """An index directory opened for querying (and updating)."""
 
@@ -164,9 +178,7 @@ class Index:
             if enc is not None:
                 if len(pixels) > 16:
                     return enc(pixels)
-                from threadpoolctl import threadpool_limits
-
-                with threadpool_limits(1):  # a few images: thread start-up costs more than it saves
+                with _single_thread_blas():  # a few images: thread start-up costs more than it saves
                     return enc(pixels)
         from .embed import embed
 

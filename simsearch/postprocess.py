@@ -98,7 +98,9 @@ class PostProcess:
         if self._anchor_index is None:
             self._anchor_index = faiss.IndexFlatIP(self.anchors.shape[1])
             self._anchor_index.add(np.ascontiguousarray(self.anchors))
-        sims, nn = self._anchor_index.search(np.ascontiguousarray(base), self.cfg.k)
+        from .ann import search
+
+        sims, nn = search(self._anchor_index, np.ascontiguousarray(base), self.cfg.k)
         w = np.maximum(sims, 0) ** self.cfg.gamma  # (n, k)
         w[nn < 0] = 0
         y_u = np.einsum("nk,nkr->nr", w, self.U[np.maximum(nn, 0)])

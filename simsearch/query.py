@@ -125,7 +125,9 @@ def search(
         return [[] for _ in range(len(queries))]
     extra = 1 if any(x is not None for x in exclude) else 0
     kk = min(k + extra, n)
-    scores, ids = _faiss_search(snap.faiss_index, np.ascontiguousarray(queries, dtype=np.float32), kk)
+    from .ann import search as ann_search
+
+    scores, ids = ann_search(snap.faiss_index, np.ascontiguousarray(queries, dtype=np.float32), kk)
     out = []
     for qi in range(len(queries)):
         skip = exclude[qi] if qi < len(exclude) else None
@@ -161,20 +163,6 @@ def vectors_for(
     self_ids = [r.self_id for r in resolved]
     ids = np.array([-1 if i is None else i for i in self_ids], dtype=np.int64)
     return snap.post.search_vectors(raw, ids), self_ids
-
-
-def _faiss_search(index, q: np.ndarray, k: int):
-    """FAISS search; a handful of queries runs on one thread (OpenMP start-up costs more than it saves)."""
-    import faiss
-
-    if len(q) >= 32:
-        return index.search(q, k)
-    n = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(q, k)
-    finally:
-        faiss.omp_set_num_threads(n)
 
 
 def query_batch(
