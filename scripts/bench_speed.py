@@ -333,7 +333,8 @@ class Ctx:
 
             corpus = self.fmnist()
             idx = self.tmp / "index-train"
-            opts = self.build_options()
+            # --model: reuse a trained model (rows 4-5 without retraining; row 3 then measures no training)
+            opts = self.build_options(**({"model": self.a.model} if self.a.model else {}))
             budget = opts.time_budget if opts.time_budget is not None else "default"
             log(f"indexing {corpus.train} → {idx} (training budget {budget} s)")
             t0 = time.perf_counter()
@@ -996,6 +997,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the raw rows as JSON")
     p.add_argument("--fmnist", default="data/fashion-mnist/train",
                    help="Fashion-MNIST train folder (its sibling test/ joins the row-4 gallery)")
+    p.add_argument("--model", default=None,
+                   help="use this trained model for the row-3/4 indexes instead of training one "
+                        "(e.g. to re-measure rows 4-5 only: --skip 1,2,3,6 --model M.pt)")
     p.add_argument("--train-budget", type=float,
                    help="training time budget (s) for row 3 (default: simsearch's default; --quick: 10)")
     p.add_argument("--n-vectors", type=int, help="row 6: number of synthetic vectors (default 1,000,000)")
