@@ -70,14 +70,10 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         problems.append(Problem(str(gen / "vectors.npy"), "contains NaN or infinite values"))
     fi = snap.faiss_index
     if n:
-        import faiss
+        from .ann import index_ids
 
-        try:
-            faiss_ids = np.sort(faiss.vector_to_array(fi.id_map).astype(np.int64))
-            if not np.array_equal(faiss_ids, snap.ids):
-                problems.append(Problem(str(gen / "index.faiss"), "ids differ from the manifest's"))
-        except AttributeError:
-            pass  # an index type without an id map
+        if not np.array_equal(np.sort(index_ids(fi)), snap.ids):
+            problems.append(Problem(str(gen / "index.faiss"), "ids differ from the manifest's"))
         allv = snap.search_vectors()
         probe = allv[: min(n, 64)]
         _, got = fi.search(probe, 1)
