@@ -43,7 +43,7 @@ Progress = Callable[..., None]
 @dataclass(frozen=True)
 class TrainConfig:
     objective: str = "dae"
-    max_epochs: int = 30
+    max_epochs: int = 40
     time_budget: float = 540.0  # seconds of training; 0 = no limit
     batch_size: int = 256
     lr: float = 2e-3
