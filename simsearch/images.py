@@ -768,12 +768,18 @@ class _Executor:
         pool = self.pool
         if hard:
             procs = list((getattr(pool, "_processes", None) or {}).values())
+            # The executor's manager thread reaps the workers too; wait for it
+            # below so no waitpid() race remains once shutdown returns.
+            # (shutdown() drops the executor's reference to it, so take it first.)
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=False, cancel_futures=True)
             for p in procs:
                 try:
                     p.terminate()
                 except Exception:
                     pass
+            if manager is not None:
+                manager.join(timeout=5)
             for p in procs:
                 try:
                     p.join(timeout=5)

@@ -711,7 +711,7 @@ def _children_gone(ours: set) -> bool:
     return not any(p.is_alive() for p in ours)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: a pool worker sometimes outlives close/Ctrl-C by >10 s (open bug, see closing note)")
+
 @pytest.mark.skipif(sys.platform != "linux", reason="pool bookkeeping checked on Linux")
 def test_decode_files_close_terminates_pool(tmp_path):
     paths = make_corpus(tmp_path, 40)
@@ -725,7 +725,7 @@ def test_decode_files_close_terminates_pool(tmp_path):
     assert _children_gone(ours)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: a pool worker sometimes outlives close/Ctrl-C by >10 s (open bug, see closing note)")
+
 @pytest.mark.skipif(sys.platform != "linux", reason="pool bookkeeping checked on Linux")
 def test_decode_files_keyboard_interrupt_terminates_pool(tmp_path):
     paths = make_corpus(tmp_path, 40)

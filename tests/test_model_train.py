@@ -59,7 +59,8 @@ def test_every_objective_trains_and_lowers_the_loss(objective):
 
 
 def test_time_budget_stops_training():
-    tcfg = T.TrainConfig(objective="ae", max_epochs=1000, time_budget=1.0, batch_size=16)
+    # no validation split, so early stopping cannot end the run before the budget does
+    tcfg = T.TrainConfig(objective="ae", max_epochs=1000, time_budget=1.0, batch_size=16, val_fraction=0)
     res = T.train(pixels(256), T.model_config_for("ae", latent_dim=8, width=8, depth=0), tcfg, "cpu")
     assert res.stopped_by == "time" and res.epochs < 1000 and res.seconds < 10
 
