@@ -183,7 +183,7 @@ def save(model: AutoEncoder, path: str | os.PathLike, extra: dict | None = None)
         {
             "format": MODEL_FORMAT,
             "config": model.config.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
             "extra": extra or {},
         },
         buf,
