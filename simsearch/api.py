@@ -132,6 +132,11 @@ class Index:
         return self._snap.meta
 
     @property
+    def tta_shift(self) -> int:
+        """Shift (px) of the test-time views averaged into every embedding; 0 = none."""
+        return int(self._snap.meta.get("embedding", {}).get("tta_shift", 0))
+
+    @property
     def model(self):
         """The autoencoder that built this index (loaded on first use; hash verified)."""
         if self._model is None:
@@ -173,16 +178,18 @@ class Index:
     def _encode(self, pixels: np.ndarray) -> np.ndarray:
         """Raw codes of preprocessed pixels. A few images on the CPU go through the numpy
         encoder (no torch import: fast cold queries); larger batches and GPUs through torch."""
+        shift = self.tta_shift
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
             enc = self._numpy_encoder()
             if enc is not None:
-                if len(pixels) > 16:
-                    return enc(pixels)
+                views = images.shifted_views(pixels, shift)
+                if len(views) > 16:
+                    return images.mean_over_views(enc(views), len(pixels))
                 with _single_thread_blas():  # a few images: thread start-up costs more than it saves
-                    return enc(pixels)
+                    return images.mean_over_views(enc(views), len(pixels))
         from .embed import embed
 
-        return embed(self.model, pixels, self.device)
+        return embed(self.model, pixels, self.device, tta_shift=shift)
 
     def _numpy_encoder(self):
         if self._np_encoder is None:
@@ -255,6 +262,7 @@ class Index:
             "search_dim": self._snap.search_dim,
             "postprocess": ("whiten" if self._snap.post.whitener is not None else "centre")
             + (" + diffusion" if self._snap.post.diffusion else ""),
+            "test_time_views": f"9 (shifts of {self.tta_shift} px)" if self.tta_shift else "1",
             "input": f"{m['preprocess']['channels']}×{m['preprocess']['size']}×{m['preprocess']['size']}",
             "preprocess": m["preprocess"],
             "model_sha256": m["model"]["sha256"],

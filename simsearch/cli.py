@@ -141,9 +141,12 @@ def _with(options):
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]), default=None,
               help="FAISS index: auto (exact below 200k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
+@click.option("--tta/--no-tta", default=None,
+              help="Embed each image as the mean over it and its 8 one-pixel shifts (better neighbours, "
+                   "9x embedding work). Default: on for a new index, else keep the index's.")
 @_with(_train_options)
 @_common
-def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, channels, **train_kw):
+def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, tta, channels, **train_kw):
     """Index every image under FOLDER (train a model first if the index has none).
 
     Re-running updates the index incrementally: only new or changed files
@@ -159,7 +162,7 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
 
     if not os.path.isdir(folder):
         raise SimsearchError(f"{folder}: not a directory" if os.path.exists(folder) else f"{folder}: no such folder")
-    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait, index_type=index_type,
+    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait, index_type=index_type, tta=tta,
                           channels=int(channels) if channels else None, **train_kw)
     bars = _progress()
     index_path = index_path or str(store.default_index_path())

@@ -1,6 +1,6 @@
 """Pixels → embeddings: batched encoder inference (raw float32 codes).
 
-Post-processing into cosine-ready vectors lives in ``vectors.py`` (no torch).
+Post-processing into cosine-ready vectors lives in ``postprocess.py`` (no torch).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import device as dev
+from . import images
 from .model import AutoEncoder
 from .store import crash_point
 
@@ -26,14 +27,20 @@ def embed(
     device: str | torch.device = "auto",
     batch_size: int | None = None,
     progress: Callable[..., None] | None = None,
+    tta_shift: int = 0,
 ) -> np.ndarray:
-    """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE)."""
-    return np.concatenate(list(embed_batches(model, _chunks(pixels, batch_size, device), device, progress, len(pixels))))
+    """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE).
+
+    ``tta_shift`` > 0: each code is the mean over the image and its 8 shifts by that many
+    pixels (``images.shifted_views``); ``batch_size`` counts images, not views."""
+    views = 9 if tta_shift > 0 else 1
+    chunks = _chunks(pixels, batch_size, device, views)
+    return np.concatenate(list(embed_batches(model, chunks, device, progress, len(pixels), tta_shift)))
 
 
-def _chunks(pixels: np.ndarray, batch_size: int | None, device) -> Iterable[np.ndarray]:
+def _chunks(pixels: np.ndarray, batch_size: int | None, device, views: int = 1) -> Iterable[np.ndarray]:
     device = device if isinstance(device, torch.device) else dev.pick_device(device)
-    bs = batch_size or default_batch_size(device)
+    bs = batch_size or max(1, default_batch_size(device) // views)
     if len(pixels) == 0:
         yield pixels
     for i in range(0, len(pixels), bs):
@@ -47,8 +54,10 @@ def embed_batches(
     device: str | torch.device = "auto",
     progress: Callable[..., None] | None = None,
     total: int | None = None,
+    tta_shift: int = 0,
 ) -> Iterable[np.ndarray]:
-    """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch."""
+    """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch
+    (``tta_shift``: see ``embed``)."""
     device = device if isinstance(device, torch.device) else dev.pick_device(device)
     was_training = model.training
     model.eval().to(device)
@@ -60,10 +69,11 @@ def embed_batches(
             if len(batch) == 0:
                 yield np.zeros((0, model.config.latent_dim), np.float32)
                 continue
-            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device)
+            views = images.shifted_views(batch, tta_shift)
+            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(views)), device)
             with dev.autocast(device):
                 z = model.encode(x)
-            yield z.float().cpu().numpy()
+            yield images.mean_over_views(z.float().cpu().numpy(), len(batch))
             crash_point("embed-batch")
             done += len(batch)
             if progress:

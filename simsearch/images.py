@@ -870,3 +870,35 @@ def decode_files(
     finally:
         if ex is not None:
             ex.shutdown(hard=hard)
+
+
+# --------------------------------------------------------------------------
+# Test-time views (the embedding of an image = mean code over these views)
+
+
+def tta_shift_for(size: int) -> int:
+    """Shift (px) of the test-time views for a ``size`` px model input: 1 px at 28 px,
+    about half the ±2/28 training shift at any size."""
+    return max(1, round(size / 28))
+
+
+def shifted_views(pixels: np.ndarray, shift: int) -> np.ndarray:
+    """(N, C, H, W) → (9·N, C, H, W): the images and their 8 translations by ``shift`` px
+    (the 3×3 grid of offsets, view-major, edges replicated — as the training-time shifts
+    fill them). ``shift`` 0 → the images alone."""
+    if shift <= 0 or len(pixels) == 0:
+        return pixels
+    n, _, h, w = pixels.shape
+    s = int(shift)
+    padded = np.pad(pixels, ((0, 0), (0, 0), (s, s), (s, s)), mode="edge")
+    out = np.empty((9, *pixels.shape), pixels.dtype)
+    for v, (dy, dx) in enumerate((dy, dx) for dy in (0, -s, s) for dx in (0, -s, s)):
+        out[v] = padded[:, :, s + dy : s + dy + h, s + dx : s + dx + w]
+    return out.reshape(9 * n, *pixels.shape[1:])
+
+
+def mean_over_views(codes: np.ndarray, n: int) -> np.ndarray:
+    """(V·N, D) codes of ``shifted_views`` → (N, D) mean per image."""
+    if len(codes) == n:
+        return codes
+    return codes.reshape(-1, n, codes.shape[1]).mean(0, dtype=np.float32)

@@ -190,3 +190,25 @@ def test_index_with_user_model_is_self_contained(corpus, tmp_path, fast_options)
     ext = tmp_path / "q.png"
     make_image("square", np.random.default_rng(3)).save(ext)
     assert [h.id for h in second.query(ext, k=5)] == [h.id for h in first.query(ext, k=5)]
+
+
+def test_test_time_views_are_recorded_and_switchable(index, corpus):
+    from dataclasses import replace
+
+    from simsearch.indexer import BuildOptions
+
+    assert index.tta_shift == 1 and index.info()["test_time_views"] == "9 (shifts of 1 px)"
+    path = corpus / "disc" / "disc_007.png"
+    with Image.open(path) as im:
+        img = im.copy()
+    with_views = index.embed([img])
+    # switching the views off re-embeds every image, keeps the model, and queries follow
+    r = index.update(tta=False)
+    assert index.tta_shift == 0 and r.trained is None and r.updated + r.unchanged + r.added == 60
+    without = index.embed([img])
+    assert not np.allclose(with_views, without, atol=1e-3)
+    assert np.allclose(index.embed([path]), without, atol=1e-4)  # stored == fresh, no views at either end
+    # an update that says nothing keeps the index's setting
+    index.update()
+    assert index.tta_shift == 0
+    assert replace(BuildOptions(), tta=None).tta is None

@@ -769,3 +769,21 @@ def test_decode_files_survives_worker_crash(tmp_path, monkeypatch):
             assert (arr is None) == (expected[1] is None)
             if arr is not None:
                 assert np.array_equal(arr, expected[1])
+
+
+def test_shifted_views_translate_with_edge_replication():
+    from simsearch.images import mean_over_views, shifted_views, tta_shift_for
+
+    x = np.arange(2 * 3 * 5 * 6, dtype=np.uint8).reshape(2, 3, 5, 6)
+    assert shifted_views(x, 0) is x
+    v = shifted_views(x, 1).reshape(9, 2, 3, 5, 6)
+    assert np.array_equal(v[0], x)  # view 0 is the image itself
+    offsets = [(dy, dx) for dy in (0, -1, 1) for dx in (0, -1, 1)]
+    for (dy, dx), view in zip(offsets, v):
+        rows = np.clip(np.arange(5) + dy, 0, 4)
+        cols = np.clip(np.arange(6) + dx, 0, 5)
+        assert np.array_equal(view, x[:, :, rows][:, :, :, cols])
+    codes = np.arange(9 * 2 * 4, dtype=np.float32).reshape(18, 4)
+    assert np.allclose(mean_over_views(codes, 2), codes.reshape(9, 2, 4).mean(0))
+    assert mean_over_views(codes[:2], 2) is not None and np.array_equal(mean_over_views(codes[:2], 2), codes[:2])
+    assert (tta_shift_for(28), tta_shift_for(16), tta_shift_for(64)) == (1, 1, 2)
