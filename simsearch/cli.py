@@ -140,7 +140,7 @@ def _with(options):
 @click.option("--wait", is_flag=True, help="Wait for another process writing this index instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]), default=None,
-              help="FAISS index: auto (exact below 200k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
+              help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
 @click.option("--tta/--no-tta", default=None,
               help="Embed each image as the mean over it and its 8 one-pixel shifts (better neighbours, "
                    "9x embedding work). Default: on for a new index, else keep the index's.")

@@ -11,7 +11,9 @@ stored in the index, applied identically to indexed images and to queries.
    h(λ) = 1 / (1 - αλ) (Iscen et al., "Fast Spectral Ranking", CVPR 2018).
    A gallery image's coordinates are its row of U·√h; a new image (a query, or
    one added later) is placed through its k nearest gallery ("anchor") images:
-   (y·U)·√h with y its affinities to them. Images along the same manifold get
+   (y·U)·√h with y its affinities to them. Large anchor sets are searched
+   through inverted lists (k-means cells fitted with the graph, ``nprobe``
+   tuned to ≥ 0.99 recall of the k neighbours) instead of a full scan. Images along the same manifold get
    close coordinates even when their plain cosine is moderate, which lifts mAP.
 
 The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
@@ -51,6 +53,10 @@ class PostConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+ANCHOR_IVF_MIN = 20_000  # fewer anchors: an exact scan is fast enough
+ANCHOR_RECALL = 0.99  # recall of a new image's k anchor neighbours the inverted lists must reach
+
+
 def _l2n(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -61,7 +67,9 @@ class PostProcess:
 
     def __init__(self, cfg: PostConfig, mean: np.ndarray, whitener: np.ndarray | None = None,
                  anchor_ids: np.ndarray | None = None, anchors: np.ndarray | None = None,
-                 U: np.ndarray | None = None, h: np.ndarray | None = None):
+                 U: np.ndarray | None = None, h: np.ndarray | None = None,
+                 anchor_centroids: np.ndarray | None = None, anchor_lists: np.ndarray | None = None,
+                 anchor_nprobe: np.ndarray | int | None = None):
         self.cfg = cfg
         self.mean = np.asarray(mean, np.float32)
         self.whitener = whitener  # (D, D) or None
@@ -69,6 +77,9 @@ class PostProcess:
         self.anchors = anchors  # (M, D) their base vectors
         self.U = U  # (M, r)
         self.h = h  # (r,)
+        self.anchor_centroids = anchor_centroids  # (nlist, D) k-means cells over the anchors, or None
+        self.anchor_lists = anchor_lists  # (M,) cell of each anchor
+        self.anchor_nprobe = None if anchor_nprobe is None else np.asarray(anchor_nprobe, np.int64)
         self._anchor_index = None
         self._anchor_rows = None
 
@@ -93,11 +104,9 @@ class PostProcess:
         return _l2n(self.U[rows] * np.sqrt(self.h))
 
     def _coords_projected(self, base: np.ndarray) -> np.ndarray:
-        import faiss
-
         if self._anchor_index is None:
-            self._anchor_index = faiss.IndexFlatIP(self.anchors.shape[1])
-            self._anchor_index.add(np.ascontiguousarray(self.anchors))
+            self._anchor_index = _anchor_index(self.anchors, self.anchor_centroids, self.anchor_lists,
+                                               self.anchor_nprobe)
         from .ann import search
 
         sims, nn = search(self._anchor_index, np.ascontiguousarray(base), self.cfg.k)
@@ -128,7 +137,8 @@ class PostProcess:
 
     def to_bytes(self) -> bytes:
         arrays = {"config": np.array(json.dumps(self.cfg.to_dict())), "mean": self.mean}
-        for name in ("whitener", "anchor_ids", "anchors", "U", "h"):
+        for name in ("whitener", "anchor_ids", "anchors", "U", "h", "anchor_centroids", "anchor_lists",
+                     "anchor_nprobe"):
             v = getattr(self, name)
             if v is not None:
                 arrays[name] = v
@@ -171,7 +181,62 @@ def fit(raw: np.ndarray, ids: np.ndarray, cfg: PostConfig = PostConfig(), log=la
     order = np.argsort(ids)
     post.anchor_ids = np.asarray(ids, np.int64)[order]
     post.anchors, post.U, post.h = base[order], U[order], h
+    if len(raw) >= ANCHOR_IVF_MIN:
+        post.anchor_centroids, post.anchor_lists, post.anchor_nprobe = _fit_anchor_lists(post.anchors, cfg.k)
+        log(f"anchor search: {len(post.anchor_centroids)} cells, nprobe {int(post.anchor_nprobe)}")
     return post
+
+
+def _anchor_index(anchors, centroids, lists, nprobe):
+    """FAISS index over the anchors: exact, or inverted lists rebuilt from the stored cells
+    (no k-means at load time: each anchor goes straight into its recorded cell)."""
+    import faiss
+
+    x = np.ascontiguousarray(anchors, dtype=np.float32)
+    d = x.shape[1]
+    if centroids is None:
+        index = faiss.IndexFlatIP(d)
+        index.add(x)
+        return index
+    quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    index = faiss.IndexIVFFlat(quantizer, d, len(centroids), faiss.METRIC_INNER_PRODUCT)
+    index.is_trained = True
+    assign = np.ascontiguousarray(lists, dtype=np.int64)
+    index.add_core(len(x), faiss.swig_ptr(x), None, faiss.swig_ptr(assign))  # ids = rows
+    index.nprobe = int(nprobe)
+    return index
+
+
+def _fit_anchor_lists(anchors: np.ndarray, k: int, sample: int = 1000, seed: int = 0):
+    """k-means cells over the anchors and the smallest nprobe whose k-NN lists reach
+    ``ANCHOR_RECALL`` against exact search (on a sample of anchors, each leaving itself out)."""
+    import math
+
+    import faiss
+
+    from .ann import _drop_self, recall
+
+    m, d = anchors.shape
+    nlist = int(min(2 ** round(math.log2(4 * math.sqrt(m))), m // 39))
+    km = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, verbose=False)
+    km.train(np.ascontiguousarray(anchors, dtype=np.float32))
+    _, a = km.index.search(np.ascontiguousarray(anchors, dtype=np.float32), 1)
+    centroids, lists = km.centroids.astype(np.float32), a.ravel().astype(np.int32)
+    rows = np.sort(np.random.default_rng(seed).choice(m, min(sample, m), replace=False))
+    q = np.ascontiguousarray(anchors[rows], dtype=np.float32)
+    exact = _anchor_index(anchors, None, None, None)
+    truth = _drop_self(exact.search(q, k + 1)[1], rows, k)
+    index = _anchor_index(anchors, centroids, lists, 1)
+    nprobe = nlist
+    for p in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        if p >= nlist:
+            break
+        index.nprobe = p
+        if recall(_drop_self(index.search(q, k + 1)[1], rows, k), truth) >= ANCHOR_RECALL:
+            nprobe = p
+            break
+    return centroids, lists, np.array(nprobe, np.int64)
 
 
 def _spectral(base: np.ndarray, cfg: PostConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -168,3 +168,11 @@ def test_index_types_build_tune_and_round_trip(tmp_path, kind):
 
     measured = recall(got, exact)
     assert measured >= (0.9 if kind != "ivfpq" else 0.3)
+
+
+def test_auto_index_type_is_exact_for_small_corpora_and_ivf_above():
+    from simsearch import ann
+
+    assert ann.choose("auto", ann.AUTO_FLAT_MAX - 1, 256)["type"] == "flat"
+    big = ann.choose("auto", 70_000, 256)
+    assert big["type"] == "ivf" and big["factory"] == "IVF1024,Flat"
