@@ -55,15 +55,25 @@ def export(model) -> bytes:
     return buf.getvalue()
 
 
-def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """x (B,C,H,W) * w (O,C,k,k) → (B,O,H',W') via sliding windows + one matmul."""
-    k = w.shape[-1]
+def _im2col_weights(w: np.ndarray) -> np.ndarray:
+    """Conv weights (O,C,k,k) → the (k·k·C, O) matrix ``_conv2d`` multiplies by."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+
+
+def _conv2d(x: np.ndarray, m: np.ndarray, b: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
+    """x (B,H,W,C) channels-last, m = ``_im2col_weights`` of (O,C,k,k) → (B,H',W',O): sliding
+    windows copied once into an im2col matrix, one matmul whose output is already channels-last."""
+    c, o = x.shape[3], m.shape[1]
     if pad:
-        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # (B,C,H',W',k,k)
-    out = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))  # (B,H',W',O)
+        xp = np.zeros((x.shape[0], x.shape[1] + 2 * pad, x.shape[2] + 2 * pad, c), x.dtype)
+        xp[:, pad:-pad, pad:-pad] = x
+        x = xp
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]  # (B,H',W',C,k,k)
+    win = win.transpose(0, 1, 2, 4, 5, 3)  # (B,H',W',k,k,C): the copy below reads runs of C floats
+    bsz, h, wd = win.shape[:3]
+    out = win.reshape(bsz * h * wd, k * k * c) @ m  # (B·H'·W', O)
     out += b
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    return out.reshape(bsz, h, wd, o)
 
 
 class NumpyEncoder:
@@ -71,21 +81,29 @@ class NumpyEncoder:
 
     def __init__(self, path: str | os.PathLike):
         with np.load(Path(path), allow_pickle=False) as z:
-            self.a = {k: z[k] for k in z.files}
-        self.layers = [str(x) for x in self.a["layers"]]
-        self.latent_dim = int(self.a["latent_dim"])
+            a = {k: z[k] for k in z.files}
+        self.latent_dim = int(a["latent_dim"])
+        self.head_w, self.head_b = np.ascontiguousarray(a["head.w"].T), a["head.b"]
+
+        def conv(name: str) -> tuple:
+            w = a[f"{name}.w"]
+            stride, pad = (int(v) for v in a[f"{name}.sp"])
+            return _im2col_weights(w), a[f"{name}.b"], w.shape[-1], stride, pad
+
+        # [("conv", conv) | ("res", conv_a, conv_b)] in order
+        self.layers = [
+            ("conv", conv(f"l{i}")) if kind == "conv" else ("res", conv(f"l{i}a"), conv(f"l{i}b"))
+            for i, kind in enumerate(str(x) for x in a["layers"])
+        ]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        x = pixels.astype(np.float32) / 255.0
-        a = self.a
-        for i, kind in enumerate(self.layers):
-            if kind == "conv":
-                s, p = a[f"l{i}.sp"]
-                x = np.maximum(_conv2d(x, a[f"l{i}.w"], a[f"l{i}.b"], s, p), 0)
+        x = pixels.transpose(0, 2, 3, 1).astype(np.float32) / 255.0  # (B,H,W,C): channels-last inside
+        for layer in self.layers:
+            if layer[0] == "conv":
+                x = np.maximum(_conv2d(x, *layer[1]), 0)
             else:
-                s, p = a[f"l{i}a.sp"]
-                h = np.maximum(_conv2d(x, a[f"l{i}a.w"], a[f"l{i}a.b"], s, p), 0)
-                s, p = a[f"l{i}b.sp"]
-                x = np.maximum(x + _conv2d(h, a[f"l{i}b.w"], a[f"l{i}b.b"], s, p), 0)
-        z = x.reshape(len(x), -1) @ a["head.w"].T + a["head.b"]
+                h = np.maximum(_conv2d(x, *layer[1]), 0)
+                x = np.maximum(x + _conv2d(h, *layer[2]), 0)
+        x = x.transpose(0, 3, 1, 2)  # the head was trained on (C,H,W)-ordered features
+        z = x.reshape(len(x), -1) @ self.head_w + self.head_b
         return z[:, : self.latent_dim].astype(np.float32)  # a VAE head is μ‖log σ²: keep μ
