@@ -132,9 +132,10 @@ class Index:
         return self._snap.meta
 
     @property
-    def tta_shift(self) -> int:
-        """Shift (px) of the test-time views averaged into every embedding; 0 = none."""
-        return int(self._snap.meta.get("embedding", {}).get("tta_shift", 0))
+    def views(self) -> list:
+        """Test-time views averaged into every embedding, as [dy, dx] pixel shifts; [] = the
+        image alone (also what indexes from before test-time views have)."""
+        return list(self._snap.meta.get("embedding", {}).get("views", []))
 
     @property
     def model(self):
@@ -178,18 +179,18 @@ class Index:
     def _encode(self, pixels: np.ndarray) -> np.ndarray:
         """Raw codes of preprocessed pixels. A few images on the CPU go through the numpy
         encoder (no torch import: fast cold queries); larger batches and GPUs through torch."""
-        shift = self.tta_shift
+        views = self.views
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
             enc = self._numpy_encoder()
             if enc is not None:
-                views = images.shifted_views(pixels, shift)
-                if len(views) > 16:
-                    return images.mean_over_views(enc(views), len(pixels))
+                x = images.shifted_views(pixels, views)
+                if len(x) > 16:
+                    return images.mean_over_views(enc(x), len(pixels))
                 with _single_thread_blas():  # a few images: thread start-up costs more than it saves
-                    return images.mean_over_views(enc(views), len(pixels))
+                    return images.mean_over_views(enc(x), len(pixels))
         from .embed import embed
 
-        return embed(self.model, pixels, self.device, tta_shift=shift)
+        return embed(self.model, pixels, self.device, views=views)
 
     def _numpy_encoder(self):
         if self._np_encoder is None:
@@ -262,7 +263,7 @@ class Index:
             "search_dim": self._snap.search_dim,
             "postprocess": ("whiten" if self._snap.post.whitener is not None else "centre")
             + (" + diffusion" if self._snap.post.diffusion else ""),
-            "test_time_views": f"9 (shifts of {self.tta_shift} px)" if self.tta_shift else "1",
+            "test_time_views": len(self.views) or 1,
             "input": f"{m['preprocess']['channels']}×{m['preprocess']['size']}×{m['preprocess']['size']}",
             "preprocess": m["preprocess"],
             "model_sha256": m["model"]["sha256"],

@@ -142,8 +142,8 @@ def _with(options):
 @click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]), default=None,
               help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
 @click.option("--tta/--no-tta", default=None,
-              help="Embed each image as the mean over it and its 8 one-pixel shifts (better neighbours, "
-                   "9x embedding work). Default: on for a new index, else keep the index's.")
+              help="Embed each image as the mean over it and its 4 one-pixel shifts (better neighbours, "
+                   "5x embedding work). Default: on for a new index, else keep the index's.")
 @_with(_train_options)
 @_common
 def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, tta, channels, **train_kw):

@@ -27,15 +27,14 @@ def embed(
     device: str | torch.device = "auto",
     batch_size: int | None = None,
     progress: Callable[..., None] | None = None,
-    tta_shift: int = 0,
+    views: list | None = None,
 ) -> np.ndarray:
     """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE).
 
-    ``tta_shift`` > 0: each code is the mean over the image and its 8 shifts by that many
-    pixels (``images.shifted_views``); ``batch_size`` counts images, not views."""
-    views = 9 if tta_shift > 0 else 1
-    chunks = _chunks(pixels, batch_size, device, views)
-    return np.concatenate(list(embed_batches(model, chunks, device, progress, len(pixels), tta_shift)))
+    ``views``: test-time views, [dy, dx] pixel offsets; each code is the mean over the image
+    shifted by each (``images.shifted_views``). ``batch_size`` counts images, not views."""
+    chunks = _chunks(pixels, batch_size, device, max(1, len(views or [])))
+    return np.concatenate(list(embed_batches(model, chunks, device, progress, len(pixels), views)))
 
 
 def _chunks(pixels: np.ndarray, batch_size: int | None, device, views: int = 1) -> Iterable[np.ndarray]:
@@ -54,10 +53,10 @@ def embed_batches(
     device: str | torch.device = "auto",
     progress: Callable[..., None] | None = None,
     total: int | None = None,
-    tta_shift: int = 0,
+    views: list | None = None,
 ) -> Iterable[np.ndarray]:
     """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch
-    (``tta_shift``: see ``embed``)."""
+    (``views``: see ``embed``)."""
     device = device if isinstance(device, torch.device) else dev.pick_device(device)
     was_training = model.training
     model.eval().to(device)
@@ -69,8 +68,8 @@ def embed_batches(
             if len(batch) == 0:
                 yield np.zeros((0, model.config.latent_dim), np.float32)
                 continue
-            views = images.shifted_views(batch, tta_shift)
-            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(views)), device)
+            x = images.shifted_views(batch, views)
+            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(x)), device)
             with dev.autocast(device):
                 z = model.encode(x)
             yield images.mean_over_views(z.float().cpu().numpy(), len(batch))

@@ -46,7 +46,7 @@ class BuildOptions:
     wait: bool = False  # wait for another writer instead of failing
     index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
     post: object = None  # postprocess.PostConfig; None = the default (whitening + diffusion)
-    tta: bool | None = None  # embed as the mean over 9 shifted views; None = keep the index's (on at first)
+    tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
 
 
 @dataclass
@@ -159,7 +159,7 @@ def update(
             raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)")
 
         model, model_info, pre, need_train, reembed_all = _choose_model(index_dir, old, files, options, log)
-        tta_shift, tta_changed = _tta_shift(old, pre, options, need_train or reembed_all)
+        views, tta_changed = _tta_views(old, pre, options, need_train or reembed_all)
         if tta_changed:
             log("test-time views changed: re-embedding every image")
             reembed_all = True
@@ -222,7 +222,7 @@ def update(
                     sha = model_info["sha256"]
                     model, _ = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
                 bs = options.batch_size and max(options.batch_size, 1)
-                new_vecs = embed_mod.embed(model, pixels[rows], options.device, bs, progress, tta_shift)
+                new_vecs = embed_mod.embed(model, pixels[rows], options.device, bs, progress, views)
             else:
                 new_vecs = np.zeros((0, model_info["config"]["latent_dim"] if model_info else options.dim), np.float32)
 
@@ -240,7 +240,7 @@ def update(
         # ---- assemble the new snapshot
         snap = _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report)
         snap.meta = _meta(old, snap, model_info, pre, root_abs, reembed_all, need_train)
-        snap.meta["embedding"]["tta_shift"] = tta_shift
+        snap.meta["embedding"]["views"] = views
         # ---- post-processing: fitted with the model, kept across incremental updates
         with timer("fit"):
             if need_train or reembed_all or old is None or "post" not in old.meta:
@@ -369,16 +369,16 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
     return None, None, pre, True, True
 
 
-def _tta_shift(old: Snapshot | None, pre, options: BuildOptions, fresh: bool) -> tuple[int, bool]:
-    """→ (test-time view shift in px for this build, whether it differs from the index's).
+def _tta_views(old: Snapshot | None, pre, options: BuildOptions, fresh: bool) -> tuple[list, bool]:
+    """→ (test-time views for this build, whether they differ from the index's).
 
     A new or fully re-embedded index follows ``options.tta`` (default on); an existing index
     keeps its setting (indexes from before test-time views have none) unless told otherwise."""
-    wanted = images.tta_shift_for(pre.size) if options.tta is not False else 0
+    wanted = images.tta_views_for(pre.size) if options.tta is not False else []
     if old is None or fresh:
         return wanted, False
-    have = int(old.meta.get("embedding", {}).get("tta_shift", 0))
-    if options.tta is None or (wanted > 0) == (have > 0):
+    have = list(old.meta.get("embedding", {}).get("views", []))
+    if options.tta is None or bool(wanted) == bool(have):
         return have, False
     return wanted, True
 

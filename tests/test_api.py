@@ -197,18 +197,18 @@ def test_test_time_views_are_recorded_and_switchable(index, corpus):
 
     from simsearch.indexer import BuildOptions
 
-    assert index.tta_shift == 1 and index.info()["test_time_views"] == "9 (shifts of 1 px)"
+    assert index.views == [[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]] and index.info()["test_time_views"] == 5
     path = corpus / "disc" / "disc_007.png"
     with Image.open(path) as im:
         img = im.copy()
     with_views = index.embed([img])
     # switching the views off re-embeds every image, keeps the model, and queries follow
     r = index.update(tta=False)
-    assert index.tta_shift == 0 and r.trained is None and r.updated + r.unchanged + r.added == 60
+    assert index.views == [] and r.trained is None and r.updated + r.unchanged + r.added == 60
     without = index.embed([img])
     assert not np.allclose(with_views, without, atol=1e-3)
     assert np.allclose(index.embed([path]), without, atol=1e-4)  # stored == fresh, no views at either end
     # an update that says nothing keeps the index's setting
     index.update()
-    assert index.tta_shift == 0
+    assert index.views == []
     assert replace(BuildOptions(), tta=None).tta is None
