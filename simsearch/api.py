@@ -111,11 +111,8 @@ class Index:
 
     def _rel(self, p: str | os.PathLike) -> str:
         p = Path(p)
-        if p.is_absolute() or p.exists():
-            rel = os.path.relpath(p.resolve(), self.root)
-            if not rel.startswith(".."):
-                return Path(rel).as_posix()
-        return p.as_posix()
+        rel = store.manifest_path(p, self.root) if p.is_absolute() or p.exists() else None
+        return rel if rel is not None else p.as_posix()
 
     # ------------------------------------------------------------ properties
 

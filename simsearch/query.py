@@ -17,7 +17,7 @@ import numpy as np
 
 from . import images
 from .errors import ImageError, SimsearchError
-from .store import Snapshot
+from .store import Snapshot, manifest_path
 
 
 @dataclass(frozen=True)
@@ -100,13 +100,8 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_pa
 
 
 def _indexed_row(p: Path, root: Path, snap: Snapshot, by_path: dict[str, int]) -> int | None:
-    try:
-        rel = Path(os.path.relpath(p.resolve(), root)).as_posix()
-    except ValueError:
-        return None
-    if rel.startswith("../"):
-        return None
-    row = by_path.get(rel)
+    rel = manifest_path(p, root)
+    row = by_path.get(rel) if rel is not None else None
     if row is None:
         return None
     e = snap.entries[row]

@@ -67,6 +67,17 @@ def crash_point(name: str) -> None:
 _crash_counts: dict[str, int] = {}
 
 
+def manifest_path(path: str | os.PathLike, root: Path) -> str | None:
+    """How the manifest names the file at ``path``: its resolved location relative to the
+    indexed folder ``root``, '/'-separated; None when it lies outside ``root``."""
+    try:
+        rel = os.path.relpath(Path(path).resolve(), root)
+    except ValueError:  # another drive (Windows)
+        return None
+    rel = Path(rel).as_posix()
+    return None if rel == ".." or rel.startswith("../") else rel
+
+
 def default_index_path() -> Path:
     env = os.environ.get("SIMSEARCH_INDEX")
     return Path(env) if env else DEFAULT_INDEX
