@@ -462,6 +462,15 @@ def row_embed(ctx: Ctx) -> list[dict]:
     rows.append(row("2", f"embed.embed on cpu, {what}, {n} images", n / cpu.median, "images/s",
                     notes=f"batch {bs(torch.device('cpu'))}, {torch.get_num_threads()} torch threads, "
                           f"encoder {n_params / 1e6:.2f} M params; 1 warm-up call"))
+    from simsearch.images import tta_views_for
+
+    views = tta_views_for(28)
+    log(f"row 2: embedding {n} images on cpu with the default {len(views)} test-time views ({reps} reps)")
+    tta = timeit(lambda i: embed.embed(model, pixels, "cpu", views=views), reps, warmup=1)
+    rows.append(row("2", f"… the same with simsearch's default {len(views)} test-time views (index default)",
+                    n / tta.median, "images/s", "one view", faster(tta.median, cpu.median),
+                    f"{len(views)} encoder passes per image (the image and its 1-px shifts), codes averaged; "
+                    "--no-tta gives the one-view figure"))
     rows += numpy_encoder_rows(ctx, model, pixels, cpu.median / n)
     if not torch.cuda.is_available():
         rows.append(row("2", f"embed.embed on cuda, {what}", None, "images/s", notes="skipped: CUDA not available"))
