@@ -15,7 +15,6 @@ their anchors like queries instead of using their own graph coordinates.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import simsearch  # noqa: E402
 from simsearch import images, postprocess  # noqa: E402
 from simsearch.evaluate import encode_labels, label_of, rank_metrics  # noqa: E402
 from simsearch.indexer import BuildOptions, _decode  # noqa: E402
-from tune_post import split  # noqa: E402
+from tune_post import arg_parser, split  # noqa: E402
 
 BASE = postprocess.PostConfig()
 VARIANTS = {
@@ -68,12 +67,7 @@ def parse_variant(name: str) -> postprocess.PostConfig:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--train", type=Path, default=Path("data/fashion-mnist/train"))
-    ap.add_argument("--work", type=Path, default=Path("data/fmnist-val"))
-    ap.add_argument("--variants", default="default")
-    a = ap.parse_args()
+    a = arg_parser().parse_args()
     q_dir, g_dir = split(a.train, a.work)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -37,13 +37,18 @@ def split(train: Path, out: Path) -> tuple[Path, Path]:
     return q, g
 
 
-def main() -> int:
+def arg_parser() -> argparse.ArgumentParser:
+    """The options of the validation-split scripts (this one and post_sweep.py)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--train", type=Path, default=Path("data/fashion-mnist/train"))
     ap.add_argument("--work", type=Path, default=Path("data/fmnist-val"))
     ap.add_argument("--variants", default="default")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    a = arg_parser().parse_args()
     q, g = split(a.train, a.work)
     base = PostConfig()
     variants = {
