@@ -12,8 +12,8 @@ Everything that can go wrong with a single image (missing, unreadable, not an
 image, truncated, decompression bomb, weird mode, …) is reported as
 :class:`~simsearch.errors.ImageError` with a short one-line reason; nothing
 else escapes the decode path.  This module deliberately imports only the
-standard library, numpy and Pillow (no torch, no faiss) so that worker
-processes stay light.
+standard library, numpy, Pillow and (when installed) the pillow-heif plugin
+(no torch, no faiss) so that worker processes stay light.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ __all__ = [
     "preprocess",
     "probe",
     "read_file",
+    "to_display",
 ]
 
 # Truncated files must fail loudly, never be padded with grey.
@@ -64,6 +65,35 @@ _IMAGE_NAME = "<image>"
 
 FITS = ("center-crop", "pad", "stretch")
 _MAX_SIZE = 8192  # sanity bound for Preprocess.size
+
+# HEIC/HEIF (phone photos) is read by the pillow-heif plugin; AVIF by Pillow itself when it
+# is built with libavif.  Registering the opener here, at import, registers it in the decode
+# worker processes too (they import this module).  pillow-heif applies the HEIF rotation /
+# mirror boxes while decoding and resets the EXIF orientation to 1, so
+# _apply_exif_orientation does not rotate those images a second time.
+try:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    _HEIF_READABLE = True
+except Exception:  # noqa: BLE001 -- absent or broken native library: HEIF files are skipped, with the reason
+    _HEIF_READABLE = False
+try:
+    _AVIF_READABLE = bool(features.check("avif"))
+except Exception:  # noqa: BLE001 -- an old or odd Pillow: no AVIF
+    _AVIF_READABLE = False
+
+# Always discovered, even when this installation cannot decode them, so that they are
+# reported as skipped (with what would read them) instead of silently ignored.
+_CODEC_EXTENSIONS = {".heic": "HEIF", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
+_MISSING_CODEC = {
+    "HEIF": "HEIC/HEIF needs the pillow-heif package (pip install pillow-heif)",
+    "AVIF": "AVIF needs Pillow built with libavif (Pillow >= 11.3 wheels)",
+}
+# ISO-BMFF 'ftyp' brands (major or compatible) of AVIF and of the other HEIF flavours.
+_AVIF_BRANDS = {b"avif", b"avis", b"avio"}
+_HEVC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_HEIF_BRANDS = _HEVC_BRANDS | {b"mif1", b"msf1", b"mif2"}
 
 # Formats Pillow registers but cannot actually decode here: stub plugins need an
 # external handler, MPEG only parses a header, EPS needs Ghostscript.
@@ -104,6 +134,7 @@ def _readable_extensions() -> frozenset[str]:
                 continue
         readable.add(ext.lower())
     readable.update({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
+    readable.update(_CODEC_EXTENSIONS)
     return frozenset(readable)
 
 
@@ -362,6 +393,35 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _heif_container(data: bytes) -> str | None:
+    """'AVIF' or 'HEIF' when ``data`` starts with an ISO-BMFF 'ftyp' box of that family, else None."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return None
+    box = int.from_bytes(data[:4], "big")
+    end = min(len(data), box if 16 <= box <= 4096 else 16)
+    major = data[8:12]
+    compatible = {data[i : i + 4] for i in range(16, end - 3, 4)}
+    if major in _AVIF_BRANDS:
+        return "AVIF"
+    if major in _HEVC_BRANDS:
+        return "HEIF"
+    if compatible & _AVIF_BRANDS:
+        return "AVIF"
+    if major in _HEIF_BRANDS or compatible & _HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+def _missing_codec(data: bytes) -> str | None:
+    """The reason an HEIC/HEIF or AVIF file cannot be decoded in this installation, if so."""
+    kind = _heif_container(data)
+    if kind == "HEIF" and not _HEIF_READABLE:
+        return _MISSING_CODEC["HEIF"]
+    if kind == "AVIF" and not _AVIF_READABLE:
+        return _MISSING_CODEC["AVIF"]
+    return None
+
+
 def _too_large(w: int, h: int) -> str:
     return f"image too large: {w}x{h} pixels"
 
@@ -399,6 +459,9 @@ def _decode(data: bytes, name: Any, pre: Preprocess | None = None) -> Image.Imag
     """Bytes → fully loaded first frame, EXIF-oriented.  Raises ImageError."""
     if not data:
         raise ImageError(name, "empty file")
+    missing = _missing_codec(data)
+    if missing is not None:
+        raise ImageError(name, missing)
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -597,6 +660,11 @@ def from_array(arr: np.ndarray, pre: Preprocess) -> np.ndarray:
     (scaled by 255) or 0..255.  4 channels are RGBA (composited onto white).
     Raises ValueError for anything else.
     """
+    return preprocess(_array_image(arr), pre)
+
+
+def _array_image(arr: np.ndarray) -> Image.Image:
+    """The numpy image of :func:`from_array` → 'L', 'RGB' or 'RGBA' PIL image.  Raises ValueError."""
     a = np.asarray(arr)
     if a.dtype == object or a.dtype.kind not in "biuf":
         raise ValueError(f"image array must be numeric (bool, integer or float), got dtype {a.dtype}")
@@ -633,10 +701,30 @@ def from_array(arr: np.ndarray, pre: Preprocess) -> np.ndarray:
         u8 = np.clip(np.rint(a.astype(np.float64) * scale), 0, 255).astype(np.uint8)
     c = u8.shape[2]
     if c == 1:
-        img = Image.fromarray(np.ascontiguousarray(u8[:, :, 0]))
-    else:
-        img = Image.fromarray(np.ascontiguousarray(u8))  # RGB or RGBA
-    return preprocess(img, pre)
+        return Image.fromarray(np.ascontiguousarray(u8[:, :, 0]))
+    return Image.fromarray(np.ascontiguousarray(u8))  # RGB or RGBA
+
+
+def to_display(img: Image.Image | np.ndarray) -> Image.Image:
+    """An image as the model sees it, for drawing: mode 'RGB', full resolution.
+
+    Alpha and palette transparency are composited onto white, 16-bit and float
+    images are scaled, exactly as :func:`preprocess` does before it resizes.
+    ``img`` is a PIL image (for a file or bytes, pass :func:`open_image`'s
+    result, which is EXIF-oriented) or a numpy image as :func:`from_array`
+    accepts it.  May return ``img`` itself when it is already plain RGB.
+    Raises ImageError (ValueError for a numpy array :func:`from_array` rejects).
+    """
+    if isinstance(img, np.ndarray):
+        img = _array_image(img)
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(_IMAGE_NAME, f"image has no pixels ({w}x{h})")
+    try:
+        base = _to_base(img)
+        return base if base.mode == "RGB" else base.convert("RGB")
+    except (ValueError, OSError, KeyError) as exc:
+        raise ImageError(_IMAGE_NAME, f"unsupported image mode {img.mode}: {_one_line(str(exc), 80)}") from None
 
 
 # --------------------------------------------------------------------------

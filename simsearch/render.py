@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 from .query import Hit
 
@@ -78,11 +79,12 @@ def human_bytes(n: int) -> str:
 def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.PathLike, thumb: int = 112) -> Path:
     """One row per query: the query image, then its neighbours, each captioned with rank and score.
 
-    ``rows``: (query source: path | PIL image | array | None, label, hits).
+    ``rows``: (query source: path | bytes | PIL image | numpy array | None, label, hits).
+    Every tile is drawn the way the model sees the image (:func:`images.to_display`:
+    EXIF-oriented, transparency composited onto white), scaled to fit the square
+    tile with its aspect ratio kept and letterboxed on white.
     """
-    from PIL import Image, ImageDraw, ImageOps
-
-    from . import images
+    from PIL import Image, ImageDraw
 
     cols = 1 + max((len(h) for _, _, h in rows), default=0)
     pad, cap = 8, 30
@@ -91,44 +93,60 @@ def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.Path
     sheet = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(sheet)
 
-    def tile(src) -> Image.Image:
-        try:
-            if isinstance(src, Image.Image):
-                img = src
-            elif src is not None and hasattr(src, "shape"):
-                import numpy as np
-
-                arr = np.asarray(src)
-                img = Image.fromarray(arr.astype("uint8") if arr.dtype != "uint8" else arr)
-            else:
-                img = images.open_image(src)
-            img = img.convert("RGB")
-            img = ImageOps.contain(img, (thumb, thumb), Image.Resampling.NEAREST if max(img.size) < thumb // 2 else Image.Resampling.BILINEAR)
-        except Exception:
-            img = Image.new("RGB", (thumb, thumb), (230, 230, 230))
-            ImageDraw.Draw(img).text((6, thumb // 2 - 6), "unreadable", fill="red")
-        box = Image.new("RGB", (thumb, thumb), "white")
-        box.paste(img, ((thumb - img.width) // 2, (thumb - img.height) // 2))
-        return box
-
     for r, (src, label, hits) in enumerate(rows):
         y = pad + r * (thumb + cap + pad)
         x = pad
-        sheet.paste(tile(src), (x, y))
+        sheet.paste(_tile(src, thumb), (x, y))
         draw.rectangle([x - 3, y - 3, x + thumb + 2, y + thumb + 2], outline=(30, 90, 200), width=3)
         draw.text((x, y + thumb + 4), "query", fill=(30, 90, 200))
         draw.text((x, y + thumb + 16), _short(Path(label).name, thumb), fill="black")
         for h in hits:
             x += thumb + pad
-            sheet.paste(tile(h.abspath), (x, y))
+            sheet.paste(_tile(h.abspath, thumb), (x, y))
             draw.text((x, y + thumb + 4), f"#{h.rank}  {h.score:.3f}", fill="black")
-            draw.text((x, y + thumb + 16), _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb), fill=(90, 90, 90))
+            draw.text((x, y + thumb + 16), _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb),
+                      fill=(90, 90, 90))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     sheet.save(tmp, format="PNG")
     os.replace(tmp, out)
     return out
+
+
+def _tile(src: Any, thumb: int):
+    """A ``thumb``×``thumb`` RGB tile: the image fitted inside, aspect kept, on white;
+    a grey "unreadable" tile when it cannot be drawn."""
+    from PIL import Image, ImageDraw
+
+    from . import images
+
+    try:
+        if isinstance(src, Image.Image):
+            img = images.to_display(src)
+        elif src is not None and hasattr(src, "shape"):  # numpy array (or array-like with a shape)
+            import numpy as np
+
+            img = images.to_display(np.asarray(src))
+        elif src is None:
+            raise ValueError("no image")
+        else:
+            # draft: big JPEGs decode at reduced scale, still >= the tile (as load() does for the model)
+            pre = images.Preprocess(thumb, 3) if 1 <= thumb <= 8192 else None
+            img = images.to_display(images.open_image(src, pre=pre))
+        w, h = img.size
+        scale = thumb / max(w, h)
+        size = (min(thumb, max(1, round(w * scale))), min(thumb, max(1, round(h * scale))))
+        if size != (w, h):
+            small = max(w, h) < thumb // 2  # upscale tiny images (e.g. 28 px) as crisp pixels
+            resample = Image.Resampling.NEAREST if small else Image.Resampling.BILINEAR
+            img = img.resize(size, resample, reducing_gap=None if small else 3.0)
+    except Exception:  # noqa: BLE001 -- one bad image is drawn as "unreadable", never fails the sheet
+        img = Image.new("RGB", (thumb, thumb), (230, 230, 230))
+        ImageDraw.Draw(img).text((6, thumb // 2 - 6), "unreadable", fill="red")
+    box = Image.new("RGB", (thumb, thumb), "white")
+    box.paste(img, ((thumb - img.width) // 2, (thumb - img.height) // 2))
+    return box
 
 
 def _short(s: str, px: int) -> str:
@@ -146,7 +164,7 @@ class ProgressBars:
     Draws nothing unless stderr is a terminal (logs and pipes stay clean).
     """
 
-    LABELS = {"decode": "decode", "train": "train", "embed": "embed", "epoch": None}
+    LABELS: ClassVar[dict[str, str | None]] = {"decode": "decode", "train": "train", "embed": "embed", "epoch": None}
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
