@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .errors import ModelMismatchError, SimsearchError
 
-OBJECTIVES = ("dae", "ae", "sparse", "vae", "cae")
+from .constants import OBJECTIVES  # noqa: F401 — re-exported: the training objectives
 MODEL_FORMAT = 1
 
 
@@ -167,6 +167,40 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+class SiameseHead(nn.Module):
+    """Training-only invariance branch on the bottleneck; dropped after training.
+
+    ``simsiam`` (Chen & He 2021): a projector and a predictor; each view's prediction must match the
+    other view's projection (gradient stopped on the target) — pulls two views of an image together.
+    ``nce`` (instance discrimination, as in SimCLR / SSCD): the projections of two views of one image
+    must be closer to each other than to any other image of the batch (NT-Xent at ``temperature``) —
+    also pushes different images apart, which near-copy search needs."""
+
+    def __init__(self, dim: int, kind: str = "simsiam", temperature: float = 0.2, hidden: int = 512):
+        super().__init__()
+        if kind not in ("simsiam", "nce"):
+            raise ValueError(f"unknown invariance loss {kind!r} (simsiam or nce)")
+        self.kind, self.temperature = kind, temperature
+        self.project = nn.Sequential(
+            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, dim, bias=False), nn.BatchNorm1d(dim),
+        )
+        self.predict = nn.Sequential(
+            nn.Linear(dim, hidden // 4, bias=False), nn.BatchNorm1d(hidden // 4), nn.ReLU(inplace=True),
+            nn.Linear(hidden // 4, dim),
+        ) if kind == "simsiam" else None
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        p1, p2 = self.project(z1), self.project(z2)
+        if self.predict is not None:  # symmetric negative cosine, in [-1, 1]
+            q1, q2 = self.predict(p1), self.predict(p2)
+            return -0.5 * (F.cosine_similarity(q1, p2.detach()).mean() + F.cosine_similarity(q2, p1.detach()).mean())
+        p1, p2 = F.normalize(p1.float(), dim=1), F.normalize(p2.float(), dim=1)
+        logits = p1 @ p2.T / self.temperature  # (B, B): the diagonal holds the positive pairs
+        target = torch.arange(len(p1), device=p1.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 def build(cfg: ModelConfig) -> AutoEncoder:
