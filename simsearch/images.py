@@ -642,13 +642,14 @@ def _load_bytes(data: bytes, pre: Preprocess, name: Any) -> np.ndarray:
         raise ImageError(name, _decode_reason(exc)) from None
 
 
-def load(source: str | Path | bytes | bytearray | memoryview, pre: Preprocess) -> np.ndarray:
+def load(source: str | Path | bytes | bytearray | memoryview, pre: Preprocess, name: Any = None) -> np.ndarray:
     """open_image + preprocess; JPEGs decode at reduced scale (draft ≥ pre.size).
 
-    A path is read once; the array is decoded from exactly those bytes.
+    A path is read once; the array is decoded from exactly those bytes. ``name``: what errors
+    call bytes (e.g. the file they were read from).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _load_bytes(bytes(source), pre, BYTES_NAME)
+        return _load_bytes(bytes(source), pre, BYTES_NAME if name is None else name)
     return _load_bytes(read_file(source), pre, source)
 
 

@@ -32,6 +32,7 @@ class BuildOptions:
     dim: int = 128
     size: int | None = None  # model input side; None = probe the corpus
     channels: int | None = None  # 1 or 3; None = probe the corpus
+    fit: str | None = None  # how a non-square image becomes square (images.FITS); None = the default
     width: int | None = None
     depth: int | None = None
     max_epochs: int | None = None
@@ -47,6 +48,7 @@ class BuildOptions:
     index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
     post: object = None  # postprocess.PostConfig; None = the default (whitening + diffusion)
     tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
+    train: dict | None = None  # further TrainConfig fields (e.g. {"invariance": 0.5}); research and ablations
 
 
 @dataclass
@@ -244,7 +246,12 @@ def update(
         # ---- post-processing: fitted with the model, kept across incremental updates
         with timer("fit"):
             if need_train or reembed_all or old is None or "post" not in old.meta:
-                _fit_post(snap, index_dir, options, log)
+                if model is None and len(snap):
+                    from . import model as model_mod
+
+                    sha = model_info["sha256"]
+                    model, _ = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
+                _fit_post(snap, index_dir, options, log, calibration=(root_abs, pre, model, views))
             else:
                 snap.post, snap.meta["post"] = old.post, old.meta["post"]
             snap.meta["search"] = {"dim": snap.post.dim, "diffusion": snap.post.diffusion}
@@ -261,11 +268,19 @@ def update(
         return report
 
 
-def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log) -> None:
+def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log, calibration=None) -> None:
+    """Fit the post-processing on the gallery and calibrate its near-copy threshold
+    (``calibration``: (corpus root, preprocess, model, views) to make and embed the copies)."""
     from . import postprocess
 
     cfg = options.post or postprocess.PostConfig()
     post = postprocess.fit(snap.vectors, snap.ids, cfg, log)
+    record = None
+    if calibration is not None and len(snap) >= 2:
+        originals, copy_raw = _copy_codes(snap, *calibration, options)
+        keys = np.array([e.sha256 for e in snap.entries])
+        record = postprocess.calibrate(post, snap.vectors, keys, originals, copy_raw)
+        log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
     data = post.to_bytes()
     sha = postprocess.digest(data)
     path = store.post_path(index_dir, sha)
@@ -274,7 +289,36 @@ def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log) -> No
     snap.post = post
     snap.meta["post"] = {"sha256": sha, "config": cfg.to_dict(), "diffusion": post.diffusion,
                          "whitened": post.whitener is not None,
-                         "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids))}
+                         "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids)),
+                         "copies": record}
+
+
+COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
+
+
+def _copy_codes(snap: Snapshot, root: Path, pre: images.Preprocess, model, views, options: BuildOptions,
+                n: int = COPY_SAMPLE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw codes of transformed copies (``copies.make_copy``, default strength) of a deterministic
+    sample of gallery images; → (their gallery rows, the copies' codes). Unreadable files are left out."""
+    from . import copies
+    from . import embed as embed_mod
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(snap), size=min(n, len(snap)), replace=False))
+    keep, pixels = [], []
+    side = max(256, 4 * pre.size)  # copies are made from a reduced original: fast, and detail beyond it is lost
+    for r in rows:
+        try:
+            img = images.open_image(root / snap.entries[r].path)
+            img.thumbnail((side, side))
+            pixels.append(images.preprocess(copies.make_copy(img, seed=int(snap.ids[r])), pre))
+            keep.append(r)
+        except Exception:  # noqa: BLE001 — a file that vanished or changed since: just not sampled
+            continue
+    if not pixels:
+        return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32)
+    codes = embed_mod.embed(model, np.stack(pixels), options.device, views=views)
+    return np.asarray(keep, np.int64), codes
 
 
 def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new_items) -> None:
@@ -365,7 +409,7 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
     if not files:
         raise SimsearchError("no images to train a model on")
     probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, probed.fit)
+    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     return None, None, pre, True, True
 
 
@@ -407,6 +451,7 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
         ).items()
         if v is not None
     }
+    tkw.update(options.train or {})
     try:
         tcfg = train_mod.TrainConfig(**tkw)
         mkw = {k: v for k, v in dict(width=options.width, depth=options.depth).items() if v is not None}
@@ -478,7 +523,7 @@ def train_model(
     if not files:
         raise SimsearchError(f"{root}: no images found")
     probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, probed.fit)
+    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     with timer("decode"):
         pixels, _good, _infos, bad = _decode(files, pre, options.workers, progress)
     for i, reason in bad:

@@ -17,7 +17,17 @@ stored in the index, applied identically to indexed images and to queries.
    close coordinates even when their plain cosine is moderate, which lifts mAP.
 
 The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
-inner product = a blend of embedding cosine and diffusion similarity. The
+inner product = a blend of embedding cosine and diffusion similarity.
+
+4. **near-copies** — diffusion places a query through its neighbours, which
+   would rank the neighbours of a copy above the copy's own original. So a
+   query whose nearest gallery image by base cosine is at least
+   ``copy_threshold`` away is taken for a copy of it and gets that image's
+   diffusion coordinates (``with_coords``): the original then ranks first, with
+   score (cos + w²)/(1 + w²), and the rest of the ranking is the original's
+   neighbourhood. ``copy_threshold`` is calibrated at index time on transformed
+   copies of the gallery's own images against their nearest distinct
+   neighbours (``calibrate``), never on labels. The
 anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
 ``--rebuild``, like the model; images added later are projected like queries.
 """
@@ -69,7 +79,7 @@ class PostProcess:
                  anchor_ids: np.ndarray | None = None, anchors: np.ndarray | None = None,
                  U: np.ndarray | None = None, h: np.ndarray | None = None,
                  anchor_centroids: np.ndarray | None = None, anchor_lists: np.ndarray | None = None,
-                 anchor_nprobe: np.ndarray | int | None = None):
+                 anchor_nprobe: np.ndarray | int | None = None, copy_threshold: np.ndarray | float | None = None):
         self.cfg = cfg
         self.mean = np.asarray(mean, np.float32)
         self.whitener = whitener  # (D, D) or None
@@ -80,6 +90,7 @@ class PostProcess:
         self.anchor_centroids = anchor_centroids  # (nlist, D) k-means cells over the anchors, or None
         self.anchor_lists = anchor_lists  # (M,) cell of each anchor
         self.anchor_nprobe = None if anchor_nprobe is None else np.asarray(anchor_nprobe, np.int64)
+        self.copy_threshold = None if copy_threshold is None else float(copy_threshold)  # base cosine
         self._anchor_index = None
         self._anchor_rows = None
 
@@ -133,12 +144,30 @@ class PostProcess:
             coords[~is_anchor] = self._coords_projected(b[~is_anchor])
         return _l2n(np.hstack([b, self.cfg.weight * coords]))
 
+    def base_part(self, search: np.ndarray) -> np.ndarray:
+        """A search-space probe that ranks by base cosine alone: [base, 0] scaled so that its inner
+        product with a gallery search vector is the base cosine (exactly for images with diffusion
+        coordinates; an image the graph left isolated has none, and scores higher by up to √(1+w²))."""
+        b = np.atleast_2d(np.asarray(search, np.float32))
+        if not self.diffusion:
+            return b
+        d = len(self.mean)
+        out = np.zeros_like(b)
+        out[:, :d] = b[:, :d] * (1 + self.cfg.weight**2)
+        return out
+
+    def with_coords(self, search: np.ndarray, gallery_search: np.ndarray) -> np.ndarray:
+        """Search vectors whose diffusion part is taken from ``gallery_search`` (row for row): a
+        near-copy query placed where its original lies (see the module docstring)."""
+        d = len(self.mean)
+        return _l2n(np.hstack([search[:, :d], gallery_search[:, d:]]))
+
     # ------------------------------------------------------------ persistence
 
     def to_bytes(self) -> bytes:
         arrays = {"config": np.array(json.dumps(self.cfg.to_dict())), "mean": self.mean}
         for name in ("whitener", "anchor_ids", "anchors", "U", "h", "anchor_centroids", "anchor_lists",
-                     "anchor_nprobe"):
+                     "anchor_nprobe", "copy_threshold"):
             v = getattr(self, name)
             if v is not None:
                 arrays[name] = v
@@ -185,6 +214,45 @@ def fit(raw: np.ndarray, ids: np.ndarray, cfg: PostConfig = PostConfig(), log=la
         post.anchor_centroids, post.anchor_lists, post.anchor_nprobe = _fit_anchor_lists(post.anchors, cfg.k)
         log(f"anchor search: {len(post.anchor_centroids)} cells, nprobe {int(post.anchor_nprobe)}")
     return post
+
+
+def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarray, originals: np.ndarray,
+              copy_raw: np.ndarray) -> dict:
+    """Set ``post.copy_threshold`` from transformed copies of gallery images; → the calibration record.
+
+    ``originals``: gallery rows that were copied; ``copy_raw``: the copies' raw codes (row for row);
+    ``gallery_keys``: one key per gallery row, equal for identical files. Positives: base cosine of
+    each copy to its original. Negatives: base cosine of each original to its nearest distinct gallery
+    image. The threshold maximises TPR − FPR between the two (Youden's J); ties → the lowest."""
+    import faiss
+
+    gb = post.base(gallery_raw)
+    pos = np.sum(post.base(copy_raw) * gb[originals], axis=1)
+    index = faiss.IndexFlatIP(gb.shape[1])
+    index.add(np.ascontiguousarray(gb))
+    kk = min(len(gb), 16)
+    sims, nn = index.search(np.ascontiguousarray(gb[originals]), kk)
+    neg = []
+    for row, s_row, n_row in zip(originals, sims, nn):
+        other = [s for s, j in zip(s_row, n_row) if j >= 0 and gallery_keys[j] != gallery_keys[row]]
+        if other:
+            neg.append(other[0])
+    neg = np.asarray(neg, np.float32)
+    if len(pos) == 0 or len(neg) == 0:
+        return {"copies": int(len(pos)), "threshold": None}
+    cand = np.unique(np.concatenate([pos, neg]))
+    tpr = (pos[None, :] >= cand[:, None]).mean(1)
+    fpr = (neg[None, :] >= cand[:, None]).mean(1)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    hi = cand[best]
+    below = cand[cand < hi]
+    tau = float((hi + below.max()) / 2) if len(below) else float(hi)  # midway to the next lower cosine
+    post.copy_threshold = tau
+    q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])]  # noqa: E731
+    return {"copies": int(len(pos)), "threshold": round(tau, 6), "tpr": round(float(tpr[best]), 4),
+            "fpr": round(float(fpr[best]), 4), "copy_cosine_q05_25_50_75_95": q(pos),
+            "neighbour_cosine_q05_25_50_75_95": q(neg)}
 
 
 def _anchor_index(anchors, centroids, lists, nprobe):

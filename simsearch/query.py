@@ -8,6 +8,7 @@ unless ``include_self``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,7 +84,11 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_pa
         row = _indexed_row(p, root, snap, by_path)
         if row is not None:
             return _Resolved(vector=np.asarray(snap.vectors[row]), self_id=int(snap.ids[row]))
-        return _Resolved(pixels=images.load(p, pre))
+        data = images.read_file(p)
+        row = snap.row_of_sha256().get(hashlib.sha256(data).hexdigest())
+        if row is not None:  # the same bytes as an indexed file elsewhere: its stored vector, exactly
+            return _Resolved(vector=np.asarray(snap.vectors[row]))
+        return _Resolved(pixels=images.load(data, pre, name=p))
     if isinstance(item, np.ndarray):
         try:
             return _Resolved(pixels=images.from_array(item, pre))
@@ -109,6 +114,39 @@ def _indexed_row(p: Path, root: Path, snap: Snapshot, by_path: dict[str, int]) -
     return row if (st.st_size, st.st_mtime_ns) == (e.size, e.mtime_ns) else None
 
 
+# a score this close to 1 is an identical image (to the model: same input pixels), reported as 1.0
+IDENTICAL = 1 - 1e-5
+COPY_SHORTLIST = 10  # candidates for a query's original, re-scored by exact base cosine
+
+
+def place_copies(snap: Snapshot, q: np.ndarray, self_ids: Sequence[int | None]) -> np.ndarray:
+    """Near-copy placement (``postprocess`` step 4): each new query whose nearest gallery image by base
+    cosine reaches the index's calibrated copy threshold takes that image's diffusion coordinates."""
+    post = snap.post
+    todo = np.array([i for i, s in enumerate(self_ids) if s is None], dtype=np.int64)
+    if not post.diffusion or post.copy_threshold is None or len(todo) == 0 or len(snap) == 0:
+        return q
+    from .ann import search as ann_search
+
+    # a short list by (nearly) base cosine from the main index, then the exact base cosine
+    _, nn = ann_search(snap.faiss_index, np.ascontiguousarray(post.base_part(q[todo])), min(COPY_SHORTLIST, len(snap)))
+    d = len(post.mean)
+    best_rows = np.full(len(todo), -1, np.int64)
+    for j, cand in enumerate(nn):
+        cand = cand[cand >= 0]
+        if len(cand):
+            rows = snap.rows_of(cand)
+            cos = post.base(np.asarray(snap.vectors[rows])) @ (q[todo[j], :d] / np.linalg.norm(q[todo[j], :d]))
+            if cos.max() >= post.copy_threshold:
+                best_rows[j] = rows[int(np.argmax(cos))]
+    hit = best_rows >= 0
+    if hit.any():
+        sel = todo[hit]
+        q = q.copy()
+        q[sel] = post.with_coords(q[sel], snap.search_vectors(best_rows[hit]))
+    return q
+
+
 def search(
     snap: Snapshot, queries: np.ndarray, k: int, exclude: Sequence[int | None] = (), root: str = ""
 ) -> list[list[Hit]]:
@@ -131,7 +169,8 @@ def search(
             if i < 0 or i == skip:
                 continue
             row = int(np.searchsorted(snap.ids, i))
-            hits.append(Hit(int(i), snap.entries[row].path, float(s), len(hits) + 1, root))
+            score = 1.0 if s >= IDENTICAL else float(s)  # float rounding must not hide an exact copy
+            hits.append(Hit(int(i), snap.entries[row].path, score, len(hits) + 1, root))
             if len(hits) == k:
                 break
         out.append(hits)
@@ -157,7 +196,7 @@ def vectors_for(
             raw[i] = r.vector
     self_ids = [r.self_id for r in resolved]
     ids = np.array([-1 if i is None else i for i in self_ids], dtype=np.int64)
-    return snap.post.search_vectors(raw, ids), self_ids
+    return place_copies(snap, snap.post.search_vectors(raw, ids), self_ids), self_ids
 
 
 def query_batch(

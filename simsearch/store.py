@@ -198,6 +198,7 @@ class Snapshot:
     _faiss: object = None
     post: object = None  # the fitted postprocess.PostProcess (raw codes → search vectors)
     _rows_by_path: dict | None = None
+    _rows_by_sha: dict | None = None
 
     def __post_init__(self):
         n = len(self.ids)
@@ -226,6 +227,14 @@ class Snapshot:
         if self._rows_by_path is None or len(self._rows_by_path) != len(self.entries):
             self._rows_by_path = {e.path: i for i, e in enumerate(self.entries)}
         return self._rows_by_path
+
+    def row_of_sha256(self) -> dict[str, int]:
+        """file content hash → row (the first row, for identical files), built once per snapshot."""
+        if self._rows_by_sha is None:
+            self._rows_by_sha = {}
+            for i, e in enumerate(self.entries):
+                self._rows_by_sha.setdefault(e.sha256, i)
+        return self._rows_by_sha
 
     def row_of_id(self, id: int) -> int | None:
         row = int(np.searchsorted(self.ids, id))
