@@ -153,6 +153,11 @@ class Index:
     def __repr__(self) -> str:
         return f"Index({str(self.path)!r}, {len(self)} images, dim {self._snap.dim})"
 
+    def entries(self) -> list[store.Entry]:
+        """Every indexed file with its metadata: ``Entry(id, path, size, mtime_ns, sha256)``, in id order
+        (paths relative to ``root``)."""
+        return list(self._snap.entries)
+
     def paths(self) -> list[str]:
         return [e.path for e in self._snap.entries]
 

@@ -14,6 +14,7 @@ import traceback
 import click
 
 from . import __version__
+from .constants import COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
 from .errors import SimsearchError
 
 INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
@@ -106,10 +107,12 @@ def _build_options(**kw):
 
 
 _train_options = [
-    click.option("--objective", type=click.Choice(["dae", "ae", "sparse", "vae", "cae"]),
-                 help="Training objective (default dae: denoising AE with shift/zoom/flip corruption)."),
+    click.option("--objective", type=click.Choice(OBJECTIVES),
+                 help="Training objective (default dae: denoising AE trained on copy-like edits, with an invariance term)."),
     click.option("--dim", type=click.IntRange(2, 4096), default=None, help="Embedding size (default 128)."),
     click.option("--size", type=click.IntRange(8, 1024), default=None, help="Model input side in px (default: from the corpus)."),
+    click.option("--fit", type=click.Choice(FITS), default=None,
+                 help="How a non-square image becomes square: center-crop (default), pad (letterbox on white) or stretch."),
     click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = grayscale, 3 = RGB (default: from the corpus)."),
     click.option("--epochs", "max_epochs", type=click.IntRange(1), default=None, help="Maximum training epochs."),
     click.option("--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."),
@@ -139,7 +142,7 @@ def _with(options):
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from scratch.")
 @click.option("--wait", is_flag=True, help="Wait for another process writing this index instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-@click.option("--index-type", type=click.Choice(["auto", "flat", "ivf", "hnsw", "ivfpq"]), default=None,
+@click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
               help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
 @click.option("--tta/--no-tta", default=None,
               help="Embed each image as the mean over it and its 4 one-pixel shifts (better neighbours, "
@@ -338,32 +341,47 @@ def info(index_path, as_json, skipped):
 @click.option("-k", "ks", multiple=True, type=click.IntRange(1), help="Cut-offs for P@k / R@k (default 1, 10, 100).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--copies", type=click.IntRange(1), default=None,
+              help="No labels needed: make transformed copies of this many indexed images and query with them.")
+@click.option("--strength", type=click.Choice(COPY_STRENGTHS), default="default", show_default=True,
+              help="With --copies: how hard the copies are edited.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_common
-def eval_(index_path, queries, gallery, split, limit, ks, seed, device, as_json):
+def eval_(index_path, queries, gallery, split, limit, ks, seed, device, copies, strength, as_json):
     """Measure retrieval quality on labelled images: P@k, R@k and mAP.
 
     The label of an image is the name of its parent folder. Each query
     ranks the whole gallery by cosine similarity; mAP counts every relevant
     image. Labels are only used here, never for training or search.
 
+    With --copies N, no labels are needed: N indexed images are copied in
+    memory (resized, cropped, stretched, rotated, padded, lighter or darker,
+    re-saved as JPEG), each copy queries the index, and R@1 / R@5 say how
+    often the original comes first / in the top 5, next to 32×32 thumbnails.
+
     \b
     Example:
       simsearch eval --index indexes/fashion-mnist --queries data/fashion-mnist/test
       simsearch eval --index indexes/photos --split 0.1
+      simsearch eval --index indexes/photos --copies 200
     """
     import json
 
     from .api import Index
-    from .evaluate import DEFAULT_KS, evaluate_index
+    from .evaluate import DEFAULT_KS, evaluate_copies, evaluate_index
     from .render import kv_table
 
     if queries and split:
         raise click.UsageError("--split is for evaluating without --queries; pass one or the other")
+    if copies and (queries or split or gallery):
+        raise click.UsageError("--copies needs no labelled folders: leave out --queries, --gallery and --split")
     idx = Index.open(index_path, device=device)
     bars = _progress()
     try:
-        res = evaluate_index(idx, queries, gallery, split, seed, ks or DEFAULT_KS, limit, progress=bars)
+        if copies:
+            res = evaluate_copies(idx, copies, strength, seed, progress=bars)
+        else:
+            res = evaluate_index(idx, queries, gallery, split, seed, ks or DEFAULT_KS, limit, progress=bars)
     except ValueError as e:
         raise SimsearchError(str(e)) from None
     finally:

@@ -138,10 +138,90 @@ def _sample(paths, limit, seed):
 
 def _embed_paths(index, paths, progress=None) -> np.ndarray:
     """Search vectors of image files (as queries), decoded in parallel and embedded in batches."""
-    from . import images
     from .indexer import _decode
 
     pixels, good, _, bad = _decode(list(paths), index.preprocess, 0, progress)
     if bad:
         raise ValueError(f"{len(bad)} evaluation images could not be read, e.g. {paths[bad[0][0]]}: {bad[0][1]}")
     return index._snap.post.search_vectors(index._encode(pixels))
+
+
+# ---------------------------------------------------------------- near-copies
+
+
+def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 0, baseline: bool = True,
+                    progress=None) -> dict:
+    """Near-copy search on the index's own images, no labels needed.
+
+    ``n`` indexed images are copied in memory with ``simsearch.copies`` (a random mix of resize,
+    crop, stretch, rotation, padding, light, colour and JPEG at ``strength``); each copy queries the
+    index. R@1: the original (or a file with identical bytes) is the first hit; R@5: in the top 5.
+    ``baseline``: the same for 32×32 colour thumbnails (cosine of mean-centred pixels) over the
+    whole index. Also reports the median score of the original when found first and of the best
+    other image, so one can see how far a copy scores above a look-alike."""
+    from . import copies, images
+
+    entries = index.entries()
+    if not entries:
+        raise ValueError("the index is empty")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(entries), size=min(n, len(entries)), replace=False))
+    queries, originals = [], []
+    for i in picks:
+        e = entries[i]
+        try:
+            img = images.open_image(index.root / e.path)
+            img.thumbnail((2048, 2048))  # copies of giant images are smaller files anyway
+        except Exception:  # noqa: BLE001 — a file that changed or vanished since indexing: not sampled
+            continue
+        queries.append(copies.make_copy(img, seed=seed * 1_000_003 + int(e.id), strength=strength))
+        originals.append(i)
+        if progress:
+            progress("copies", len(queries), len(picks))
+    if not queries:
+        raise ValueError("none of the sampled indexed files can be read")
+    key = np.array([e.sha256 for e in entries])
+    row_of = {e.id: r for r, e in enumerate(entries)}
+    found = np.zeros((len(queries), 2))  # R@1, R@5
+    own, other = [], []
+    for s in range(0, len(queries), 256):
+        for j, hits in enumerate(index.query_batch(queries[s : s + 256], k=5), start=s):
+            same = [key[row_of[h.id]] == key[originals[j]] for h in hits]
+            found[j] = [bool(same and same[0]), any(same)]
+            if same and same[0]:
+                own.append(hits[0].score)
+            nxt = next((h.score for h, m in zip(hits, same) if not m), None)
+            if nxt is not None:
+                other.append(nxt)
+    out = {"copies": len(queries), "strength": strength, "R@1": float(found[:, 0].mean()),
+           "R@5": float(found[:, 1].mean()),
+           "original_score_median": float(np.median(own)) if own else None,
+           "other_score_median": float(np.median(other)) if other else None}
+    if baseline:
+        out.update({f"thumbnail_{k}": v for k, v in _thumbnail_recall(index, entries, queries, originals, key).items()})
+    return out
+
+
+def _thumbnail_recall(index, entries, queries, originals, key) -> dict:
+    """R@1 / R@5 of 32×32 colour thumbnails (mean-centred cosine), the baseline for near-copy search."""
+    from . import images
+
+    pre = images.Preprocess(32, 3, "stretch")
+
+    def feats(pixels: np.ndarray) -> np.ndarray:
+        x = pixels.reshape(len(pixels), -1).astype(np.float32)
+        x -= x.mean(1, keepdims=True)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+    gal = np.zeros((len(entries), 3 * 32 * 32), np.float32)
+    ok = np.zeros(len(entries), bool)
+    paths = [index.root / e.path for e in entries]
+    for i, arr, _reason, _info in images.decode_files(paths, pre):
+        if arr is not None:
+            gal[i], ok[i] = feats(arr[None])[0], True
+    q = feats(np.stack([images.preprocess(img, pre) for img in queries]))
+    sims = q @ gal.T
+    sims[:, ~ok] = -np.inf
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    same = key[top] == key[np.asarray(originals)][:, None]
+    return {"R@1": float(same[:, 0].mean()), "R@5": float(same.any(1).mean())}
