@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Training settings compared on the Fashion-MNIST VALIDATION split, through the product.
+
+Validation: train images 00000-09999 query, 10000-59999 are the gallery (labels =
+class folders, scoring only). Each config trains a model on the gallery with
+``simsearch.Index.build`` (``BuildOptions.train`` overrides ``TrainConfig``),
+then ``simsearch.evaluate`` scores the queries. Prints one JSON line per config.
+
+    python scripts/research/train_sweep.py --epochs 30 --device cuda \\
+        --config base='{}' --config inv='{"invariance": 0.5}'
+
+``--probe`` instead times training steps on this machine for each config
+(ms per 256-image step at 28x28x1 and 64x64x3), to turn a time budget into epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import simsearch
+from simsearch.evaluate import evaluate_index
+from simsearch.indexer import BuildOptions
+
+
+def split(train: Path, out: Path) -> tuple[Path, Path]:
+    q, g = out / "queries", out / "gallery"
+    if not q.exists():
+        for p in sorted(train.rglob("*.png")):
+            dst = (q if int(p.stem) < 10000 else g) / p.parent.name / p.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(p.resolve())
+    return q, g
+
+
+def probe(name: str, cfg: dict, steps: int = 8) -> dict:
+    import torch
+
+    from simsearch import train as T
+
+    out = {"config": name}
+    for size, ch in ((28, 1), (64, 3)):
+        tcfg = T.TrainConfig(**cfg)
+        mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch)
+        model = T.build(mcfg).to(memory_format=torch.channels_last)
+        head = T.SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature) if tcfg.invariance > 0 else None
+        params = list(model.parameters()) + (list(head.parameters()) if head else [])
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(256, ch, size, size)
+        times = []
+        for i in range(steps + 2):
+            t = time.perf_counter()
+            loss, _ = T.objective_loss(model, x, tcfg, gen, head)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 2:
+                times.append(time.perf_counter() - t)
+        out[f"ms_step_{size}x{ch}"] = round(1000 * float(np.median(times)), 1)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=Path, default=Path("data/fashion-mnist/train"))
+    ap.add_argument("--work", type=Path, default=Path("data/fmnist-val"))
+    ap.add_argument("--config", action="append", default=[], help="NAME=JSON of TrainConfig overrides")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--probe", action="store_true")
+    ap.add_argument("--limit-queries", type=int, default=None, help="score a random sample of the 10k queries")
+    a = ap.parse_args()
+    configs = {c.split("=", 1)[0]: json.loads(c.split("=", 1)[1]) for c in a.config} or {"default": {}}
+    if a.probe:
+        for name, cfg in configs.items():
+            print(json.dumps(probe(name, cfg)), flush=True)
+        return 0
+    q, g = split(a.train, a.work)
+    for name, cfg in configs.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            opts = BuildOptions(device=a.device, max_epochs=a.epochs, time_budget=0, train=cfg)
+            idx = simsearch.Index.build(g, Path(tmp) / "idx", options=opts)
+            m = evaluate_index(idx, str(q), limit=a.limit_queries)
+            print(json.dumps({"config": name, "epochs": idx.info()["trained_epochs"], "P@1": round(m["P@1"], 4),
+                              "P@10": round(m["P@10"], 4), "mAP": round(m["mAP"], 4),
+                              "train_s": idx.info()["train_seconds"], "seconds": round(time.perf_counter() - t)}),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
