@@ -276,11 +276,15 @@ def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log, calib
     cfg = options.post or postprocess.PostConfig()
     post = postprocess.fit(snap.vectors, snap.ids, cfg, log)
     record = None
-    if calibration is not None and len(snap) >= 2:
+    if calibration is not None and cfg.copies and len(snap) >= 2:
         originals, copy_raw = _copy_codes(snap, *calibration, options)
         keys = np.array([e.sha256 for e in snap.entries])
         record = postprocess.calibrate(post, snap.vectors, keys, originals, copy_raw)
-        log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
+        if record.get("placement"):
+            log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
+        elif record["copies"]:
+            log(f"near-copy placement off: {record['copies']} transformed copies are no closer to their originals"
+                " than images are to their nearest neighbours")
     data = post.to_bytes()
     sha = postprocess.digest(data)
     path = store.post_path(index_dir, sha)

@@ -53,6 +53,7 @@ class PostConfig:
     rank: int = 128  # eigenvectors kept
     weight: float = 1.0  # weight of the diffusion part in the search vector
     min_gallery: int = 2000  # smaller galleries skip diffusion (too little graph to learn from)
+    copies: bool = True  # calibrate a near-copy threshold and place copies at their original (step 4)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -223,7 +224,10 @@ def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarr
     ``originals``: gallery rows that were copied; ``copy_raw``: the copies' raw codes (row for row);
     ``gallery_keys``: one key per gallery row, equal for identical files. Positives: base cosine of
     each copy to its original. Negatives: base cosine of each original to its nearest distinct gallery
-    image. The threshold maximises TPR − FPR between the two (Youden's J); ties → the lowest."""
+    image. The threshold maximises TPR − FPR between the two (Youden's J). Where copies are not
+    typically closer to their originals than images are to their nearest distinct neighbour (median
+    against median: e.g. 28 px images, which a resize-and-JPEG copy changes more than a look-alike
+    differs), no threshold tells a copy from a look-alike and placement stays off."""
     import faiss
 
     gb = post.base(gallery_raw)
@@ -248,11 +252,13 @@ def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarr
     hi = cand[best]
     below = cand[cand < hi]
     tau = float((hi + below.max()) / 2) if len(below) else float(hi)  # midway to the next lower cosine
-    post.copy_threshold = tau
+    separable = bool(np.median(pos) > np.median(neg) and j[best] > 0)
+    post.copy_threshold = tau if separable else None
     q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])]  # noqa: E731
-    return {"copies": int(len(pos)), "threshold": round(tau, 6), "tpr": round(float(tpr[best]), 4),
-            "fpr": round(float(fpr[best]), 4), "copy_cosine_q05_25_50_75_95": q(pos),
-            "neighbour_cosine_q05_25_50_75_95": q(neg)}
+    return {"copies": int(len(pos)), "threshold": round(tau, 6) if separable else None,
+            "tpr": round(float(tpr[best]), 4), "fpr": round(float(fpr[best]), 4),
+            "copy_cosine_q05_25_50_75_95": q(pos), "neighbour_cosine_q05_25_50_75_95": q(neg),
+            "placement": separable}
 
 
 def _anchor_index(anchors, centroids, lists, nprobe):
