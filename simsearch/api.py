@@ -176,6 +176,15 @@ class Index:
 
         return q.vectors_for(self._snap, list(items), self.root, self.preprocess, self._encode)[0]
 
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Search vectors (N, D) for new images already preprocessed to the model input
+        (uint8 (N, C, S, S), e.g. from ``images.decode_files`` with ``index.preprocess``): exactly
+        what a query by those images searches with (test-time views, post-processing, copy placement)."""
+        from . import query as q
+
+        raw = self._encode(np.asarray(pixels, np.uint8))
+        return q.place_copies(self._snap, self._snap.post.search_vectors(raw), [None] * len(raw))
+
     NUMPY_MAX_BATCH = 256
 
     def _encode(self, pixels: np.ndarray) -> np.ndarray:

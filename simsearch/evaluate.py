@@ -138,12 +138,21 @@ def _sample(paths, limit, seed):
 
 def _embed_paths(index, paths, progress=None) -> np.ndarray:
     """Search vectors of image files (as queries), decoded in parallel and embedded in batches."""
-    from .indexer import _decode
+    from . import images
 
-    pixels, good, _, bad = _decode(list(paths), index.preprocess, 0, progress)
+    pre = index.preprocess
+    pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
+    bad = []
+    for i, arr, reason, _info in images.decode_files(list(paths), pre):
+        if arr is None:
+            bad.append((i, reason))
+        else:
+            pixels[i] = arr
+        if progress:
+            progress("decode", i + 1, len(paths))
     if bad:
         raise ValueError(f"{len(bad)} evaluation images could not be read, e.g. {paths[bad[0][0]]}: {bad[0][1]}")
-    return index._snap.post.search_vectors(index._encode(pixels))
+    return index.embed_pixels(pixels)
 
 
 # ---------------------------------------------------------------- near-copies
