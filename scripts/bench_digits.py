@@ -15,6 +15,7 @@ of mean-centred pixels.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=float, default=None, help="training time budget, s (default: simsearch's)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epoch cap (default: simsearch's)")
+    ap.add_argument("--train", type=json.loads, default=None, help="further training settings as JSON (ablations)")
     a = ap.parse_args(argv)
     ks = (1, 10)
     print(f"command: python scripts/bench_digits.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
@@ -64,7 +67,8 @@ def main(argv=None) -> int:
             m = evaluate.rank_metrics(l2n(f(qx)), l2n(f(gx)), ql_, gl_, ks)
             rows.append((name, m, "0 s"))
         t = time.perf_counter()
-        opts = BuildOptions(**({"time_budget": a.budget} if a.budget is not None else {}))
+        opts = BuildOptions(**{k: v for k, v in (("time_budget", a.budget), ("max_epochs", a.epochs), ("train", a.train))
+                               if v is not None})
         index = simsearch.Index.build(gdir, Path(tmp) / "idx", options=opts)
         info = index.info()
         m = evaluate.evaluate_index(index, str(qdir), ks=ks)

@@ -36,6 +36,7 @@ from PIL import Image
 import simsearch
 from simsearch import copies, images
 from simsearch.indexer import BuildOptions
+from simsearch.postprocess import PostConfig
 
 DEFAULT_CORPUS = Path("/usr/share/openclipart/png")
 MAX_SIDE = 2048
@@ -213,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", default=None, help="center-crop | pad | stretch (default: simsearch's)")
     ap.add_argument("--train", type=json.loads, default=None,
                     help='further training settings as JSON, e.g. \'{"invariance": 0.5}\' (ablations)')
+    ap.add_argument("--no-placement", action="store_true",
+                    help="ablation: no near-copy calibration / placement (PostConfig(copies=False))")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--per-edit", action="store_true",
                     help="also a table of R@1 for one edit at a time (default strength)")
@@ -235,7 +238,8 @@ def main(argv=None) -> int:
         idx_dir = a.index or Path(tmp) / "index"
         opts = {k: v for k, v in dict(objective=a.objective, size=a.size, fit=a.fit, time_budget=a.budget,
                                       max_epochs=a.epochs, model=str(a.model) if a.model else None,
-                                      train=a.train).items()
+                                      train=a.train, post=PostConfig(copies=False) if a.no_placement else None
+                                      ).items()
                 if v is not None}
         t = time.perf_counter()
         if a.reuse:  # score an index built earlier from this half (e.g. by --index) without rebuilding it

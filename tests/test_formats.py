@@ -81,26 +81,19 @@ def test_discover_finds_heic_heif_hif_avif(tmp_path):
 # ---------------------------------------------------------------- decoding
 
 
-def test_heic_decodes_close_to_original(tmp_path):
+@pytest.mark.parametrize("fmt, encode", [
+    ("HEIF", lambda img: heic_bytes(img)),
+    pytest.param("AVIF", lambda img: avif_bytes(img), marks=needs_avif),
+])
+def test_heic_and_avif_decode_close_to_original(tmp_path, fmt, encode):
     img = blocks()
-    path = tmp_path / "photo.heic"
-    path.write_bytes(heic_bytes(img))
+    path = tmp_path / ("photo.heic" if fmt == "HEIF" else "photo.avif")
+    path.write_bytes(encode(img))
     assert discover(tmp_path)[0] == [path]
     im = open_image(path)
-    assert im.format == "HEIF" and im.size == img.size
+    assert im.format == fmt and im.size == img.size
     assert_close(load(path, PRE), img)
     assert_close(load(path.read_bytes(), PRE), img)
-
-
-@needs_avif
-def test_avif_decodes_close_to_original(tmp_path):
-    img = blocks()
-    path = tmp_path / "photo.avif"
-    path.write_bytes(avif_bytes(img))
-    assert discover(tmp_path)[0] == [path]
-    im = open_image(path)
-    assert im.format == "AVIF" and im.size == img.size
-    assert_close(load(path, PRE), img)
 
 
 def test_heic_exif_orientation_applied_once(tmp_path):

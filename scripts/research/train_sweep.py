@@ -27,16 +27,7 @@ import numpy as np
 import simsearch
 from simsearch.evaluate import evaluate_index
 from simsearch.indexer import BuildOptions
-
-
-def split(train: Path, out: Path) -> tuple[Path, Path]:
-    q, g = out / "queries", out / "gallery"
-    if not q.exists():
-        for p in sorted(train.rglob("*.png")):
-            dst = (q if int(p.stem) < 10000 else g) / p.parent.name / p.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(p.resolve())
-    return q, g
+from tune_post import split  # the same validation split (this folder is on sys.path when run as a script)
 
 
 def probe(name: str, cfg: dict, steps: int = 8) -> dict:

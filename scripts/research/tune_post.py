@@ -62,6 +62,7 @@ def main() -> int:
         "a0.999": replace(base, alpha=0.999),
         "r192": replace(base, rank=192),
         "nodiff": replace(base, diffusion=False),
+        "nocopies": replace(base, copies=False),
     }
     for name in a.variants.split(","):
         cfg = variants[name]

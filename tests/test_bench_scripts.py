@@ -1,0 +1,52 @@
+"""Smoke tests for the quality benchmarks: a tiny run of each prints its table. No figures asserted
+beyond their range: the real runs and their numbers are in the README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_copies import picture
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _rows(stdout: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+
+
+def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
+    pytest.importorskip("imagehash")
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        p = corpus / f"set{i % 3}" / f"pic_{i:03d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        picture(rng, int(rng.integers(60, 140)), int(rng.integers(60, 140))).save(p)
+    cmd = [sys.executable, str(SCRIPTS / "bench_neardup.py"), "--corpus", str(corpus), "--copies", "8",
+           "--strengths", "light,default", "--epochs", "2", "--budget", "20", "--per-edit"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row[0]: row[1:] for row in _rows(r.stdout)}
+    for name in ("thumb32 colour", "thumb32 grey", "pHash", "dHash"):
+        assert name in rows
+    sim = [k for k in rows if k.startswith("simsearch (")]
+    assert len(sim) == 1 and len(rows[sim[0]]) == 4
+    assert all(0.0 <= float(v) <= 1.0 for v in rows[sim[0]])
+    assert "One edit at a time" in r.stdout and "scores (median)" in r.stdout
+
+
+def test_bench_digits_prints_simsearch_beside_the_pixel_baseline():
+    pytest.importorskip("sklearn")
+    r = subprocess.run([sys.executable, str(SCRIPTS / "bench_digits.py"), "--budget", "5"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row[0]: row[1:] for row in _rows(r.stdout)}
+    assert "raw pixels (cosine)" in rows
+    sim = [k for k in rows if k.startswith("simsearch")]
+    assert len(sim) == 1 and all(0.0 <= float(v) <= 1.0 for v in rows[sim[0]][:3])
