@@ -187,6 +187,12 @@ def simsearch_row(name: str, index, groups, queries_by_strength) -> dict:
     return row
 
 
+def post_config(a) -> PostConfig | None:
+    if not a.post and not a.no_placement:
+        return None
+    return PostConfig(**{**(a.post or {}), **({"copies": False} if a.no_placement else {})})
+
+
 def table(rows, strengths) -> str:
     head = "| method | " + " | ".join(f"{s} R@1 | {s} R@5" for s in strengths) + " |"
     out = [head, "|---|" + "---:|" * (2 * len(strengths))]
@@ -216,6 +222,8 @@ def main(argv=None) -> int:
                     help='further training settings as JSON, e.g. \'{"invariance": 0.5}\' (ablations)')
     ap.add_argument("--no-placement", action="store_true",
                     help="ablation: no near-copy calibration / placement (PostConfig(copies=False))")
+    ap.add_argument("--post", type=json.loads, default=None,
+                    help='post-processing settings as JSON, e.g. \'{"k": 20}\' (ablations)')
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--per-edit", action="store_true",
                     help="also a table of R@1 for one edit at a time (default strength)")
@@ -238,8 +246,7 @@ def main(argv=None) -> int:
         idx_dir = a.index or Path(tmp) / "index"
         opts = {k: v for k, v in dict(objective=a.objective, size=a.size, fit=a.fit, time_budget=a.budget,
                                       max_epochs=a.epochs, model=str(a.model) if a.model else None,
-                                      train=a.train, post=PostConfig(copies=False) if a.no_placement else None
-                                      ).items()
+                                      train=a.train, post=post_config(a)).items()
                 if v is not None}
         t = time.perf_counter()
         if a.reuse:  # score an index built earlier from this half (e.g. by --index) without rebuilding it

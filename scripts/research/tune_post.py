@@ -63,6 +63,8 @@ def main() -> int:
         "r192": replace(base, rank=192),
         "nodiff": replace(base, diffusion=False),
         "nocopies": replace(base, copies=False),
+        "b1.25": replace(base, weight=1.25),
+        "k20b1.25": replace(base, k=20, weight=1.25),
     }
     for name in a.variants.split(","):
         cfg = variants[name]
