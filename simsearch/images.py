@@ -412,6 +412,15 @@ def _heif_container(data: bytes) -> str | None:
     return None
 
 
+def _head(path: str | Path, n: int = 4096) -> bytes:
+    """The first bytes of a file (b"" if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def _missing_codec(data: bytes) -> str | None:
     """The reason an HEIC/HEIF or AVIF file cannot be decoded in this installation, if so."""
     kind = _heif_container(data)
@@ -759,6 +768,7 @@ def probe(files: list[Path], sample: int = 200, seed: int = 0) -> Preprocess:
         idx = sorted(random.Random(seed).sample(range(len(files)), max(0, sample)))
         chosen = [files[i] for i in idx]
     shorter: list[int] = []
+    codecs: set[str] = set()  # what would read the files that failed for want of a codec
     gray = 0
     for path in chosen:
         try:
@@ -773,11 +783,15 @@ def probe(files: list[Path], sample: int = 200, seed: int = 0) -> Preprocess:
                         continue  # decompression bomb: unreadable for indexing too
                     is_gray = _sample_is_gray(im)
         except Exception:
+            missing = _missing_codec(_head(path))
+            if missing:
+                codecs.add(missing)
             continue
         shorter.append(min(w, h))
         gray += bool(is_gray)
     if not shorter:
-        raise SimsearchError(f"no readable images among {len(chosen)} files")
+        why = f" ({'; '.join(sorted(codecs))})" if codecs else ""
+        raise SimsearchError(f"no readable images among {len(chosen)} files{why}")
     channels = 1 if gray >= 0.95 * len(shorter) else 3
     s = statistics.median(shorter)
     size = min(64, max(16, 4 * math.ceil(s / 4)))

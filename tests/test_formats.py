@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, features
 
 from simsearch import images
-from simsearch.errors import ImageError
+from simsearch.errors import ImageError, SimsearchError
 from simsearch.images import IMAGE_EXTENSIONS, Preprocess, decode_files, discover, load, open_image
 
 PRE = Preprocess(32, 3, "stretch")
@@ -158,6 +158,14 @@ def test_heic_without_pillow_heif_is_skipped_with_reason(tmp_path, monkeypatch):
     assert res[1] is None and res[2] == HEIF_REASON
     with pytest.raises(ImageError, match="pillow-heif"):
         open_image(path)
+
+
+def test_a_folder_of_unreadable_heic_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "_HEIF_READABLE", False)
+    for i in range(3):
+        (tmp_path / f"IMG_{i}.heic").write_bytes(HEIC_HEADER)
+    with pytest.raises(SimsearchError, match="no readable images among 3 files .*pillow-heif"):
+        images.probe(discover(tmp_path)[0])
 
 
 def test_real_heic_without_pillow_heif_is_skipped_with_reason(tmp_path, monkeypatch):
