@@ -67,8 +67,8 @@ def main(argv=None) -> int:
             m = evaluate.rank_metrics(l2n(f(qx)), l2n(f(gx)), ql_, gl_, ks)
             rows.append((name, m, "0 s"))
         t = time.perf_counter()
-        opts = BuildOptions(**{k: v for k, v in (("time_budget", a.budget), ("max_epochs", a.epochs), ("train", a.train))
-                               if v is not None})
+        given = {"time_budget": a.budget, "max_epochs": a.epochs, "train": a.train}
+        opts = BuildOptions(**{k: v for k, v in given.items() if v is not None})
         index = simsearch.Index.build(gdir, Path(tmp) / "idx", options=opts)
         info = index.info()
         m = evaluate.evaluate_index(index, str(qdir), ks=ks)
