@@ -74,7 +74,7 @@ def identity_groups(root: Path, rels: list[str]) -> dict[str, str]:
         try:
             with Image.open(root / r) as im:
                 im.load()
-                flat = copies.flatten(im)
+                flat = images.to_display(im)
             out[r] = hashlib.sha256(repr(flat.size).encode() + flat.tobytes()).hexdigest()
         except Exception:  # noqa: BLE001 — too large or unreadable: its bytes identify it
             out[r] = hashlib.sha256((root / r).read_bytes()).hexdigest()
@@ -105,7 +105,7 @@ def edit_sets(strength: str) -> dict[str, tuple[str, ...]]:
 
 
 def thumb(img: Image.Image, side: int, grey: bool) -> np.ndarray:
-    t = copies.flatten(img).resize((side, side), Image.Resampling.BILINEAR)
+    t = images.to_display(img).resize((side, side), Image.Resampling.BILINEAR)
     a = np.asarray(t.convert("L") if grey else t, np.float32).ravel() / 255
     a = a - a.mean()
     return a / max(np.linalg.norm(a), 1e-9)
@@ -141,7 +141,7 @@ def baseline_rows(root: Path, rels: list[str], groups: dict[str, str], queries_b
     for r in rels:
         with Image.open(root / r) as im:
             im.thumbnail((256, 256))  # the thumbnails and hashes need no more (and some files are 100+ Mpx)
-            flat = copies.flatten(im)
+            flat = images.to_display(im)
         feats["thumb32 colour"].append(thumb(flat, 32, False))
         feats["thumb32 grey"].append(thumb(flat, 32, True))
         feats["pHash"].append(imagehash.phash(flat).hash.ravel())

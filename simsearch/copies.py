@@ -11,19 +11,23 @@ images (``postprocess.calibrate``), without labels.
     >>> copy = make_copy(Image.open("cat.png"), seed=7)            # default strength, random mix
     >>> copy = make_copy(img, seed=7, strength="strong", kinds=("jpeg", "crop"))
 
-Every copy is first flattened onto white (what the model sees), then gets a
+Every copy is first flattened onto white (``images.to_display``: what the model sees), then gets a
 random subset of the edits below at the chosen strength, and is always
 re-encoded as JPEG last (a copy that travelled is almost always recompressed).
-Pure Pillow + numpy: no torch.
+Pillow + numpy (through ``images``): no torch.
 """
 
 from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageEnhance
+
+from . import images
 
 KINDS = ("resize", "crop", "aspect", "rotate", "pad", "brightness", "contrast", "saturation", "jpeg")
 
@@ -55,17 +59,6 @@ DEFAULT_STRENGTH = "default"
 _OPTIONAL = ("crop", "aspect", "rotate", "pad", "brightness", "contrast", "saturation")
 
 
-def flatten(img: Image.Image) -> Image.Image:
-    """Any-mode image → RGB with transparency composited onto white (as the model sees it)."""
-    img.load()
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))
-        out.paste(rgba, (0, 0), rgba)
-        return out
-    return img.convert("RGB")
-
-
 def make_copy(img: Image.Image, seed: int, strength: str | Strength = DEFAULT_STRENGTH,
               kinds: tuple[str, ...] | None = None) -> Image.Image:
     """A transformed RGB copy of ``img``, deterministic in ``seed``.
@@ -81,11 +74,29 @@ def make_copy(img: Image.Image, seed: int, strength: str | Strength = DEFAULT_ST
         if unknown:
             raise ValueError(f"unknown copy edit(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
         chosen = set(kinds)
-    out = flatten(img)
+    out = images.to_display(img)
     for kind in KINDS:  # a fixed order: geometry, then photometry, then compression
         if kind in chosen:
             out = _EDITS[kind](out, st, rng)
     return out
+
+
+def copies_of(paths: Sequence[str | Path], seeds: Sequence[int], strength: str | Strength = DEFAULT_STRENGTH,
+              max_side: int = 2048) -> tuple[list[int], list[Image.Image]]:
+    """One copy of each file (``make_copy`` with its seed), made from the file reduced to at most
+    ``max_side`` px (a copy of a giant image is a smaller file anyway; detail beyond is lost);
+    → (positions of the files that could be read, their copies). A file that vanished or
+    changed into something unreadable since it was indexed is left out."""
+    kept, out = [], []
+    for i, (path, seed) in enumerate(zip(paths, seeds)):
+        try:
+            img = images.open_image(path)
+            img.thumbnail((max_side, max_side))
+            out.append(make_copy(img, seed=int(seed), strength=strength))
+        except Exception:  # noqa: BLE001 — not sampled, whatever went wrong with it
+            continue
+        kept.append(i)
+    return kept, out
 
 
 def _resize(img: Image.Image, st: Strength, rng: random.Random) -> Image.Image:

@@ -168,25 +168,16 @@ def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 
     ``baseline``: the same for 32×32 colour thumbnails (cosine of mean-centred pixels) over the
     whole index. Also reports the median score of the original when found first and of the best
     other image, so one can see how far a copy scores above a look-alike."""
-    from . import copies, images
+    from . import copies
 
     entries = index.entries()
     if not entries:
         raise ValueError("the index is empty")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(entries), size=min(n, len(entries)), replace=False))
-    queries, originals = [], []
-    for i in picks:
-        e = entries[i]
-        try:
-            img = images.open_image(index.root / e.path)
-            img.thumbnail((2048, 2048))  # copies of giant images are smaller files anyway
-        except Exception:  # noqa: BLE001 — a file that changed or vanished since indexing: not sampled
-            continue
-        queries.append(copies.make_copy(img, seed=seed * 1_000_003 + int(e.id), strength=strength))
-        originals.append(i)
-        if progress:
-            progress("copies", len(queries), len(picks))
+    kept, queries = copies.copies_of([index.root / entries[i].path for i in picks],
+                                     [seed * 1_000_003 + int(entries[i].id) for i in picks], strength)
+    originals = [int(picks[k]) for k in kept]
     if not queries:
         raise ValueError("none of the sampled indexed files can be read")
     key = np.array([e.sha256 for e in entries])
@@ -207,11 +198,12 @@ def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 
            "original_score_median": float(np.median(own)) if own else None,
            "other_score_median": float(np.median(other)) if other else None}
     if baseline:
-        out.update({f"thumbnail_{k}": v for k, v in _thumbnail_recall(index, entries, queries, originals, key).items()})
+        thumbs = _thumbnail_recall(index, entries, queries, originals, key, progress)
+        out.update({f"thumbnail_{k}": v for k, v in thumbs.items()})
     return out
 
 
-def _thumbnail_recall(index, entries, queries, originals, key) -> dict:
+def _thumbnail_recall(index, entries, queries, originals, key, progress=None) -> dict:
     """R@1 / R@5 of 32×32 colour thumbnails (mean-centred cosine), the baseline for near-copy search."""
     from . import images
 
@@ -228,6 +220,8 @@ def _thumbnail_recall(index, entries, queries, originals, key) -> dict:
     for i, arr, _reason, _info in images.decode_files(paths, pre):
         if arr is not None:
             gal[i], ok[i] = feats(arr[None])[0], True
+        if progress:
+            progress("thumbnails", i + 1, len(paths))
     q = feats(np.stack([images.preprocess(img, pre) for img in queries]))
     sims = q @ gal.T
     sims[:, ~ok] = -np.inf

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import simsearch
-from simsearch import copies, evaluate
+from simsearch import copies, evaluate, images
 from simsearch.constants import COPY_STRENGTHS
 from synth import FAST
 
@@ -61,9 +61,9 @@ def test_copies_are_deterministic_and_cover_every_edit():
         copies.make_copy(img, seed=1, kinds=("blurr",))
 
 
-def test_flatten_composites_on_white():
-    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
-    assert copies.flatten(img).getpixel((0, 0)) == (255, 255, 255)
+def test_copies_are_made_on_white():
+    img = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    assert copies.make_copy(img, seed=0, kinds=("resize",)).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_a_copy_of_an_indexed_file_anywhere_is_rank_1_with_score_1(clipart, tmp_path):
@@ -176,7 +176,7 @@ def test_jpeg_copy_bytes_differ_but_query_works(clipart):
     index, root, _ = clipart
     with Image.open(root / "pic_005.png") as im:
         buf = io.BytesIO()
-        copies.flatten(im).save(buf, "JPEG", quality=90)
+        images.to_display(im).save(buf, "JPEG", quality=90)
     hits = index.query(Image.open(io.BytesIO(buf.getvalue())), k=1)
     assert hits[0].path == "pic_005.png"
 
