@@ -17,19 +17,19 @@ stored in the index, applied identically to indexed images and to queries.
    close coordinates even when their plain cosine is moderate, which lifts mAP.
 
 The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
-inner product = a blend of embedding cosine and diffusion similarity.
+inner product = a blend of embedding cosine and diffusion similarity. The
+anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
+``--rebuild``, like the model; images added later are projected like queries.
 
 4. **near-copies** — diffusion places a query through its neighbours, which
    would rank the neighbours of a copy above the copy's own original. So a
-   query whose nearest gallery image by base cosine is at least
-   ``copy_threshold`` away is taken for a copy of it and gets that image's
-   diffusion coordinates (``with_coords``): the original then ranks first, with
-   score (cos + w²)/(1 + w²), and the rest of the ranking is the original's
-   neighbourhood. ``copy_threshold`` is calibrated at index time on transformed
-   copies of the gallery's own images against their nearest distinct
-   neighbours (``calibrate``), never on labels. The
-anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
-``--rebuild``, like the model; images added later are projected like queries.
+   query whose base cosine to its nearest gallery image reaches
+   ``copy_threshold`` is taken for a copy of it and gets that image's
+   diffusion coordinates (``with_coords``; ``query.place_copies``): the original
+   then ranks first, with score (cos + w²)/(1 + w²), and the rest of the ranking
+   is the original's neighbourhood. ``copy_threshold`` is calibrated at index
+   time on transformed copies of the gallery's own images against their nearest
+   distinct neighbours (``calibrate``), never on labels; None = no placement.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarr
             neg.append(other[0])
     neg = np.asarray(neg, np.float32)
     if len(pos) == 0 or len(neg) == 0:
-        return {"copies": int(len(pos)), "threshold": None}
+        return {"copies": int(len(pos)), "threshold": None, "placement": False}
     cand = np.unique(np.concatenate([pos, neg]))
     tpr = (pos[None, :] >= cand[:, None]).mean(1)
     fpr = (neg[None, :] >= cand[:, None]).mean(1)

@@ -129,7 +129,8 @@ def place_copies(snap: Snapshot, q: np.ndarray, self_ids: Sequence[int | None]) 
     from .ann import search as ann_search
 
     # a short list by (nearly) base cosine from the main index, then the exact base cosine
-    _, nn = ann_search(snap.faiss_index, np.ascontiguousarray(post.base_part(q[todo])), min(COPY_SHORTLIST, len(snap)))
+    probe = np.ascontiguousarray(post.base_part(q[todo]))
+    _, nn = ann_search(snap.faiss_index, probe, min(COPY_SHORTLIST, len(snap)))
     d = len(post.mean)
     best_rows = np.full(len(todo), -1, np.int64)
     for j, cand in enumerate(nn):
