@@ -72,8 +72,14 @@ def main(argv=None) -> int:
         index = simsearch.Index.build(gdir, Path(tmp) / "idx", options=opts)
         info = index.info()
         m = evaluate.evaluate_index(index, str(qdir), ks=ks)
-        rows.append((f"simsearch, default settings ({info['input']}, {info['trained_epochs']} epochs, "
-                     f"{info['postprocess']})", m, f"{time.perf_counter() - t:.0f} s"))
+        rows.append(
+            (
+                f"simsearch, default settings ({info['input']}, {info['trained_epochs']} epochs, "
+                f"{info['postprocess']})",
+                m,
+                f"{time.perf_counter() - t:.0f} s",
+            )
+        )
     print(f"{len(gl)} gallery digits, {len(ql)} query digits\n")
     print("| method | P@1 | P@10 | mAP | index time |\n|---|---:|---:|---:|---:|")
     for name, m, t in rows:

@@ -180,10 +180,15 @@ def simsearch_row(name: str, index, groups, queries_by_strength) -> dict:
         r1 = np.mean([bool(h) and groups[h[0].path] == groups[rel] for (rel, _), h in zip(queries, hits)])
         r5 = np.mean([any(groups[x.path] == groups[rel] for x in h) for (rel, _), h in zip(queries, hits)])
         own = [h[0].score for (rel, _), h in zip(queries, hits) if h and groups[h[0].path] == groups[rel]]
-        other = [next((x.score for x in h if groups[x.path] != groups[rel]), np.nan) for (rel, _), h in
-                 zip(queries, hits)]
-        row[strength] = {"R@1": float(r1), "R@5": float(r5), "own": float(np.median(own)) if own else np.nan,
-                         "other": float(np.nanmedian(other))}
+        other = [
+            next((x.score for x in h if groups[x.path] != groups[rel]), np.nan) for (rel, _), h in zip(queries, hits)
+        ]
+        row[strength] = {
+            "R@1": float(r1),
+            "R@5": float(r5),
+            "own": float(np.median(own)) if own else np.nan,
+            "other": float(np.nanmedian(other)),
+        }
     return row
 
 
@@ -218,15 +223,24 @@ def main(argv=None) -> int:
     ap.add_argument("--objective", default=None)
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--fit", default=None, help="center-crop | pad | stretch (default: simsearch's)")
-    ap.add_argument("--train", type=json.loads, default=None,
-                    help='further training settings as JSON, e.g. \'{"invariance": 0.5}\' (ablations)')
-    ap.add_argument("--no-placement", action="store_true",
-                    help="ablation: no near-copy calibration / placement (PostConfig(copies=False))")
-    ap.add_argument("--post", type=json.loads, default=None,
-                    help='post-processing settings as JSON, e.g. \'{"k": 20}\' (ablations)')
+    ap.add_argument(
+        "--train",
+        type=json.loads,
+        default=None,
+        help="further training settings as JSON, e.g. '{\"invariance\": 0.5}' (ablations)",
+    )
+    ap.add_argument(
+        "--no-placement",
+        action="store_true",
+        help="ablation: no near-copy calibration / placement (PostConfig(copies=False))",
+    )
+    ap.add_argument(
+        "--post", type=json.loads, default=None, help="post-processing settings as JSON, e.g. '{\"k\": 20}' (ablations)"
+    )
     ap.add_argument("--no-baselines", action="store_true")
-    ap.add_argument("--per-edit", action="store_true",
-                    help="also a table of R@1 for one edit at a time (default strength)")
+    ap.add_argument(
+        "--per-edit", action="store_true", help="also a table of R@1 for one edit at a time (default strength)"
+    )
     a = ap.parse_args(argv)
     if not a.corpus.is_dir():
         print(f"error: {a.corpus} not found (apt-get install openclipart-png)", file=sys.stderr)
@@ -235,41 +249,62 @@ def main(argv=None) -> int:
     import torch
 
     print(f"command: python scripts/bench_neardup.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, simsearch "
-          f"{simsearch.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, simsearch "
+        f"{simsearch.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "corpus"
         rels = link_half(a.corpus, a.half, root, a.limit)
         groups = identity_groups(root, rels)
-        print(f"corpus: {a.corpus}, {a.half} half: {len(rels)} images ({len(set(groups.values()))} distinct files); "
-              f"{a.copies} copies per strength\n")
+        print(
+            f"corpus: {a.corpus}, {a.half} half: {len(rels)} images ({len(set(groups.values()))} distinct files); "
+            f"{a.copies} copies per strength\n"
+        )
         idx_dir = a.index or Path(tmp) / "index"
-        opts = {k: v for k, v in dict(objective=a.objective, size=a.size, fit=a.fit, time_budget=a.budget,
-                                      max_epochs=a.epochs, model=str(a.model) if a.model else None,
-                                      train=a.train, post=post_config(a)).items()
-                if v is not None}
+        opts = {
+            k: v
+            for k, v in dict(
+                objective=a.objective,
+                size=a.size,
+                fit=a.fit,
+                time_budget=a.budget,
+                max_epochs=a.epochs,
+                model=str(a.model) if a.model else None,
+                train=a.train,
+                post=post_config(a),
+            ).items()
+            if v is not None
+        }
         t = time.perf_counter()
         if a.reuse:  # score an index built earlier from this half (e.g. by --index) without rebuilding it
             index = simsearch.Index.open(idx_dir)
         else:
             index = simsearch.Index.build(root, idx_dir, options=BuildOptions(rebuild=True, **opts))
         info = index.info()
-        log(f"indexed in {time.perf_counter() - t:.0f}s: {info['input']}, {info['trained_epochs']} epochs, "
-            f"{info['postprocess']}; {info['skipped']} files skipped")
+        log(
+            f"indexed in {time.perf_counter() - t:.0f}s: {info['input']}, {info['trained_epochs']} epochs, "
+            f"{info['postprocess']}; {info['skipped']} files skipped"
+        )
         rels = index.paths()  # the gallery is what the index holds (too-large files are skipped)
         queries = {s: make_queries(root, rels, a.copies, s, a.seed) for s in strengths}
         rows = [] if a.no_baselines else baseline_rows(root, rels, groups, queries)
-        rows.append(simsearch_row(f"simsearch ({info['input']}, {info['trained_epochs']} epochs)", index, groups,
-                                  queries))
+        rows.append(
+            simsearch_row(f"simsearch ({info['input']}, {info['trained_epochs']} epochs)", index, groups, queries)
+        )
         if a.per_edit:
-            per = {name: make_queries(root, rels, a.copies, "default", a.seed, kinds) for name, kinds in
-                   edit_sets("default").items()}
+            per = {
+                name: make_queries(root, rels, a.copies, "default", a.seed, kinds)
+                for name, kinds in edit_sets("default").items()
+            }
             prow = [] if a.no_baselines else baseline_rows(root, rels, groups, per)
             prow.append(simsearch_row("simsearch", index, groups, per))
     print(table(rows, strengths))
     sim = rows[-1]
-    print("\nsimsearch scores (median): the original when it is found first / the best other image: "
-          + ", ".join(f"{s} {sim[s]['own']:.3f} / {sim[s]['other']:.3f}" for s in strengths))
+    print(
+        "\nsimsearch scores (median): the original when it is found first / the best other image: "
+        + ", ".join(f"{s} {sim[s]['own']:.3f} / {sim[s]['other']:.3f}" for s in strengths)
+    )
     if a.per_edit:
         print("\nOne edit at a time (default strength; every copy is also resized and re-saved as JPEG), R@1:\n")
         names = list(edit_sets("default"))

@@ -74,8 +74,9 @@ def baselines(train_pix, test_pix, gl, ql, ks):
     return rows
 
 
-def simsearch_row(objective, train_dir: Path, test_dir: Path, budget, work: Path, ks, keep: Path | None, limit=None,
-                  epochs=None):
+def simsearch_row(
+    objective, train_dir: Path, test_dir: Path, budget, work: Path, ks, keep: Path | None, limit=None, epochs=None
+):
     import simsearch
     from simsearch.indexer import BuildOptions
 
@@ -89,9 +90,16 @@ def simsearch_row(objective, train_dir: Path, test_dir: Path, budget, work: Path
     rep = idx.last_report
     m = evaluate.evaluate_index(idx, str(test_dir), ks=ks, limit=limit)
     default = " (default)" if objective == TrainConfig().objective else ""
-    row = {"method": f"simsearch --objective {objective}{default}", "train_s": rep.trained["seconds"],
-           "epochs": rep.trained["epochs"], "index_s": round(build_s, 1), **m}
-    log(f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)")
+    row = {
+        "method": f"simsearch --objective {objective}{default}",
+        "train_s": rep.trained["seconds"],
+        "epochs": rep.trained["epochs"],
+        "index_s": round(build_s, 1),
+        **m,
+    }
+    log(
+        f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)"
+    )
     return row
 
 
@@ -102,8 +110,12 @@ def existing_index_row(path: Path, test_dir: Path, ks, limit=None) -> dict:
     train = idx.meta["model"].get("train") or {}
     m = evaluate.evaluate_index(idx, str(test_dir), ks=ks, limit=limit)
     log(f"{path}: {m['P@10']:.3f} / {m['mAP']:.3f}")
-    return {"method": f"simsearch index {path} ({train.get('objective')}, {idx.info()['postprocess']})",
-            "train_s": train.get("seconds", 0.0), "epochs": train.get("epochs"), **m}
+    return {
+        "method": f"simsearch index {path} ({train.get('objective')}, {idx.info()['postprocess']})",
+        "train_s": train.get("seconds", 0.0),
+        "epochs": train.get("epochs"),
+        **m,
+    }
 
 
 def table(rows, ks) -> str:
@@ -117,18 +129,37 @@ def table(rows, ks) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path("data/fashion-mnist"), help="folder with train/ and test/ class folders")
-    ap.add_argument("--objectives", default=",".join([TrainConfig().objective] + [o for o in OBJECTIVES if o != TrainConfig().objective]),
-                    help="comma-separated objectives to train (default: all, the default first)")
-    ap.add_argument("--budget", type=float, default=None, help="training time budget per objective, s (default: simsearch's default)")
-    ap.add_argument("--epochs", type=int, default=None,
-                    help="train each objective for exactly this many epochs (with --budget 0: fair under CPU contention)")
+    ap.add_argument(
+        "--data", type=Path, default=Path("data/fashion-mnist"), help="folder with train/ and test/ class folders"
+    )
+    ap.add_argument(
+        "--objectives",
+        default=",".join([TrainConfig().objective] + [o for o in OBJECTIVES if o != TrainConfig().objective]),
+        help="comma-separated objectives to train (default: all, the default first)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="training time budget per objective, s (default: simsearch's default)",
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="train each objective for exactly this many epochs (with --budget 0: fair under CPU contention)",
+    )
     ap.add_argument("--limit-queries", type=int, default=None, help="evaluate on a random sample of test queries")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--keep-indexes", type=Path, default=None, help="keep the built indexes in this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    ap.add_argument("--with-index", type=Path, action="append", default=[],
-                    help="also evaluate this existing index of the train folder (e.g. the demo's), as a row")
+    ap.add_argument(
+        "--with-index",
+        type=Path,
+        action="append",
+        default=[],
+        help="also evaluate this existing index of the train folder (e.g. the demo's), as a row",
+    )
     a = ap.parse_args(argv)
     ks = (1, 10, 100)
     train_dir, test_dir = a.data / "train", a.data / "test"
@@ -139,8 +170,10 @@ def main(argv=None) -> int:
     import torch
 
     print(f"command: python scripts/bench_quality.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"faiss {faiss.__version__}, cuda={torch.cuda.is_available()}\n")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"faiss {faiss.__version__}, cuda={torch.cuda.is_available()}\n"
+    )
     rows = []
     if not a.no_baselines:
         log("decoding train/test for the baselines …")
@@ -155,8 +188,11 @@ def main(argv=None) -> int:
             if obj not in OBJECTIVES:
                 print(f"error: unknown objective {obj!r}", file=sys.stderr)
                 return 2
-            rows.append(simsearch_row(obj, train_dir, test_dir, a.budget, Path(tmp), ks, a.keep_indexes, a.limit_queries,
-                                      a.epochs))
+            rows.append(
+                simsearch_row(
+                    obj, train_dir, test_dir, a.budget, Path(tmp), ks, a.keep_indexes, a.limit_queries, a.epochs
+                )
+            )
             print(table(rows[-1:], ks).splitlines()[-1], file=sys.stderr)
     print(table(rows, ks))
     if a.json:

@@ -39,9 +39,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +60,36 @@ ROW_TITLES = {
 }
 
 # per-mode defaults for every size option left unset on the command line
-FULL = dict(reps=3, decode_n=10_000, jpeg_n=200, embed_n=20_000, n_vectors=1_000_000, n_queries=1000,
-            single=300, slow_single=20, batches=20, cold_reps=5, train_budget=None, fmnist_subset=None,
-            ann_types="flat,ivf,hnsw,ivfpq")
-QUICK = dict(reps=1, decode_n=500, jpeg_n=30, embed_n=2000, n_vectors=10_000, n_queries=200,
-             single=30, slow_single=5, batches=3, cold_reps=2, train_budget=10.0, fmnist_subset=(2000, 500),
-             ann_types="flat,ivf,hnsw")  # ivfpq: PQ training alone takes 0.5-2 min even on 10k vectors
+FULL = dict(
+    reps=3,
+    decode_n=10_000,
+    jpeg_n=200,
+    embed_n=20_000,
+    n_vectors=1_000_000,
+    n_queries=1000,
+    single=300,
+    slow_single=20,
+    batches=20,
+    cold_reps=5,
+    train_budget=None,
+    fmnist_subset=None,
+    ann_types="flat,ivf,hnsw,ivfpq",
+)
+QUICK = dict(
+    reps=1,
+    decode_n=500,
+    jpeg_n=30,
+    embed_n=2000,
+    n_vectors=10_000,
+    n_queries=200,
+    single=30,
+    slow_single=5,
+    batches=3,
+    cold_reps=2,
+    train_budget=10.0,
+    fmnist_subset=(2000, 500),
+    ann_types="flat,ivf,hnsw",
+)  # ivfpq: PQ training alone takes 0.5-2 min even on 10k vectors
 
 _T0 = time.perf_counter()
 
@@ -99,8 +124,9 @@ def timeit(fn: Callable[[int], Any], reps: int, warmup: int = 0) -> Timing:
     return Timing(float(np.median(ts)), float(np.percentile(ts, 99)), len(ts))
 
 
-def row(key: str, what: str, value: float | None, unit: str, vs: str = "", ratio: float | None = None,
-        notes: str = "") -> dict:
+def row(
+    key: str, what: str, value: float | None, unit: str, vs: str = "", ratio: float | None = None, notes: str = ""
+) -> dict:
     """One table row. ``ratio``: speed relative to ``vs`` (> 1 = this one is faster)."""
     return {"row": key, "what": what, "value": value, "unit": unit, "vs": vs, "ratio": ratio, "notes": notes}
 
@@ -265,8 +291,9 @@ class Ctx:
         test = src.parent / "test"
         if self.a.fmnist_subset is None:
             if not src.is_dir():
-                raise Skip(f"{src} not found (write it with `python scripts/fetch_fashion_mnist.py`, "
-                           "or pass --fmnist DIR)")
+                raise Skip(
+                    f"{src} not found (write it with `python scripts/fetch_fashion_mnist.py`, or pass --fmnist DIR)"
+                )
             return Corpus(src, test if test.is_dir() else None, f"{src}")
         n_train, n_test = self.a.fmnist_subset
         out = self.tmp / "fmnist"
@@ -284,8 +311,18 @@ class Ctx:
             label = f"{n_train}+{n_test} files copied from {src}"
         elif IDX_SOURCE.is_dir():
             log(f"writing {n_train}+{n_test} Fashion-MNIST PNGs from {IDX_SOURCE}")
-            cmd = [sys.executable, str(ROOT / "scripts" / "fetch_fashion_mnist.py"), "--source", str(IDX_SOURCE),
-                   "--out", str(out), "--limit-train", str(n_train), "--limit-test", str(n_test)]
+            cmd = [
+                sys.executable,
+                str(ROOT / "scripts" / "fetch_fashion_mnist.py"),
+                "--source",
+                str(IDX_SOURCE),
+                "--out",
+                str(out),
+                "--limit-train",
+                str(n_train),
+                "--limit-test",
+                str(n_test),
+            ]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             label = f"first {n_train}+{n_test} Fashion-MNIST images (from {IDX_SOURCE})"
         else:
@@ -356,8 +393,14 @@ class Ctx:
             log(f"indexing the gallery {root} → {idx} with the row-3 model (no training)")
             t0 = time.perf_counter()
             report = indexer.update(root, idx, self.build_options(model=str(model_file)))
-            return {"dir": idx, "report": report, "wall": time.perf_counter() - t0, "root": root,
-                    "corpus": corpus, "model": model_file}
+            return {
+                "dir": idx,
+                "report": report,
+                "wall": time.perf_counter() - t0,
+                "root": root,
+                "corpus": corpus,
+                "model": model_file,
+            }
 
         return self.once("gallery", make)
 
@@ -422,11 +465,24 @@ def compare_loaders(key: str, label: str, paths: list[Path], pre, reps: int, sou
     draft = ", JPEG draft" if pre.channels == 3 else ""
     return [
         row(key, f"{label}: {naive_what}", n / t_naive.median, "images/s", notes=common),
-        row(key, f"{label}: simsearch decode_files(workers=0) = {cores} processes", n / t_pool.median, "images/s",
-            "naive loop", faster(t_pool.median, t_naive.median),
-            f"incl. stat + sha256 of every file, center-crop, bilinear{draft}{failed}"),
-        row(key, f"{label}: simsearch decode_files(workers=1), in-process", n / t_one.median, "images/s",
-            "naive loop", faster(t_one.median, t_naive.median), "per-image cost of the library loader"),
+        row(
+            key,
+            f"{label}: simsearch decode_files(workers=0) = {cores} processes",
+            n / t_pool.median,
+            "images/s",
+            "naive loop",
+            faster(t_pool.median, t_naive.median),
+            f"incl. stat + sha256 of every file, center-crop, bilinear{draft}{failed}",
+        ),
+        row(
+            key,
+            f"{label}: simsearch decode_files(workers=1), in-process",
+            n / t_one.median,
+            "images/s",
+            "naive loop",
+            faster(t_one.median, t_naive.median),
+            "per-image cost of the library loader",
+        ),
     ]
 
 
@@ -435,8 +491,14 @@ def row_decode(ctx: Ctx) -> list[dict]:
 
     pngs, source = ctx.pngs()
     rows = compare_loaders("1a", "28×28 gray PNG", pngs, Preprocess(28, 1), ctx.a.reps, source)
-    rows += compare_loaders("1b", "1920×1080 JPEG", ctx.jpegs(), Preprocess(64, 3), ctx.a.reps,
-                            "generated (gradients + blobs + noise), quality 90")
+    rows += compare_loaders(
+        "1b",
+        "1920×1080 JPEG",
+        ctx.jpegs(),
+        Preprocess(64, 3),
+        ctx.a.reps,
+        "generated (gradients + blobs + noise), quality 90",
+    )
     return rows
 
 
@@ -446,7 +508,8 @@ def row_decode(ctx: Ctx) -> list[dict]:
 def row_embed(ctx: Ctx) -> list[dict]:
     import torch
 
-    from simsearch import embed, model as model_mod, train
+    from simsearch import embed, train
+    from simsearch import model as model_mod
 
     objective = train.TrainConfig().objective
     cfg = train.model_config_for(objective, image_size=28, channels=1)
@@ -459,18 +522,33 @@ def row_embed(ctx: Ctx) -> list[dict]:
     log(f"row 2: embedding {n} images on cpu ({reps} reps)")
     cpu = timeit(lambda i: embed.embed(model, pixels, "cpu"), reps, warmup=1)
     bs = embed.default_batch_size
-    rows.append(row("2", f"embed.embed on cpu, {what}, {n} images", n / cpu.median, "images/s",
-                    notes=f"batch {bs(torch.device('cpu'))}, {torch.get_num_threads()} torch threads, "
-                          f"encoder {n_params / 1e6:.2f} M params; 1 warm-up call"))
+    rows.append(
+        row(
+            "2",
+            f"embed.embed on cpu, {what}, {n} images",
+            n / cpu.median,
+            "images/s",
+            notes=f"batch {bs(torch.device('cpu'))}, {torch.get_num_threads()} torch threads, "
+            f"encoder {n_params / 1e6:.2f} M params; 1 warm-up call",
+        )
+    )
     from simsearch.images import tta_views_for
 
     views = tta_views_for(28)
     log(f"row 2: embedding {n} images on cpu with the default {len(views)} test-time views ({reps} reps)")
     tta = timeit(lambda i: embed.embed(model, pixels, "cpu", views=views), reps, warmup=1)
-    rows.append(row("2", f"… the same with simsearch's default {len(views)} test-time views (index default)",
-                    n / tta.median, "images/s", "one view", faster(tta.median, cpu.median),
-                    f"{len(views)} encoder passes per image (the image and its 1-px shifts), codes averaged; "
-                    "--no-tta gives the one-view figure"))
+    rows.append(
+        row(
+            "2",
+            f"… the same with simsearch's default {len(views)} test-time views (index default)",
+            n / tta.median,
+            "images/s",
+            "one view",
+            faster(tta.median, cpu.median),
+            f"{len(views)} encoder passes per image (the image and its 1-px shifts), codes averaged; "
+            "--no-tta gives the one-view figure",
+        )
+    )
     rows += numpy_encoder_rows(ctx, model, pixels, cpu.median / n)
     if not torch.cuda.is_available():
         rows.append(row("2", f"embed.embed on cuda, {what}", None, "images/s", notes="skipped: CUDA not available"))
@@ -478,10 +556,17 @@ def row_embed(ctx: Ctx) -> list[dict]:
     gpu_model = model_mod.build(cfg)
     log(f"row 2: embedding {n} images on cuda ({reps} reps)")
     gpu = timeit(lambda i: embed.embed(gpu_model, pixels, "cuda"), max(reps, 3), warmup=1)
-    rows.append(row("2", f"embed.embed on cuda, {what}, {n} images", n / gpu.median, "images/s", "embed.embed on cpu",
-                    faster(gpu.median, cpu.median),
-                    f"batch {bs(torch.device('cuda'))}, {torch.cuda.get_device_name(0)}, autocast; "
-                    "incl. host→device copies"))
+    rows.append(
+        row(
+            "2",
+            f"embed.embed on cuda, {what}, {n} images",
+            n / gpu.median,
+            "images/s",
+            "embed.embed on cpu",
+            faster(gpu.median, cpu.median),
+            f"batch {bs(torch.device('cuda'))}, {torch.cuda.get_device_name(0)}, autocast; incl. host→device copies",
+        )
+    )
     return rows
 
 
@@ -501,16 +586,40 @@ def numpy_encoder_rows(ctx: Ctx, model, pixels: np.ndarray, torch_s_per_image: f
     log(f"row 2: numpy encoder, batch of {len(batch)} and single images")
     t_np = timeit(lambda i: enc(batch), reps, warmup=1)
     err = float(np.abs(enc(batch[:8]) - embed.embed(model, batch[:8], "cpu")).max())
-    rows = [row("2", f"numpy_encoder (simsearch's CPU query encoder), batch of {len(batch)}", len(batch) / t_np.median,
-                "images/s", "embed.embed on cpu", faster(t_np.median / len(batch), torch_s_per_image),
-                f"max |numpy − torch| = {err:.2g}")]
+    rows = [
+        row(
+            "2",
+            f"numpy_encoder (simsearch's CPU query encoder), batch of {len(batch)}",
+            len(batch) / t_np.median,
+            "images/s",
+            "embed.embed on cpu",
+            faster(t_np.median / len(batch), torch_s_per_image),
+            f"max |numpy − torch| = {err:.2g}",
+        )
+    ]
     n1 = max(10, ctx.a.single // 3)
     one_t = timeit(lambda i: embed.embed(model, pixels[i : i + 1], "cpu"), n1, warmup=2)
     one_np = timeit(lambda i: enc(pixels[i : i + 1]), n1, warmup=2)
-    rows.append(row("2", "one image: embed.embed on cpu (torch)", one_t.median * 1e3, "ms p50",
-                    notes=f"p99 {ms(one_t.p99)}, n={one_t.n}"))
-    rows.append(row("2", "one image: numpy_encoder", one_np.median * 1e3, "ms p50", "torch, one image",
-                    faster(one_np.median, one_t.median), f"p99 {ms(one_np.p99)}, n={one_np.n}"))
+    rows.append(
+        row(
+            "2",
+            "one image: embed.embed on cpu (torch)",
+            one_t.median * 1e3,
+            "ms p50",
+            notes=f"p99 {ms(one_t.p99)}, n={one_t.n}",
+        )
+    )
+    rows.append(
+        row(
+            "2",
+            "one image: numpy_encoder",
+            one_np.median * 1e3,
+            "ms p50",
+            "torch, one image",
+            faster(one_np.median, one_t.median),
+            f"p99 {ms(one_np.p99)}, n={one_np.n}",
+        )
+    )
     return rows
 
 
@@ -531,15 +640,24 @@ def row_index(ctx: Ctx) -> list[dict]:
 
         budget = TrainConfig().time_budget
     key = "3"
-    rows = [row(key, f"simsearch index {corpus.train.name}/ ({n} images, {corpus.label}): total wall", wall, "s",
-                notes=f"library indexer.update, default options"
-                      f"{'' if ctx.a.train_budget is None else f' except time_budget={ctx.a.train_budget:g}'}; "
-                      f"{len(rep.skipped)} skipped; n=1")]
+    rows = [
+        row(
+            key,
+            f"simsearch index {corpus.train.name}/ ({n} images, {corpus.label}): total wall",
+            wall,
+            "s",
+            notes=f"library indexer.update, default options"
+            f"{'' if ctx.a.train_budget is None else f' except time_budget={ctx.a.train_budget:g}'}; "
+            f"{len(rep.skipped)} skipped; n=1",
+        )
+    ]
     stage_notes = {
         "decode": lambda s: f"{n / s:,.0f} images/s" if s else "",
-        "train": lambda s: (f"{trained.get('epochs')} epochs, stopped by {trained.get('stopped_by')}, objective "
-                            f"{trained.get('objective')}; time budget {fmt(budget)} s, "
-                            f"training loop {fmt(trained.get('seconds'))} s"),
+        "train": lambda s: (
+            f"{trained.get('epochs')} epochs, stopped by {trained.get('stopped_by')}, objective "
+            f"{trained.get('objective')}; time budget {fmt(budget)} s, "
+            f"training loop {fmt(trained.get('seconds'))} s"
+        ),
         "embed": lambda s: f"{n / s:,.0f} images/s" if s else "",
         "write": lambda s: "mean, FAISS build (+ tune if ivf/hnsw), manifest, fsync, atomic switch",
     }
@@ -551,18 +669,37 @@ def row_index(ctx: Ctx) -> list[dict]:
         share = f"{100 * s / wall:.0f}% of total"
         rows.append(row(key, f"  ↳ {stage}", s, "s", notes=share + (f"; {note}" if note else "")))
     other = wall - sum(t.values())
-    rows.append(row(key, "  ↳ other (probe, model choice/save, diff, …)", other, "s",
-                    notes=f"{100 * other / wall:.0f}% of total"))
+    rows.append(
+        row(
+            key,
+            "  ↳ other (probe, model choice/save, diff, …)",
+            other,
+            "s",
+            notes=f"{100 * other / wall:.0f}% of total",
+        )
+    )
 
     log(f"row 3: unchanged re-run ({ctx.a.reps} reps)")
     reports = []
     nop = timeit(lambda i: reports.append(indexer.update(corpus.train, built["dir"], built["options"])), ctx.a.reps)
     last = reports[-1]
-    verdict = ("nothing written" if (last.added, last.updated, last.removed) == (0, 0, 0)
-               else f"NOT a no-op: added {last.added}, updated {last.updated}, removed {last.removed}")
+    verdict = (
+        "nothing written"
+        if (last.added, last.updated, last.removed) == (0, 0, 0)
+        else f"NOT a no-op: added {last.added}, updated {last.updated}, removed {last.removed}"
+    )
     stages = ", ".join(f"{k} {v:.2f}" for k, v in last.timings.items())
-    rows.append(row(key, "second, unchanged run (incremental no-op)", nop.median, "s", "first run",
-                    faster(nop.median, wall), f"{verdict}; stages (s): {stages}; median of {nop.n}"))
+    rows.append(
+        row(
+            key,
+            "second, unchanged run (incremental no-op)",
+            nop.median,
+            "s",
+            "first run",
+            faster(nop.median, wall),
+            f"{verdict}; stages (s): {stages}; median of {nop.n}",
+        )
+    )
     return rows
 
 
@@ -575,8 +712,15 @@ def row_query(ctx: Ctx) -> list[dict]:
     g = ctx.gallery()
     rep = g["report"]
     t = rep.timings
-    rows = [row("4", f"build the gallery index ({rep.total} images: {g['root'].name}/, existing model via --model)",
-                g["wall"], "s", notes="stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "; n=1")]
+    rows = [
+        row(
+            "4",
+            f"build the gallery index ({rep.total} images: {g['root'].name}/, existing model via --model)",
+            g["wall"],
+            "s",
+            notes="stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "; n=1",
+        )
+    ]
     index = simsearch.Index.open(g["dir"])
     n_single, n_batches, k = ctx.a.single, ctx.a.batches, 10
     need = max(n_single, 100 * min(n_batches, 10))
@@ -598,13 +742,30 @@ def row_query(ctx: Ctx) -> list[dict]:
         single = timeit(lambda i: index.query(items[i % len(items)], k=k), n_single)
         batch = timeit(lambda i: index.query_batch(_window(items, i, 100), k=k), n_batches)
         vs, ratio = ("", None) if by_id is None else ("by indexed id", faster(single.median, by_id.median))
-        rows.append(row("4", f"Index.query by {name}, k={k}", single.median * 1e3, "ms p50", vs, ratio,
-                        f"p99 {ms(single.p99)}, n={single.n}; {note}"))
+        rows.append(
+            row(
+                "4",
+                f"Index.query by {name}, k={k}",
+                single.median * 1e3,
+                "ms p50",
+                vs,
+                ratio,
+                f"p99 {ms(single.p99)}, n={single.n}; {note}",
+            )
+        )
         by_id = by_id or single
-        rows.append(row("4", f"Index.query_batch of 100 by {name}", batch.median * 1e3, "ms p50 / batch",
-                        "100 single queries", faster(batch.median, 100 * single.median),
-                        f"{fmt(batch.median * 1e3 / 100)} ms/query; p99 {ms(batch.p99)}, n={batch.n}"
-                        + (f"; encode: {query_encoder(index, 100)}" if items is pil else "")))
+        rows.append(
+            row(
+                "4",
+                f"Index.query_batch of 100 by {name}",
+                batch.median * 1e3,
+                "ms p50 / batch",
+                "100 single queries",
+                faster(batch.median, 100 * single.median),
+                f"{fmt(batch.median * 1e3 / 100)} ms/query; p99 {ms(batch.p99)}, n={batch.n}"
+                + (f"; encode: {query_encoder(index, 100)}" if items is pil else ""),
+            )
+        )
     faiss_kind = index.meta["faiss"]["factory"]
     rows[0]["notes"] += f"; FAISS {faiss_kind}; device {index.device}"
     ctx.results["warm_query"] = {name: r["value"] for (name, _, _), r in zip(kinds, rows[1::2])}
@@ -639,11 +800,13 @@ def simsearch_command() -> list[str]:
 
 def imports_torch(cli_args: list[str]) -> str:
     """Whether ``simsearch CLI_ARGS`` imports torch (an extra, untimed run of the same command)."""
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: sys.stderr.write('\\nTORCH-LOADED=%d\\n' % ('torch' in sys.modules)))\n"
-            "from simsearch.cli import main\n"
-            "sys.argv = ['simsearch'] + sys.argv[1:]\n"
-            "main()\n")
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('\\nTORCH-LOADED=%d\\n' % ('torch' in sys.modules)))\n"
+        "from simsearch.cli import main\n"
+        "sys.argv = ['simsearch'] + sys.argv[1:]\n"
+        "main()\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, *cli_args], capture_output=True, text=True)
     return "yes" if "TORCH-LOADED=1" in r.stderr else "no" if "TORCH-LOADED=0" in r.stderr else "unknown"
 
@@ -659,10 +822,16 @@ def row_cold_cli(ctx: Ctx) -> list[dict]:
     indexed_png = Path(snap.meta["corpus_root"]) / snap.entries[len(snap.entries) // 2].path
     cases = [
         ("simsearch --help", cmd + ["--help"], "help"),
-        ("simsearch query NEW.png --index IDX (not indexed: loads the model, encodes)",
-         cmd + ["query", str(new_png), "--index", str(g["dir"])], "new image (PIL, mirrored test image)"),
-        ("simsearch query INDEXED.png --index IDX (stored vector reused)",
-         cmd + ["query", str(indexed_png), "--index", str(g["dir"])], "indexed path"),
+        (
+            "simsearch query NEW.png --index IDX (not indexed: loads the model, encodes)",
+            cmd + ["query", str(new_png), "--index", str(g["dir"])],
+            "new image (PIL, mirrored test image)",
+        ),
+        (
+            "simsearch query INDEXED.png --index IDX (stored vector reused)",
+            cmd + ["query", str(indexed_png), "--index", str(g["dir"])],
+            "indexed path",
+        ),
     ]
     rows = []
     warm = ctx.results.get("warm_query", {})
@@ -676,7 +845,7 @@ def row_cold_cli(ctx: Ctx) -> list[dict]:
 
         t = timeit(run, ctx.a.cold_reps, warmup=1)
         note = f"p99 {ms(t.p99)}, median of {t.n} (+1 untimed warm-up); new process each, page cache warm"
-        note += f"; imports torch: {imports_torch(argv[len(cmd):])}"
+        note += f"; imports torch: {imports_torch(argv[len(cmd) :])}"
         if warm_kind in warm:
             note += f"; {t.median * 1e3 / warm[warm_kind]:,.0f}× the warm library query (row 4)"
         rows.append(row("5", what, t.median * 1e3, "ms", notes=note))
@@ -788,20 +957,39 @@ def row_ann(ctx: Ctx) -> list[dict]:
     truth: np.ndarray | None = None
     ref_single: float | None = None  # numpy brute force, one query
 
-    def add(name: str, build_s: float, nbytes: int | None, single: Timing, batch: Timing | None, got: np.ndarray,
-            q_rows: int, extra: str = "") -> None:
+    def add(
+        name: str,
+        build_s: float,
+        nbytes: int | None,
+        single: Timing,
+        batch: Timing | None,
+        got: np.ndarray,
+        q_rows: int,
+        extra: str = "",
+    ) -> None:
         nonlocal ref_single
         rec = ann.recall(got, truth[:q_rows])
         if ref_single is None:
             ref_single = single.median
         per_query = f"batch of {nq}: {fmt(batch.median / nq * 1e3)} ms/query ({threads} threads)" if batch else ""
-        parts = [f"build {fmt(build_s)} s", f"size {human_bytes(nbytes)}" if nbytes is not None else "size n/a",
-                 f"p99 {ms(single.p99)} (n={single.n}, 1 thread)",
-                 per_query or "no batch run",
-                 f"recall@10 {rec:.3f}" + ("" if q_rows == nq else f" on {q_rows} queries")]
-        rows.append(row("6", name, single.median * 1e3, "ms p50 / query",
-                        "numpy brute force" if rows else "", faster(single.median, ref_single) if rows else None,
-                        "; ".join(parts) + (f"; {extra}" if extra else "")))
+        parts = [
+            f"build {fmt(build_s)} s",
+            f"size {human_bytes(nbytes)}" if nbytes is not None else "size n/a",
+            f"p99 {ms(single.p99)} (n={single.n}, 1 thread)",
+            per_query or "no batch run",
+            f"recall@10 {rec:.3f}" + ("" if q_rows == nq else f" on {q_rows} queries"),
+        ]
+        rows.append(
+            row(
+                "6",
+                name,
+                single.median * 1e3,
+                "ms p50 / query",
+                "numpy brute force" if rows else "",
+                faster(single.median, ref_single) if rows else None,
+                "; ".join(parts) + (f"; {extra}" if extra else ""),
+            )
+        )
 
     def measure(search: Callable[[np.ndarray], np.ndarray], n_single: int, batch_reps: int):
         search(q[:1])  # warm-up
@@ -822,8 +1010,15 @@ def row_ann(ctx: Ctx) -> list[dict]:
     for kind in ("flat", "ivf", "hnsw", "ivfpq"):
         if kind not in a.ann_types:
             why = " (the --quick default: PQ training takes minutes)" if kind == "ivfpq" and a.quick else ""
-            rows.append(row("6", f"simsearch {kind}", None, "ms p50 / query",
-                            notes=f"skipped: not in --ann-types {','.join(sorted(a.ann_types))}{why}"))
+            rows.append(
+                row(
+                    "6",
+                    f"simsearch {kind}",
+                    None,
+                    "ms p50 / query",
+                    notes=f"skipped: not in --ann-types {','.join(sorted(a.ann_types))}{why}",
+                )
+            )
             continue
         spec = ann.choose(kind, n, d)
         is_auto = ann.choose("auto", n, d)["factory"] == spec["factory"]
@@ -842,11 +1037,15 @@ def row_ann(ctx: Ctx) -> list[dict]:
             m = min(200, nq, n)
             scores = index.search(q[:m], k)[0]
             rand = float(np.mean(np.sum(x[:m] * q[:m], axis=1)))
-            extra = (f"ground truth; numpy agrees {agree:.4f}; cos top-1 {scores[:, 0].mean():.2f}, "
-                     f"top-10 {scores[:, -1].mean():.2f}, random pair {rand:.2f}")
+            extra = (
+                f"ground truth; numpy agrees {agree:.4f}; cos top-1 {scores[:, 0].mean():.2f}, "
+                f"top-10 {scores[:, -1].mean():.2f}, random pair {rand:.2f}"
+            )
         else:
-            extra = (f"tuned {spec.get('params')} → recall@10 {spec.get('recall_at_10')} on "
-                     f"{spec.get('recall_sample')} indexed vectors; in effect: {faiss_effective_params(index)}")
+            extra = (
+                f"tuned {spec.get('params')} → recall@10 {spec.get('recall_at_10')} on "
+                f"{spec.get('recall_sample')} indexed vectors; in effect: {faiss_effective_params(index)}"
+            )
         label = "FAISS flat, exact" if kind == "flat" else f"simsearch {kind}"
         auto = ", = auto" if is_auto else ""
         add(f"{label} ({spec['factory']}{auto})", build_s, nbytes, single, batch, got, nq, extra)
@@ -856,16 +1055,31 @@ def row_ann(ctx: Ctx) -> list[dict]:
     try:
         from sklearn.neighbors import NearestNeighbors
     except ImportError:
-        rows.append(row("6", "scikit-learn NearestNeighbors", None, "",
-                        notes="skipped: scikit-learn not installed (pip install scikit-learn)"))
+        rows.append(
+            row(
+                "6",
+                "scikit-learn NearestNeighbors",
+                None,
+                "",
+                notes="skipped: scikit-learn not installed (pip install scikit-learn)",
+            )
+        )
         return rows
     log(f"row 6: scikit-learn brute cosine ({a.slow_single} single queries, {a.reps} batch reps)")
     t0 = time.perf_counter()
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="cosine").fit(x)
     build_s = time.perf_counter() - t0
     single, batch, got = measure(lambda qq: nn.kneighbors(qq, return_distance=False), a.slow_single, a.reps)
-    add("scikit-learn NearestNeighbors(brute, cosine)", build_s, None, single, batch, got, nq,
-        "holds a reference to the array")
+    add(
+        "scikit-learn NearestNeighbors(brute, cosine)",
+        build_s,
+        None,
+        single,
+        batch,
+        got,
+        nq,
+        "holds a reference to the array",
+    )
     del nn
     rows.append(ball_tree(ctx, x, q, k, add))
     return [r for r in rows if r is not None]
@@ -884,14 +1098,20 @@ def ball_tree(ctx: Ctx, x: np.ndarray, q: np.ndarray, k: int, add) -> dict | Non
     limit = a.ball_tree_timeout
     log(f"row 6: scikit-learn ball tree in a child process ({n_single} single queries, limit {limit:g} s)")
     proc = multiprocessing.get_context("spawn").Process(
-        target=_ball_tree_child, args=(str(x_path), str(q_path), k, n_single, str(out_path)))
+        target=_ball_tree_child, args=(str(x_path), str(q_path), k, n_single, str(out_path))
+    )
     proc.start()
     proc.join(limit)
     if proc.is_alive():
         proc.terminate()
         proc.join(10)
-        return row("6", name, None, "ms p50 / query",
-                   notes=f"skipped: build + {n_single} queries did not finish within {limit:g} s (--ball-tree-timeout)")
+        return row(
+            "6",
+            name,
+            None,
+            "ms p50 / query",
+            notes=f"skipped: build + {n_single} queries did not finish within {limit:g} s (--ball-tree-timeout)",
+        )
     if proc.exitcode != 0 or not out_path.exists():
         return row("6", name, None, "", notes=f"failed: child exited with {proc.exitcode}")
     res = json.loads(out_path.read_text())
@@ -899,8 +1119,16 @@ def ball_tree(ctx: Ctx, x: np.ndarray, q: np.ndarray, k: int, add) -> dict | Non
     single = Timing(float(np.median(ts)), float(np.percentile(ts, 99)), len(ts))
     for p in (x_path, q_path):
         p.unlink(missing_ok=True)
-    add(name, res["build"], res["bytes"], single, None, np.asarray(res["ids"]), n_single,
-        "single queries only (separate process, 1 thread)")
+    add(
+        name,
+        res["build"],
+        res["bytes"],
+        single,
+        None,
+        np.asarray(res["ids"]),
+        n_single,
+        "single queries only (separate process, 1 thread)",
+    )
     return None
 
 
@@ -988,44 +1216,63 @@ def busy_warning(load: float | None) -> list[str]:
         cpus = os.cpu_count() or 1
     if load is None or load <= 0.5 * cpus:
         return []
-    return [f"- **WARNING: busy machine** (load {load:.1f} on {cpus} CPUs before the benchmark started): "
-            "multi-threaded steps (torch, FAISS, BLAS) can take 10-100× longer while their threads wait for a core; "
-            "do not compare these numbers"]
+    return [
+        f"- **WARNING: busy machine** (load {load:.1f} on {cpus} CPUs before the benchmark started): "
+        "multi-threaded steps (torch, FAISS, BLAS) can take 10-100× longer while their threads wait for a core; "
+        "do not compare these numbers"
+    ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Sizes left unset take the defaults of the mode: full " + json.dumps(FULL) +
-                                       "; --quick " + json.dumps(QUICK))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Sizes left unset take the defaults of the mode: full "
+        + json.dumps(FULL)
+        + "; --quick "
+        + json.dumps(QUICK),
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 repetition: a smoke run (< 2 min)")
-    p.add_argument("--skip", action="append", default=[], metavar="ROWS",
-                   help="rows to skip, e.g. --skip 3,4 (repeatable)")
+    p.add_argument(
+        "--skip", action="append", default=[], metavar="ROWS", help="rows to skip, e.g. --skip 3,4 (repeatable)"
+    )
     p.add_argument("--reps", type=int, help="repetitions per throughput measurement (median reported)")
     p.add_argument("--out", type=Path, help="also write the report (markdown) to this file")
     p.add_argument("--json", type=Path, help="also write the raw rows as JSON")
-    p.add_argument("--fmnist", default="data/fashion-mnist/train",
-                   help="Fashion-MNIST train folder (its sibling test/ joins the row-4 gallery)")
-    p.add_argument("--model", default=None,
-                   help="use this trained model for the row-3/4 indexes instead of training one "
-                        "(e.g. to re-measure rows 4-5 only: --skip 1,2,3,6 --model M.pt)")
-    p.add_argument("--train-budget", type=float,
-                   help="training time budget (s) for row 3 (default: simsearch's default; --quick: 10)")
+    p.add_argument(
+        "--fmnist",
+        default="data/fashion-mnist/train",
+        help="Fashion-MNIST train folder (its sibling test/ joins the row-4 gallery)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="use this trained model for the row-3/4 indexes instead of training one "
+        "(e.g. to re-measure rows 4-5 only: --skip 1,2,3,6 --model M.pt)",
+    )
+    p.add_argument(
+        "--train-budget",
+        type=float,
+        help="training time budget (s) for row 3 (default: simsearch's default; --quick: 10)",
+    )
     p.add_argument("--n-vectors", type=int, help="row 6: number of synthetic vectors (default 1,000,000)")
     p.add_argument("--n-queries", type=int, help="row 6: held-out queries (default 1000)")
-    p.add_argument("--ann-types",
-                   help="row 6: FAISS index types, comma-separated (default flat,ivf,hnsw,ivfpq; --quick: no ivfpq)")
+    p.add_argument(
+        "--ann-types", help="row 6: FAISS index types, comma-separated (default flat,ivf,hnsw,ivfpq; --quick: no ivfpq)"
+    )
     p.add_argument("--clusters", type=int, help="row 6: Gaussian clusters (default min(2000, n/500))")
     p.add_argument("--decode-n", type=int, help="row 1a: PNGs to decode (default 10,000)")
     p.add_argument("--jpeg-n", type=int, help="row 1b: 1920×1080 JPEGs to generate and decode (default 200)")
     p.add_argument("--embed-n", type=int, help="row 2: images to embed (default 20,000)")
     p.add_argument("--single", type=int, help="single queries timed per index / query kind (default 300)")
-    p.add_argument("--slow-single", type=int,
-                   help="row 6: single queries timed for the brute-force baselines (default 20)")
+    p.add_argument(
+        "--slow-single", type=int, help="row 6: single queries timed for the brute-force baselines (default 20)"
+    )
     p.add_argument("--batches", type=int, help="row 4: batches of 100 timed per query kind (default 20)")
     p.add_argument("--cold-reps", type=int, help="row 5: runs per command (default 5)")
-    p.add_argument("--ball-tree-timeout", type=float, default=600.0,
-                   help="row 6: seconds allowed for the ball tree (default 600)")
+    p.add_argument(
+        "--ball-tree-timeout", type=float, default=600.0, help="row 6: seconds allowed for the ball tree (default 600)"
+    )
     p.add_argument("--tmp", help="where to put the temporary folder (default: the system's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (indexes, generated images)")
     a = p.parse_args(argv)
@@ -1050,8 +1297,13 @@ def main(argv: list[str] | None = None) -> int:
         load_start = None
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     log(f"bench_speed: {command}")
-    header = ["# simsearch speed benchmark", "", f"- command: `{command}` (in {os.getcwd()})", *machine_info(),
-              f"- mode: {'quick' if a.quick else 'full'}; reps {a.reps}; load average at start {loadavg()}"]
+    header = [
+        "# simsearch speed benchmark",
+        "",
+        f"- command: `{command}` (in {os.getcwd()})",
+        *machine_info(),
+        f"- mode: {'quick' if a.quick else 'full'}; reps {a.reps}; load average at start {loadavg()}",
+    ]
     ctx = Ctx(a)
     rows: list[dict] = []
     failed = False
@@ -1074,11 +1326,16 @@ def main(argv: list[str] | None = None) -> int:
             log(f"row {key} ({title}) done in {time.perf_counter() - t0:.1f}s")
     finally:
         ctx.cleanup()
-    header.append(f"- finished in {time.perf_counter() - t_start:.0f} s; load average at end {loadavg()} "
-                  "(a load above the CPU count means other processes shared the machine)")
+    header.append(
+        f"- finished in {time.perf_counter() - t_start:.0f} s; load average at end {loadavg()} "
+        "(a load above the CPU count means other processes shared the machine)"
+    )
     header += busy_warning(load_start)
-    header += ["- speed vs comparison: how many times faster than the 'compared with' entry, measured in this run "
-               "(> 1 = faster); medians over repetitions, p99 where given", ""]
+    header += [
+        "- speed vs comparison: how many times faster than the 'compared with' entry, measured in this run "
+        "(> 1 = faster); medians over repetitions, p99 where given",
+        "",
+    ]
     report = "\n".join(header) + "\n" + render(rows) + "\n"
     sys.stdout.write(report)
     sys.stdout.flush()

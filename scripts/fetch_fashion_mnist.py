@@ -41,8 +41,8 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -117,9 +117,7 @@ def _parse_idx(path: Path | str, magic: int, ndim: int) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64))
     payload = len(data) - header_len
     if payload != expected:
-        raise IdxError(
-            f"{path}: header dims {dims} need {expected} bytes of data, found {payload}"
-        )
+        raise IdxError(f"{path}: header dims {dims} need {expected} bytes of data, found {payload}")
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims).copy()
 
 
@@ -127,10 +125,7 @@ def read_idx_images(path: Path | str) -> np.ndarray:
     """Read an IDX3 image file (gzipped or not) into an (N, 28, 28) uint8 array."""
     arr = _parse_idx(path, IMAGES_MAGIC, 3)
     if arr.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise IdxError(
-            f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, "
-            f"expected {IMAGE_SIZE}x{IMAGE_SIZE}"
-        )
+        raise IdxError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     return arr
 
 
@@ -138,9 +133,7 @@ def read_idx_labels(path: Path | str) -> np.ndarray:
     """Read an IDX1 label file (gzipped or not) into an (N,) uint8 array."""
     arr = _parse_idx(path, LABELS_MAGIC, 1)
     if arr.size and int(arr.max()) >= len(CLASS_NAMES):
-        raise IdxError(
-            f"{path}: label {int(arr.max())} out of range 0..{len(CLASS_NAMES) - 1}"
-        )
+        raise IdxError(f"{path}: label {int(arr.max())} out of range 0..{len(CLASS_NAMES) - 1}")
     return arr
 
 
@@ -156,10 +149,7 @@ def read_split(source: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx_images(images_path)
     labels = read_idx_labels(labels_path)
     if len(images) != len(labels):
-        raise IdxError(
-            f"{split}: {len(images)} images in {images_path} but "
-            f"{len(labels)} labels in {labels_path}"
-        )
+        raise IdxError(f"{split}: {len(images)} images in {images_path} but {len(labels)} labels in {labels_path}")
     return images, labels
 
 
@@ -178,9 +168,7 @@ def _idx_file(directory: Path, stem: str) -> Path | None:
 
 def _has_all_files(directory: Path) -> bool:
     return all(
-        _idx_file(directory, f"{prefix}-{kind}-ubyte") is not None
-        for prefix in SPLITS.values()
-        for kind in IDX_KINDS
+        _idx_file(directory, f"{prefix}-{kind}-ubyte") is not None for prefix in SPLITS.values() for kind in IDX_KINDS
     )
 
 
@@ -207,9 +195,7 @@ def _download_with_torchvision(root: Path) -> Path:
     try:
         datasets = [FashionMNIST(root=str(root), train=t, download=True) for t in (True, False)]
     except Exception as exc:  # network errors come in many types
-        raise SourceNotFound(
-            f"torchvision download of Fashion-MNIST failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise SourceNotFound(f"torchvision download of Fashion-MNIST failed: {type(exc).__name__}: {exc}") from None
     # torchvision keeps the IDX files (.gz and decompressed) in its raw_folder,
     # <root>/FashionMNIST/raw; we parse those rather than its tensors.
     candidates = [root / "FashionMNIST" / "raw"]
@@ -219,9 +205,7 @@ def _download_with_torchvision(root: Path) -> Path:
     for candidate in candidates:
         if _has_all_files(candidate):
             return candidate
-    raise SourceNotFound(
-        f"torchvision download finished but no IDX files found in {candidates[-1]}"
-    )
+    raise SourceNotFound(f"torchvision download finished but no IDX files found in {candidates[-1]}")
 
 
 def find_source(explicit: Path | str | None, download_root: Path | str | None = None) -> Path:
@@ -385,8 +369,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Write Fashion-MNIST as PNG files in per-class folders "
-        "(<out>/{train,test}/<class>/<index>.png).",
+        description="Write Fashion-MNIST as PNG files in per-class folders (<out>/{train,test}/<class>/<index>.png).",
     )
     parser.add_argument(
         "--source",
@@ -395,9 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
         f"(default: {DEFAULT_SOURCE}, else download with torchvision)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     parser.add_argument(
         "--download-root",
         type=Path,
@@ -405,20 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where torchvision downloads to, if needed (default: {DEFAULT_DOWNLOAD_ROOT})",
     )
     parser.add_argument(
-        "--limit-train", type=_non_negative_int, default=None, metavar="N",
+        "--limit-train",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
         help="only write the first N training images",
     )
     parser.add_argument(
-        "--limit-test", type=_non_negative_int, default=None, metavar="N",
+        "--limit-test",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
         help="only write the first N test images",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=os.cpu_count() or 1,
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
         help="parallel PNG writer processes (default: os.cpu_count())",
     )
-    parser.add_argument(
-        "--force", action="store_true", help="rewrite PNGs that already exist"
-    )
+    parser.add_argument("--force", action="store_true", help="rewrite PNGs that already exist")
     return parser
 
 
@@ -433,8 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for split in SPLITS:
             images, labels = read_split(source, split)
             written, existing = write_split(
-                images, labels, args.out, split,
-                limit=limits[split], workers=args.workers, force=args.force,
+                images,
+                labels,
+                args.out,
+                split,
+                limit=limits[split],
+                workers=args.workers,
+                force=args.force,
             )
             totals[0] += written
             totals[1] += existing

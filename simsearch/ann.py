@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from .constants import INDEX_TYPES as TYPES
+
 AUTO_FLAT_MAX = 20_000  # above this a full scan costs more than ~1 ms per query
 TARGET_RECALL = 0.95
 RECALL_SAMPLE = 500
@@ -111,8 +112,11 @@ def tune(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, target: float 
     # each sample query is an indexed vector: leave it out of both lists, so recall is that of
     # a new query (a query finding itself would flatter the index)
     truth_ids = _drop_self(np.where(truth >= 0, ids[np.clip(truth, 0, n - 1)], -1), ids[rows], k)
-    name, values = ("efSearch", [16, 32, 64, 128, 256, 512, 1024]) if spec["type"] == "hnsw" else (
-        "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v <= _nlist(index)])
+    name, values = (
+        ("efSearch", [16, 32, 64, 128, 256, 512, 1024])
+        if spec["type"] == "hnsw"
+        else ("nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v <= _nlist(index)])
+    )
     best = None
     for v in values:
         apply_params(index, {name: v})

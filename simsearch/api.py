@@ -1,16 +1,17 @@
 """The library: ``simsearch.Index`` — open or build an index, query it, update it.
 
-    >>> import simsearch
-    >>> index = simsearch.Index.open("indexes/default")
-    >>> for hit in index.query("jeans.png", k=5):
-    ...     print(hit.rank, f"{hit.score:.3f}", hit.path)
+>>> import simsearch
+>>> index = simsearch.Index.open("indexes/default")
+>>> for hit in index.query("jeans.png", k=5):
+...     print(hit.rank, f"{hit.score:.3f}", hit.path)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,6 @@ from . import images, indexer, store
 from .errors import ModelMismatchError, SimsearchError
 from .indexer import BuildOptions, UpdateReport
 from .query import Hit
-
 
 _blas = None
 
@@ -48,7 +48,9 @@ class Index:
     # ------------------------------------------------------------ open / build
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, model: str | os.PathLike | None = None, device: str = "auto") -> "Index":
+    def open(
+        cls, path: str | os.PathLike | None = None, model: str | os.PathLike | None = None, device: str = "auto"
+    ) -> Index:
         """Open an existing index. ``model``: a model file that must be the one the index was built with."""
         path = Path(path) if path is not None else store.default_index_path()
         snap = store.read(path)
@@ -73,7 +75,7 @@ class Index:
         progress: Callable[..., None] | None = None,
         log: Callable[[str], None] | None = None,
         **option_kw,
-    ) -> "Index":
+    ) -> Index:
         """Index the folder ``root`` (train a model if needed) and open the result.
 
         Keyword options are ``BuildOptions`` fields (``objective``, ``time_budget``, ``retrain`` …).
@@ -264,7 +266,7 @@ class Index:
 
     def info(self) -> dict:
         m = self._snap.meta
-        train = (m["model"].get("train") or {})
+        train = m["model"].get("train") or {}
         return {
             "index": str(self.path),
             "corpus_root": m.get("corpus_root"),

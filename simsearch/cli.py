@@ -107,16 +107,34 @@ def _build_options(**kw):
 
 
 _train_options = [
-    click.option("--objective", type=click.Choice(OBJECTIVES),
-                 help="Training objective (default dae: denoising AE trained on copy-like edits, with an invariance term)."),
+    click.option(
+        "--objective",
+        type=click.Choice(OBJECTIVES),
+        help="Training objective (default dae: denoising AE trained on copy-like edits, with an invariance term).",
+    ),
     click.option("--dim", type=click.IntRange(2, 4096), default=None, help="Embedding size (default 128)."),
-    click.option("--size", type=click.IntRange(8, 1024), default=None, help="Model input side in px (default: from the corpus)."),
-    click.option("--fit", type=click.Choice(FITS), default=None,
-                 help="How a non-square image becomes square: center-crop (default), pad (letterbox on white) or stretch."),
-    click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = grayscale, 3 = RGB (default: from the corpus)."),
+    click.option(
+        "--size", type=click.IntRange(8, 1024), default=None, help="Model input side in px (default: from the corpus)."
+    ),
+    click.option(
+        "--fit",
+        type=click.Choice(FITS),
+        default=None,
+        help="How a non-square image becomes square: center-crop (default), pad (letterbox on white) or stretch.",
+    ),
+    click.option(
+        "--channels",
+        type=click.Choice(["1", "3"]),
+        default=None,
+        help="1 = grayscale, 3 = RGB (default: from the corpus).",
+    ),
     click.option("--epochs", "max_epochs", type=click.IntRange(1), default=None, help="Maximum training epochs."),
-    click.option("--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."),
-    click.option("--width", type=click.IntRange(4, 256), default=None, help="Model width: channels of the first conv stage."),
+    click.option(
+        "--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."
+    ),
+    click.option(
+        "--width", type=click.IntRange(4, 256), default=None, help="Model width: channels of the first conv stage."
+    ),
     click.option("--depth", type=click.IntRange(0, 4), default=None, help="Extra conv blocks per stage (0 = fastest)."),
     click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
@@ -137,16 +155,27 @@ def _with(options):
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=str))
 @click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
-@click.option("--model", type=click.Path(dir_okay=False), help="Use this saved model (from `simsearch train`) instead of training.")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    help="Use this saved model (from `simsearch train`) instead of training.",
+)
 @click.option("--retrain", is_flag=True, help="Train a new model even if the index has one (re-embeds everything).")
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from scratch.")
 @click.option("--wait", is_flag=True, help="Wait for another process writing this index instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-@click.option("--index-type", type=click.Choice(INDEX_TYPES), default=None,
-              help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.")
-@click.option("--tta/--no-tta", default=None,
-              help="Embed each image as the mean over it and its 4 one-pixel shifts (better neighbours, "
-                   "5x embedding work). Default: on for a new index, else keep the index's.")
+@click.option(
+    "--index-type",
+    type=click.Choice(INDEX_TYPES),
+    default=None,
+    help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.",
+)
+@click.option(
+    "--tta/--no-tta",
+    default=None,
+    help="Embed each image as the mean over it and its 4 one-pixel shifts (better neighbours, "
+    "5x embedding work). Default: on for a new index, else keep the index's.",
+)
 @_with(_train_options)
 @_common
 def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, tta, channels, **train_kw):
@@ -165,8 +194,16 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
 
     if not os.path.isdir(folder):
         raise SimsearchError(f"{folder}: not a directory" if os.path.exists(folder) else f"{folder}: no such folder")
-    opts = _build_options(model=model, retrain=retrain, rebuild=rebuild, wait=wait, index_type=index_type, tta=tta,
-                          channels=int(channels) if channels else None, **train_kw)
+    opts = _build_options(
+        model=model,
+        retrain=retrain,
+        rebuild=rebuild,
+        wait=wait,
+        index_type=index_type,
+        tta=tta,
+        channels=int(channels) if channels else None,
+        **train_kw,
+    )
     bars = _progress()
     index_path = index_path or str(store.default_index_path())
     try:
@@ -180,7 +217,10 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
         return
     if report.trained:
         t = report.trained
-        _say(f"trained {t['objective']} model: {t['epochs']} epochs in {t['seconds']:.0f}s (stopped by {t['stopped_by']})")
+        _say(
+            f"trained {t['objective']} model: {t['epochs']} epochs in {t['seconds']:.0f}s "
+            f"(stopped by {t['stopped_by']})"
+        )
     _say(
         f"indexed {report.total} images into {index_path}: "
         f"added {report.added} / updated {report.updated} / removed {report.removed} / "
@@ -190,8 +230,10 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
         _say(f"  skipped files are listed by `simsearch info --skipped --index {index_path}`")
     if report.faiss and report.faiss.get("type") != "flat":
         f = report.faiss
-        _say(f"  FAISS {f['factory']} {f.get('params', {})}: recall@10 vs exact search {f.get('recall_at_10')}"
-             f" (measured on {f.get('recall_sample')} sample queries)")
+        _say(
+            f"  FAISS {f['factory']} {f.get('params', {})}: recall@10 vs exact search {f.get('recall_at_10')}"
+            f" (measured on {f.get('recall_sample')} sample queries)"
+        )
     timings = "  ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
     _say(f"  time: {timings}  ({human_bytes(store.disk_usage(__import__('pathlib').Path(index_path)))} on disk)")
 
@@ -235,12 +277,19 @@ def train(folder, out, channels, **train_kw):
         raise SimsearchError(f"{folder}: no such folder")
     bars = _progress()
     try:
-        res = indexer.train_model(folder, out, _build_options(channels=int(channels) if channels else None, **train_kw),
-                                  bars, log=_skip_logger())
+        res = indexer.train_model(
+            folder,
+            out,
+            _build_options(channels=int(channels) if channels else None, **train_kw),
+            bars,
+            log=_skip_logger(),
+        )
     finally:
         bars.close()
-    _say(f"trained {res['objective']} model on {res['images']} images ({res['input']}): "
-         f"{res['epochs']} epochs in {res['seconds']:.0f}s (stopped by {res['stopped_by']})")
+    _say(
+        f"trained {res['objective']} model on {res['images']} images ({res['input']}): "
+        f"{res['epochs']} epochs in {res['seconds']:.0f}s (stopped by {res['stopped_by']})"
+    )
     click.echo(f"{out}  sha256:{res['sha256'][:16]}")
 
 
@@ -252,8 +301,12 @@ def train(folder, out, channels, **train_kw):
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Number of neighbours.")
 @click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per query.")
-@click.option("--grid", type=click.Path(dir_okay=False), help="Also write a contact sheet PNG of queries and neighbours.")
-@click.option("--indexed", is_flag=True, help="IMAGES are ids or paths (relative to the indexed folder) already in the index.")
+@click.option(
+    "--grid", type=click.Path(dir_okay=False), help="Also write a contact sheet PNG of queries and neighbours."
+)
+@click.option(
+    "--indexed", is_flag=True, help="IMAGES are ids or paths (relative to the indexed folder) already in the index."
+)
 @click.option("--include-self", is_flag=True, help="Keep an indexed query image in its own results.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Fail unless the index was built with this model file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
@@ -332,19 +385,39 @@ def info(index_path, as_json, skipped):
 
 @cli.command(name="eval")
 @click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
-@click.option("--queries", type=click.Path(exists=True, file_okay=False), help="Labelled query images (label = parent folder name).")
-@click.option("--gallery", type=click.Path(exists=True, file_okay=False),
-              help="Labelled gallery to search (default: the index's own images).")
-@click.option("--split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Without --queries: this random fraction of the gallery queries the rest (default 0.1).")
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, file_okay=False),
+    help="Labelled query images (label = parent folder name).",
+)
+@click.option(
+    "--gallery",
+    type=click.Path(exists=True, file_okay=False),
+    help="Labelled gallery to search (default: the index's own images).",
+)
+@click.option(
+    "--split",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Without --queries: this random fraction of the gallery queries the rest (default 0.1).",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use at most this many queries (random sample).")
 @click.option("-k", "ks", multiple=True, type=click.IntRange(1), help="Cut-offs for P@k / R@k (default 1, 10, 100).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
-@click.option("--copies", type=click.IntRange(1), default=None,
-              help="No labels needed: make transformed copies of this many indexed images and query with them.")
-@click.option("--strength", type=click.Choice(COPY_STRENGTHS), default="default", show_default=True,
-              help="With --copies: how hard the copies are edited.")
+@click.option(
+    "--copies",
+    type=click.IntRange(1),
+    default=None,
+    help="No labels needed: make transformed copies of this many indexed images and query with them.",
+)
+@click.option(
+    "--strength",
+    type=click.Choice(COPY_STRENGTHS),
+    default="default",
+    show_default=True,
+    help="With --copies: how hard the copies are edited.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_common
 def eval_(index_path, queries, gallery, split, limit, ks, seed, device, copies, strength, as_json):

@@ -47,20 +47,24 @@ class Strength:
 
 
 STRENGTHS: dict[str, Strength] = {
-    "light": Strength(scale=(0.8, 1.0), crop=0.02, aspect=0.03, rotate=1.0, pad=0.02, light=0.05, saturation=0.1,
-                      quality=(80, 92)),
-    "default": Strength(scale=(0.5, 0.8), crop=0.05, aspect=0.06, rotate=3.0, pad=0.05, light=0.12,
-                        saturation=0.2, quality=(60, 80)),
-    "strong": Strength(scale=(0.3, 0.6), crop=0.10, aspect=0.12, rotate=7.0, pad=0.10, light=0.25, saturation=0.4,
-                       quality=(35, 60)),
+    "light": Strength(
+        scale=(0.8, 1.0), crop=0.02, aspect=0.03, rotate=1.0, pad=0.02, light=0.05, saturation=0.1, quality=(80, 92)
+    ),
+    "default": Strength(
+        scale=(0.5, 0.8), crop=0.05, aspect=0.06, rotate=3.0, pad=0.05, light=0.12, saturation=0.2, quality=(60, 80)
+    ),
+    "strong": Strength(
+        scale=(0.3, 0.6), crop=0.10, aspect=0.12, rotate=7.0, pad=0.10, light=0.25, saturation=0.4, quality=(35, 60)
+    ),
 }
 DEFAULT_STRENGTH = "default"
 # how many of the optional edits a mixed copy gets (resize and JPEG always apply)
 _OPTIONAL = ("crop", "aspect", "rotate", "pad", "brightness", "contrast", "saturation")
 
 
-def make_copy(img: Image.Image, seed: int, strength: str | Strength = DEFAULT_STRENGTH,
-              kinds: tuple[str, ...] | None = None) -> Image.Image:
+def make_copy(
+    img: Image.Image, seed: int, strength: str | Strength = DEFAULT_STRENGTH, kinds: tuple[str, ...] | None = None
+) -> Image.Image:
     """A transformed RGB copy of ``img``, deterministic in ``seed``.
 
     ``kinds``: apply exactly these edits (from :data:`KINDS`, in that order); None = resize,
@@ -81,8 +85,9 @@ def make_copy(img: Image.Image, seed: int, strength: str | Strength = DEFAULT_ST
     return out
 
 
-def copies_of(paths: Sequence[str | Path], seeds: Sequence[int], strength: str | Strength = DEFAULT_STRENGTH,
-              max_side: int = 2048) -> tuple[list[int], list[Image.Image]]:
+def copies_of(
+    paths: Sequence[str | Path], seeds: Sequence[int], strength: str | Strength = DEFAULT_STRENGTH, max_side: int = 2048
+) -> tuple[list[int], list[Image.Image]]:
     """One copy of each file (``make_copy`` with its seed), made from the file reduced to at most
     ``max_side`` px (a copy of a giant image is a smaller file anyway; detail beyond is lost);
     → (positions of the files that could be read, their copies). A file that vanished or

@@ -5,7 +5,7 @@ Post-processing into cosine-ready vectors lives in ``postprocess.py`` (no torch)
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch

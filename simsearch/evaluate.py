@@ -12,8 +12,8 @@ see them. Every query ranks the *whole* gallery by cosine similarity:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,9 +25,9 @@ def label_of(path: str | os.PathLike) -> str:
 
 
 def encode_labels(*label_lists: Sequence[str]) -> list[np.ndarray]:
-    names = sorted(set().union(*[set(l) for l in label_lists]))
+    names = sorted(set().union(*[set(labels) for labels in label_lists]))
     code = {n: i for i, n in enumerate(names)}
-    return [np.array([code[x] for x in l], dtype=np.int64) for l in label_lists]
+    return [np.array([code[x] for x in labels], dtype=np.int64) for labels in label_lists]
 
 
 def rank_metrics(
@@ -87,9 +87,16 @@ def rank_metrics(
     return out
 
 
-def evaluate_index(index, queries_dir: str | None = None, gallery_dir: str | None = None,
-                   split: float | None = None, seed: int = 0, ks: Sequence[int] = DEFAULT_KS,
-                   limit: int | None = None, progress=None) -> dict:
+def evaluate_index(
+    index,
+    queries_dir: str | None = None,
+    gallery_dir: str | None = None,
+    split: float | None = None,
+    seed: int = 0,
+    ks: Sequence[int] = DEFAULT_KS,
+    limit: int | None = None,
+    progress=None,
+) -> dict:
     """Evaluate an open ``simsearch.Index``.
 
     - ``queries_dir`` given: its images (labels from folders) query the gallery.
@@ -158,8 +165,9 @@ def _embed_paths(index, paths, progress=None) -> np.ndarray:
 # ---------------------------------------------------------------- near-copies
 
 
-def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 0, baseline: bool = True,
-                    progress=None) -> dict:
+def evaluate_copies(
+    index, n: int = 200, strength: str = "default", seed: int = 0, baseline: bool = True, progress=None
+) -> dict:
     """Near-copy search on the index's own images, no labels needed.
 
     ``n`` indexed images are copied in memory with ``simsearch.copies`` (a random mix of resize,
@@ -175,8 +183,9 @@ def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 
         raise ValueError("the index is empty")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(entries), size=min(n, len(entries)), replace=False))
-    kept, queries = copies.copies_of([index.root / entries[i].path for i in picks],
-                                     [seed * 1_000_003 + int(entries[i].id) for i in picks], strength)
+    kept, queries = copies.copies_of(
+        [index.root / entries[i].path for i in picks], [seed * 1_000_003 + int(entries[i].id) for i in picks], strength
+    )
     originals = [int(picks[k]) for k in kept]
     if not queries:
         raise ValueError("none of the sampled indexed files can be read")
@@ -193,10 +202,14 @@ def evaluate_copies(index, n: int = 200, strength: str = "default", seed: int = 
             nxt = next((h.score for h, m in zip(hits, same) if not m), None)
             if nxt is not None:
                 other.append(nxt)
-    out = {"copies": len(queries), "strength": strength, "R@1": float(found[:, 0].mean()),
-           "R@5": float(found[:, 1].mean()),
-           "original_score_median": float(np.median(own)) if own else None,
-           "other_score_median": float(np.median(other)) if other else None}
+    out = {
+        "copies": len(queries),
+        "strength": strength,
+        "R@1": float(found[:, 0].mean()),
+        "R@5": float(found[:, 1].mean()),
+        "original_score_median": float(np.median(own)) if own else None,
+        "other_score_median": float(np.median(other)) if other else None,
+    }
     if baseline:
         thumbs = _thumbnail_recall(index, entries, queries, originals, key, progress)
         out.update({f"thumbnail_{k}": v for k, v in thumbs.items()})

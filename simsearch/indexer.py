@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def relpaths(files: list[Path], root: Path, root_abs: Path) -> list[str]:
     out = []
     for p in files:
         s = os.fspath(p)
-        out.append(s[len(prefix):] if s.startswith(prefix) and os.sep == "/" else relpath(p, root_abs))
+        out.append(s[len(prefix) :] if s.startswith(prefix) and os.sep == "/" else relpath(p, root_abs))
     return out
 
 
@@ -158,7 +158,9 @@ def update(
         for s in report.skipped:
             log(f"skipped {s['path']}: {s['reason']}")
         if not files and old is None:
-            raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)")
+            raise SimsearchError(
+                f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)"
+            )
 
         model, model_info, pre, need_train, reembed_all = _choose_model(index_dir, old, files, options, log)
         views, tta_changed = _tta_views(old, pre, options, need_train or reembed_all)
@@ -231,8 +233,13 @@ def update(
         lost = [e for e in (old.entries if old is not None else []) if e.path in failed_rels]
         report.removed = len(removed) + len(lost)
         nothing_changed = (
-            old is not None and not need_train and not reembed_all and not new_items and not refreshed
-            and not report.removed and _same_skips(old.skipped, report.skipped, only)
+            old is not None
+            and not need_train
+            and not reembed_all
+            and not new_items
+            and not refreshed
+            and not report.removed
+            and _same_skips(old.skipped, report.skipped, only)
             and options.index_type in (None, old.meta["faiss"].get("requested"))
         )
         if nothing_changed:  # an unchanged folder writes nothing
@@ -283,25 +290,39 @@ def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log, calib
         if record.get("placement"):
             log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
         elif record["copies"]:
-            log(f"near-copy placement off: {record['copies']} transformed copies are no closer to their originals"
-                " than images are to their nearest neighbours")
+            log(
+                f"near-copy placement off: {record['copies']} transformed copies are no closer to their originals"
+                " than images are to their nearest neighbours"
+            )
     data = post.to_bytes()
     sha = postprocess.digest(data)
     path = store.post_path(index_dir, sha)
     if not path.exists():
         store.atomic_write_bytes(path, data)
     snap.post = post
-    snap.meta["post"] = {"sha256": sha, "config": cfg.to_dict(), "diffusion": post.diffusion,
-                         "whitened": post.whitener is not None,
-                         "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids)),
-                         "copies": record}
+    snap.meta["post"] = {
+        "sha256": sha,
+        "config": cfg.to_dict(),
+        "diffusion": post.diffusion,
+        "whitened": post.whitener is not None,
+        "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids)),
+        "copies": record,
+    }
 
 
 COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
 
 
-def _copy_codes(snap: Snapshot, root: Path, pre: images.Preprocess, model, views, options: BuildOptions,
-                n: int = COPY_SAMPLE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _copy_codes(
+    snap: Snapshot,
+    root: Path,
+    pre: images.Preprocess,
+    model,
+    views,
+    options: BuildOptions,
+    n: int = COPY_SAMPLE,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw codes of transformed copies (``copies.make_copy``, default strength) of a deterministic
     sample of gallery images; → (their gallery rows, the copies' codes). Unreadable files are left out."""
     from . import copies
@@ -345,7 +366,11 @@ def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new
             rows = snap.rows_of(np.array(sorted(fresh), dtype=np.int64))
             index.add_with_ids(snap.search_vectors(rows), snap.ids[rows])
         ann.apply_params(index, prev.get("params", {}))
-        spec.update(params=prev.get("params", {}), recall_at_10=prev.get("recall_at_10"), recall_sample=prev.get("recall_sample"))
+        spec.update(
+            params=prev.get("params", {}),
+            recall_at_10=prev.get("recall_at_10"),
+            recall_sample=prev.get("recall_sample"),
+        )
         snap._faiss = index
     snap.meta["faiss"] = spec
 
@@ -377,8 +402,12 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
         n = len(old) - len(keep)
         if n:
             snap = Snapshot(
-                meta=old.meta, ids=old.ids[keep], vectors=np.asarray(old.vectors[keep]),
-                entries=[old.entries[i] for i in keep], skipped=old.skipped, post=old.post,
+                meta=old.meta,
+                ids=old.ids[keep],
+                vectors=np.asarray(old.vectors[keep]),
+                entries=[old.entries[i] for i in keep],
+                skipped=old.skipped,
+                post=old.post,
             )
             store.write(index_dir, snap)
         return n
@@ -394,12 +423,20 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
         reembed = old is not None and old.meta["model"]["sha256"] != info["sha256"]
         if reembed:
             log(f"model {info['sha256'][:12]} differs from the index's model: re-embedding every image")
-        return model, _model_info(model, info["sha256"], info["extra"], Path(options.model)), pre, False, reembed or old is None
+        return (
+            model,
+            _model_info(model, info["sha256"], info["extra"], Path(options.model)),
+            pre,
+            False,
+            reembed or old is None,
+        )
     if old is not None and not options.retrain:
         # the index's own model: loaded (torch and all) only if something needs embedding
         sha = old.meta["model"]["sha256"]
         if not store.model_path(index_dir, sha).exists():
-            raise SimsearchError(f"{store.model_path(index_dir, sha)}: the index's model is missing; rebuild with --retrain")
+            raise SimsearchError(
+                f"{store.model_path(index_dir, sha)}: the index's model is missing; rebuild with --retrain"
+            )
         pre = images.Preprocess.from_dict(old.meta["preprocess"])
         return None, old.meta["model"], pre, False, False
     if not files:
@@ -451,7 +488,9 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
     try:
         tcfg = train_mod.TrainConfig(**tkw)
         mkw = {k: v for k, v in dict(width=options.width, depth=options.depth).items() if v is not None}
-        mcfg = train_mod.model_config_for(tcfg.objective, image_size=pre.size, channels=pre.channels, latent_dim=options.dim, **mkw)
+        mcfg = train_mod.model_config_for(
+            tcfg.objective, image_size=pre.size, channels=pre.channels, latent_dim=options.dim, **mkw
+        )
     except ValueError as e:
         raise SimsearchError(str(e)) from None
     work.mkdir(parents=True, exist_ok=True)
@@ -460,8 +499,14 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
         res = train_mod.train(pixels, mcfg, tcfg, options.device, progress, checkpoint=work / "train.ckpt")
     if res.resumed_from:
         log(f"resumed training from epoch {res.resumed_from}")
-    trained = {"epochs": res.epochs, "seconds": round(res.seconds, 1), "stopped_by": res.stopped_by,
-               "objective": tcfg.objective, "config": tcfg.to_dict(), "history": res.history[-3:]}
+    trained = {
+        "epochs": res.epochs,
+        "seconds": round(res.seconds, 1),
+        "stopped_by": res.stopped_by,
+        "objective": tcfg.objective,
+        "config": tcfg.to_dict(),
+        "history": res.history[-3:],
+    }
     report.trained = {k: trained[k] for k in ("epochs", "seconds", "stopped_by", "objective")}
     return res.model, trained
 
@@ -530,8 +575,15 @@ def train_model(
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
-    return {"path": str(out), "sha256": sha, "images": len(pixels), "skipped": len(problems) + len(bad),
-            "input": f"{pre.channels}×{pre.size}×{pre.size}", **report.trained, "timings": timer.t}
+    return {
+        "path": str(out),
+        "sha256": sha,
+        "images": len(pixels),
+        "skipped": len(problems) + len(bad),
+        "input": f"{pre.channels}×{pre.size}×{pre.size}",
+        **report.trained,
+        "timings": timer.t,
+    }
 
 
 def _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report) -> Snapshot:
@@ -564,7 +616,9 @@ def _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, faile
     vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
     ids = np.array([e.id for e in entries], dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    snap = Snapshot(meta={"next_id": next_id}, ids=ids[order], vectors=vectors[order], entries=[entries[i] for i in order])
+    snap = Snapshot(
+        meta={"next_id": next_id}, ids=ids[order], vectors=vectors[order], entries=[entries[i] for i in order]
+    )
     snap.meta["next_id"] = next_id
     return snap
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .constants import OBJECTIVES  # noqa: F401 — re-exported: the training objectives
 from .errors import ModelMismatchError, SimsearchError
 
-from .constants import OBJECTIVES  # noqa: F401 — re-exported: the training objectives
 MODEL_FORMAT = 1
 
 
@@ -69,7 +69,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -78,7 +78,9 @@ def _conv(c_in: int, c_out: int, k: int, stride: int, transpose: bool = False) -
     """conv (k×k, stride) → BatchNorm → ReLU."""
     Conv = nn.ConvTranspose2d if transpose else nn.Conv2d
     # padding 1 keeps the side for 3×3/stride 1 and exactly halves (doubles) it for 4×4/stride 2
-    return nn.Sequential(Conv(c_in, c_out, k, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        Conv(c_in, c_out, k, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class ResBlock(nn.Module):
@@ -87,8 +89,11 @@ class ResBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,13 +189,22 @@ class SiameseHead(nn.Module):
             raise ValueError(f"unknown invariance loss {kind!r} (simsiam or nce)")
         self.kind, self.temperature = kind, temperature
         self.project = nn.Sequential(
-            nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, dim, bias=False), nn.BatchNorm1d(dim),
+            nn.Linear(dim, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, dim, bias=False),
+            nn.BatchNorm1d(dim),
         )
-        self.predict = nn.Sequential(
-            nn.Linear(dim, hidden // 4, bias=False), nn.BatchNorm1d(hidden // 4), nn.ReLU(inplace=True),
-            nn.Linear(hidden // 4, dim),
-        ) if kind == "simsiam" else None
+        self.predict = (
+            nn.Sequential(
+                nn.Linear(dim, hidden // 4, bias=False),
+                nn.BatchNorm1d(hidden // 4),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden // 4, dim),
+            )
+            if kind == "simsiam"
+            else None
+        )
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         p1, p2 = self.project(z1), self.project(z2)

@@ -59,7 +59,7 @@ class PostConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PostConfig":
+    def from_dict(cls, d: dict) -> PostConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -76,11 +76,20 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 class PostProcess:
     """A fitted post-processing: see the module docstring."""
 
-    def __init__(self, cfg: PostConfig, mean: np.ndarray, whitener: np.ndarray | None = None,
-                 anchor_ids: np.ndarray | None = None, anchors: np.ndarray | None = None,
-                 U: np.ndarray | None = None, h: np.ndarray | None = None,
-                 anchor_centroids: np.ndarray | None = None, anchor_lists: np.ndarray | None = None,
-                 anchor_nprobe: np.ndarray | int | None = None, copy_threshold: np.ndarray | float | None = None):
+    def __init__(
+        self,
+        cfg: PostConfig,
+        mean: np.ndarray,
+        whitener: np.ndarray | None = None,
+        anchor_ids: np.ndarray | None = None,
+        anchors: np.ndarray | None = None,
+        U: np.ndarray | None = None,
+        h: np.ndarray | None = None,
+        anchor_centroids: np.ndarray | None = None,
+        anchor_lists: np.ndarray | None = None,
+        anchor_nprobe: np.ndarray | int | None = None,
+        copy_threshold: np.ndarray | float | None = None,
+    ):
         self.cfg = cfg
         self.mean = np.asarray(mean, np.float32)
         self.whitener = whitener  # (D, D) or None
@@ -117,8 +126,9 @@ class PostProcess:
 
     def _coords_projected(self, base: np.ndarray) -> np.ndarray:
         if self._anchor_index is None:
-            self._anchor_index = _anchor_index(self.anchors, self.anchor_centroids, self.anchor_lists,
-                                               self.anchor_nprobe)
+            self._anchor_index = _anchor_index(
+                self.anchors, self.anchor_centroids, self.anchor_lists, self.anchor_nprobe
+            )
         from .ann import search
 
         sims, nn = search(self._anchor_index, np.ascontiguousarray(base), self.cfg.k)
@@ -167,8 +177,17 @@ class PostProcess:
 
     def to_bytes(self) -> bytes:
         arrays = {"config": np.array(json.dumps(self.cfg.to_dict())), "mean": self.mean}
-        for name in ("whitener", "anchor_ids", "anchors", "U", "h", "anchor_centroids", "anchor_lists",
-                     "anchor_nprobe", "copy_threshold"):
+        for name in (
+            "whitener",
+            "anchor_ids",
+            "anchors",
+            "U",
+            "h",
+            "anchor_centroids",
+            "anchor_lists",
+            "anchor_nprobe",
+            "copy_threshold",
+        ):
             v = getattr(self, name)
             if v is not None:
                 arrays[name] = v
@@ -177,14 +196,14 @@ class PostProcess:
         return buf.getvalue()
 
     @classmethod
-    def from_file(cls, path: Path) -> "PostProcess":
+    def from_file(cls, path: Path) -> PostProcess:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
         cfg = PostConfig.from_dict(json.loads(str(a.pop("config"))))
         return cls(cfg, **a)
 
     @classmethod
-    def centring_only(cls, mean: np.ndarray) -> "PostProcess":
+    def centring_only(cls, mean: np.ndarray) -> PostProcess:
         """Format-1 indexes before post-processing was configurable: mean-centring alone."""
         return cls(PostConfig(whiten=0.0, diffusion=False), mean)
 
@@ -217,8 +236,9 @@ def fit(raw: np.ndarray, ids: np.ndarray, cfg: PostConfig = PostConfig(), log=la
     return post
 
 
-def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarray, originals: np.ndarray,
-              copy_raw: np.ndarray) -> dict:
+def calibrate(
+    post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarray, originals: np.ndarray, copy_raw: np.ndarray
+) -> dict:
     """Set ``post.copy_threshold`` from transformed copies of gallery images; → the calibration record.
 
     ``originals``: gallery rows that were copied; ``copy_raw``: the copies' raw codes (row for row);
@@ -255,10 +275,15 @@ def calibrate(post: PostProcess, gallery_raw: np.ndarray, gallery_keys: np.ndarr
     separable = bool(np.median(pos) > np.median(neg) and j[best] > 0)
     post.copy_threshold = tau if separable else None
     q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])]  # noqa: E731
-    return {"copies": int(len(pos)), "threshold": round(tau, 6) if separable else None,
-            "tpr": round(float(tpr[best]), 4), "fpr": round(float(fpr[best]), 4),
-            "copy_cosine_q05_25_50_75_95": q(pos), "neighbour_cosine_q05_25_50_75_95": q(neg),
-            "placement": separable}
+    return {
+        "copies": int(len(pos)),
+        "threshold": round(tau, 6) if separable else None,
+        "tpr": round(float(tpr[best]), 4),
+        "fpr": round(float(fpr[best]), 4),
+        "copy_cosine_q05_25_50_75_95": q(pos),
+        "neighbour_cosine_q05_25_50_75_95": q(neg),
+        "placement": separable,
+    }
 
 
 def _anchor_index(anchors, centroids, lists, nprobe):

@@ -49,8 +49,13 @@ def json_lines(results: Sequence[tuple[str, list[Hit]]]) -> str:
                 {
                     "query": display_path(label),
                     "hits": [
-                        {"rank": h.rank, "score": round(h.score, 6), "id": h.id,
-                         "path": display_path(h.abspath), "relpath": display_path(h.path)}
+                        {
+                            "rank": h.rank,
+                            "score": round(h.score, 6),
+                            "id": h.id,
+                            "path": display_path(h.abspath),
+                            "relpath": display_path(h.path),
+                        }
                         for h in hits
                     ],
                 },
@@ -104,8 +109,11 @@ def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.Path
             x += thumb + pad
             sheet.paste(_tile(h.abspath, thumb), (x, y))
             draw.text((x, y + thumb + 4), f"#{h.rank}  {h.score:.3f}", fill="black")
-            draw.text((x, y + thumb + 16), _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb),
-                      fill=(90, 90, 90))
+            draw.text(
+                (x, y + thumb + 16),
+                _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb),
+                fill=(90, 90, 90),
+            )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -180,8 +188,14 @@ class ProgressBars:
         if bar is None:
             self.close()
             desc = f"epoch {info['epoch']}" if stage == "train" else stage
-            bar = self.bars[key] = tqdm(total=total, desc=desc, unit="batch" if stage == "train" else "img",
-                                        file=sys.stderr, leave=False, dynamic_ncols=True)
+            bar = self.bars[key] = tqdm(
+                total=total,
+                desc=desc,
+                unit="batch" if stage == "train" else "img",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
         bar.n = done
         if "loss" in info:
             bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)

@@ -271,7 +271,9 @@ def current_generation(index_dir: Path) -> Path | None:
     except OSError as e:
         raise IndexFormatError(f"{index_dir / 'CURRENT'}: cannot read ({e.strerror or e})") from None
     if not name.startswith(GEN_PREFIX) or "/" in name:
-        raise IndexFormatError(f"{index_dir / 'CURRENT'}: corrupt (names {name!r}); rebuild with `simsearch index --rebuild`")
+        raise IndexFormatError(
+            f"{index_dir / 'CURRENT'}: corrupt (names {name!r}); rebuild with `simsearch index --rebuild`"
+        )
     return index_dir / name
 
 
@@ -288,11 +290,14 @@ def _check_format(meta: dict, where: Path) -> dict:
         raise IndexFormatError(f"{where}: not a simsearch index (no format_version)")
     if version > FORMAT_VERSION:
         raise IndexFormatError(
-            f"{where}: index format {version} is newer than this simsearch supports ({FORMAT_VERSION}); upgrade simsearch"
+            f"{where}: index format {version} is newer than this simsearch supports ({FORMAT_VERSION}); "
+            "upgrade simsearch"
         )
     while version < FORMAT_VERSION:
         if version not in MIGRATIONS:
-            raise IndexFormatError(f"{where}: index format {version} is too old to migrate; rebuild with `simsearch index --rebuild`")
+            raise IndexFormatError(
+                f"{where}: index format {version} is too old to migrate; rebuild with `simsearch index --rebuild`"
+            )
         meta = MIGRATIONS[version](meta)
         version = meta["format_version"]
     return meta
@@ -412,11 +417,14 @@ def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        why = next((l for l in first if "Error" in l or "error" in l), first[0] if first else "unreadable")
-        raise IndexFormatError(f"{path}: corrupt FAISS index ({why.strip()[:120]}); rebuild with `simsearch index --rebuild`") from None
+        why = next((line for line in first if "Error" in line or "error" in line), first[0] if first else "unreadable")
+        raise IndexFormatError(
+            f"{path}: corrupt FAISS index ({why.strip()[:120]}); rebuild with `simsearch index --rebuild`"
+        ) from None
     if index.ntotal != n or index.d != dim:
         raise IndexFormatError(
-            f"{path}: FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}; rebuild with `simsearch index --rebuild`"
+            f"{path}: FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}; "
+            "rebuild with `simsearch index --rebuild`"
         )
     ann.apply_params(index, params or {})
     return index
@@ -469,8 +477,10 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     cur = current_generation(index_dir)
-    existing = [int(p.name[len(GEN_PREFIX):]) for p in index_dir.glob(GEN_PREFIX + "*") if p.name[len(GEN_PREFIX):].isdigit()]
-    n = max(existing + [int(cur.name[len(GEN_PREFIX):]) if cur else 0]) + 1
+    existing = [
+        int(p.name[len(GEN_PREFIX) :]) for p in index_dir.glob(GEN_PREFIX + "*") if p.name[len(GEN_PREFIX) :].isdigit()
+    ]
+    n = max(existing + [int(cur.name[len(GEN_PREFIX) :]) if cur else 0]) + 1
     final = index_dir / f"{GEN_PREFIX}{n:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=index_dir))
     try:
@@ -486,7 +496,9 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta.setdefault("created", meta["updated"])
         names = ["ids.npy", "vectors.npy", "manifest.sqlite", "index.faiss"]
-        meta["files"] = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in names}
+        meta["files"] = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in names
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         for name in names + ["meta.json"]:
             _fsync_file(tmp / name)
@@ -505,7 +517,7 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
 
 def _collect_garbage(index_dir: Path, keep: int) -> None:
     """Drop generations older than the newest ``keep``, stale temp dirs and unreferenced models."""
-    gens = sorted(p for p in index_dir.glob(GEN_PREFIX + "*") if p.is_dir() and p.name[len(GEN_PREFIX):].isdigit())
+    gens = sorted(p for p in index_dir.glob(GEN_PREFIX + "*") if p.is_dir() and p.name[len(GEN_PREFIX) :].isdigit())
     for old in gens[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for tmp in index_dir.glob(".tmp-" + GEN_PREFIX + "*"):

@@ -29,17 +29,17 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from . import device as dev
-from .store import crash_point
 from .model import OBJECTIVES, AutoEncoder, ModelConfig, SiameseHead, build, reconstruction_loss
+from .store import crash_point
 
 Progress = Callable[..., None]
 
@@ -48,6 +48,9 @@ Progress = Callable[..., None]
 class TrainConfig:
     objective: str = "dae"
     max_epochs: int = 40
+    # a small folder gets at least this many optimizer steps (the epoch cap is raised to fit them,
+    # the time budget still binds); 0 = the epoch cap alone decides
+    min_steps: int = 0
     time_budget: float = 540.0  # seconds of training; 0 = no limit
     batch_size: int = 256
     lr: float = 2e-3
@@ -94,7 +97,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -116,8 +119,15 @@ def model_config_for(objective: str, **kw) -> ModelConfig:
 # ---------------------------------------------------------------- augmentation
 
 
-def random_affine(x: torch.Tensor, shift: float, scale: float, flip: bool, gen: torch.Generator,
-                  aspect: float = 0.0, rotate: float = 0.0) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    shift: float,
+    scale: float,
+    flip: bool,
+    gen: torch.Generator,
+    aspect: float = 0.0,
+    rotate: float = 0.0,
+) -> torch.Tensor:
     """Per-sample random translation (± shift·side), zoom (1 ± scale), stretch of one axis
     (1 ± aspect), rotation (± rotate degrees) and horizontal flip.
 
@@ -163,8 +173,9 @@ def resample_blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
     if not pick.any():
         return x
     f = float(torch.empty(1).uniform_(0.5, 0.9, generator=gen))
-    small = F.interpolate(x[pick], size=(max(2, round(h * f)), max(2, round(w * f))), mode="bilinear",
-                          antialias=True, align_corners=False)
+    small = F.interpolate(
+        x[pick], size=(max(2, round(h * f)), max(2, round(w * f))), mode="bilinear", antialias=True, align_corners=False
+    )
     out = x.clone()
     out[pick] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
     return out
@@ -192,7 +203,7 @@ def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float
     return out
 
 
-def corrupt_views(x: torch.Tensor, cfg: "TrainConfig", gen: torch.Generator) -> torch.Tensor:
+def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One corrupted view per image: the edits a copy of a picture goes through (geometry,
     light, colour, softness), then optional pixel noise / masking."""
     v = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen, cfg.aspect, cfg.rotate)
@@ -271,8 +282,9 @@ def _val_loss(model: AutoEncoder, pixels: torch.Tensor, device: torch.device, ba
 
 
 @torch.no_grad()
-def _val_objective(model: AutoEncoder, head: SiameseHead, pixels: torch.Tensor, device: torch.device,
-                   cfg: TrainConfig) -> float:
+def _val_objective(
+    model: AutoEncoder, head: SiameseHead, pixels: torch.Tensor, device: torch.device, cfg: TrainConfig
+) -> float:
     """The training objective (reconstruction + invariance) on held-out images, with the same
     corruptions every epoch: with an invariance term, reconstruction alone stops improving long
     before the codes do, so it would end training too early."""
@@ -327,7 +339,8 @@ def train(
     val, trn = data[order[:n_val]], data[order[n_val:]]
     batch = min(tcfg.batch_size, len(trn))
     steps_per_epoch = max(1, len(trn) // batch)  # drop the ragged last batch (BatchNorm, InfoNCE)
-    total_steps = steps_per_epoch * tcfg.max_epochs
+    max_epochs = epoch_cap(tcfg, steps_per_epoch)
+    total_steps = steps_per_epoch * max_epochs
 
     model = build(mcfg).to(device)
     if device.type in ("cuda", "cpu"):  # faster convolutions (CPU: ~20% per step, measured)
@@ -366,7 +379,7 @@ def train(
     step = epoch * steps_per_epoch
     stopped_by = "epochs"
     model.train()
-    while epoch < tcfg.max_epochs:
+    while epoch < max_epochs:
         perm = torch.randperm(len(trn), generator=gen)
         sums: dict[str, float] = {}
         done = 0
@@ -375,8 +388,7 @@ def train(
             if elapsed > budget:
                 stopped_by = "time"
                 break
-            frac = max(step / total_steps, elapsed / budget)
-            lr = tcfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            lr = get_lr(tcfg.lr, step, warmup, max(step / total_steps, elapsed / budget))
             for g in opt.param_groups:
                 g["lr"] = lr
             x = dev.to_device(trn[perm[b * batch : (b + 1) * batch]], device)
@@ -402,18 +414,20 @@ def train(
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 2), "lr": lr}
         row.update({k: v / done for k, v in sums.items()})
         if n_val:
-            row["val_loss"] = _val_loss(model, val, device, 1024) if head is None else _val_objective(
-                model, head, val, device, tcfg)
+            row["val_loss"] = (
+                _val_loss(model, val, device, 1024) if head is None else _val_objective(model, head, val, device, tcfg)
+            )
             if row["val_loss"] < best[0] - 1e-5:
                 best, bad_epochs = (row["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
             else:
                 bad_epochs += 1
         history.append(row)
         if progress:
-            progress("epoch", epoch, tcfg.max_epochs, **row)
+            progress("epoch", epoch, max_epochs, **row)
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, sig, model, head, opt, gen, history, epoch, time.perf_counter() - t0, best,
-                             bad_epochs)
+            _save_checkpoint(
+                ckpt_path, sig, model, head, opt, gen, history, epoch, time.perf_counter() - t0, best, bad_epochs
+            )
             crash_point("train-epoch")
         if stopped_by == "time":
             break
@@ -425,11 +439,34 @@ def train(
     if stopped_by == "early-stop" and best[1] is not None:
         model.load_state_dict(best[1])
     if ckpt_path is not None:
-        _save_checkpoint(ckpt_path, sig, model, head, opt, gen, history, epoch, time.perf_counter() - t0, best,
-                         bad_epochs, stopped_by)
+        _save_checkpoint(
+            ckpt_path,
+            sig,
+            model,
+            head,
+            opt,
+            gen,
+            history,
+            epoch,
+            time.perf_counter() - t0,
+            best,
+            bad_epochs,
+            stopped_by,
+        )
     model.eval()
     model = model.to(memory_format=torch.contiguous_format).cpu()
     return TrainResult(model, epoch, time.perf_counter() - t0, stopped_by, history, start_epoch)
+
+
+def epoch_cap(tcfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs to train: ``max_epochs``, raised so that a small folder still gets ``min_steps`` steps."""
+    return max(tcfg.max_epochs, math.ceil(tcfg.min_steps / steps_per_epoch))
+
+
+def get_lr(peak: float, step: int, warmup: int, progress: float) -> float:
+    """Learning rate: linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to 0 as
+    ``progress`` (the larger of steps done / planned and seconds spent / time budget) goes 0 → 1."""
+    return peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _save_checkpoint(path, sig, model, head, opt, gen, history, epoch, elapsed, best, bad_epochs, finished=None):

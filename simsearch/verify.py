@@ -49,7 +49,9 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
             problems.append(Problem(str(p), "missing"))
             continue
         if p.stat().st_size != rec["bytes"]:
-            problems.append(Problem(str(p), f"size {p.stat().st_size} bytes, expected {rec['bytes']} (truncated or replaced)"))
+            problems.append(
+                Problem(str(p), f"size {p.stat().st_size} bytes, expected {rec['bytes']} (truncated or replaced)")
+            )
         elif store.file_sha256(p) != rec["sha256"]:
             problems.append(Problem(str(p), "content does not match its recorded sha256 (corrupted)"))
     if problems:
@@ -79,7 +81,9 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         _, got = fi.search(probe, 1)
         exact = snap.ids[np.argmax(probe @ allv.T, axis=1)]
         if np.mean(got[:, 0] == exact) < 0.9:
-            problems.append(Problem(str(gen / "index.faiss"), "does not answer like the stored vectors (stale or wrong index)"))
+            problems.append(
+                Problem(str(gen / "index.faiss"), "does not answer like the stored vectors (stale or wrong index)")
+            )
     paths = [e.path for e in snap.entries]
     if len(set(paths)) != len(paths):
         problems.append(Problem(str(gen / "manifest.sqlite"), "the same path appears twice"))
@@ -92,9 +96,17 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     elif store.file_sha256(mp) != sha:
         problems.append(Problem(str(mp), "model file does not match its hash (corrupted)"))
     npz = mp.with_suffix(".npz")
-    if meta["model"].get("numpy_sha256") and (not npz.exists() or store.file_sha256(npz) != meta["model"]["numpy_sha256"]):
-        problems.append(Problem(str(npz), "numpy export of the encoder missing or damaged: cold queries fall back to torch "
-                                "(`simsearch index --retrain` or re-index with --model to re-create it)", "warning"))
+    if meta["model"].get("numpy_sha256") and (
+        not npz.exists() or store.file_sha256(npz) != meta["model"]["numpy_sha256"]
+    ):
+        problems.append(
+            Problem(
+                str(npz),
+                "numpy export of the encoder missing or damaged: cold queries fall back to torch "
+                "(`simsearch index --retrain` or re-index with --model to re-create it)",
+                "warning",
+            )
+        )
     summary["model_sha256"] = sha
 
     # 4. the corpus itself
@@ -111,12 +123,28 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
                 changed += 1
         summary["files_missing"], summary["files_changed"] = missing, changed
         if missing:
-            problems.append(Problem(str(root), f"{missing} indexed files no longer exist (re-run `simsearch index` to drop them)", "warning"))
+            problems.append(
+                Problem(
+                    str(root),
+                    f"{missing} indexed files no longer exist (re-run `simsearch index` to drop them)",
+                    "warning",
+                )
+            )
         if changed:
-            problems.append(Problem(str(root), f"{changed} indexed files changed since indexing (re-run `simsearch index`)", "warning"))
+            problems.append(
+                Problem(
+                    str(root), f"{changed} indexed files changed since indexing (re-run `simsearch index`)", "warning"
+                )
+            )
 
     # 5. leftovers of interrupted writes (harmless; removed by the next write)
     leftovers = list(index_dir.glob(".tmp-*"))
     if leftovers:
-        problems.append(Problem(str(index_dir), f"{len(leftovers)} leftover temporary generation(s) from an interrupted write", "warning"))
+        problems.append(
+            Problem(
+                str(index_dir),
+                f"{len(leftovers)} leftover temporary generation(s) from an interrupted write",
+                "warning",
+            )
+        )
     return summary, problems

@@ -49,7 +49,20 @@ def write_corpus(root: Path, per_class: int = 20, seed: int = 0, size: int = 32,
 FAST = dict(max_epochs=2, time_budget=20, width=8, depth=0, batch_size=32, workers=1)
 
 
-FAST_CLI = ["--epochs", "2", "--time-budget", "20", "--width", "8", "--depth", "0", "--batch-size", "32", "--workers", "1"]
+FAST_CLI = [
+    "--epochs",
+    "2",
+    "--time-budget",
+    "20",
+    "--width",
+    "8",
+    "--depth",
+    "0",
+    "--batch-size",
+    "32",
+    "--workers",
+    "1",
+]
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

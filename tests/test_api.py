@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from synth import make_image
 
 import simsearch
 from simsearch.errors import SimsearchError
-from synth import make_image
 
 
 @pytest.fixture

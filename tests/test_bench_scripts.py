@@ -9,15 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_copies import picture
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def _rows(stdout: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in stdout.splitlines()
-            if line.startswith("| ") and not line.startswith("| method")]
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    ]
 
 
 def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
@@ -28,8 +30,21 @@ def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
         p = corpus / f"set{i % 3}" / f"pic_{i:03d}.png"
         p.parent.mkdir(parents=True, exist_ok=True)
         picture(rng, int(rng.integers(60, 140)), int(rng.integers(60, 140))).save(p)
-    cmd = [sys.executable, str(SCRIPTS / "bench_neardup.py"), "--corpus", str(corpus), "--copies", "8",
-           "--strengths", "light,default", "--epochs", "2", "--budget", "20", "--per-edit"]
+    cmd = [
+        sys.executable,
+        str(SCRIPTS / "bench_neardup.py"),
+        "--corpus",
+        str(corpus),
+        "--copies",
+        "8",
+        "--strengths",
+        "light,default",
+        "--epochs",
+        "2",
+        "--budget",
+        "20",
+        "--per-edit",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row[0]: row[1:] for row in _rows(r.stdout)}
@@ -43,8 +58,9 @@ def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
 
 def test_bench_digits_prints_simsearch_beside_the_pixel_baseline():
     pytest.importorskip("sklearn")
-    r = subprocess.run([sys.executable, str(SCRIPTS / "bench_digits.py"), "--budget", "5"], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_digits.py"), "--budget", "5"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row[0]: row[1:] for row in _rows(r.stdout)}
     assert "raw pixels (cosine)" in rows

@@ -11,9 +11,33 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_speed.py"
 
 def test_quick_run_prints_the_table(tmp_path):
     out = tmp_path / "bench.md"
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--skip", "3,4,5", "--decode-n", "100", "--jpeg-n", "4",
-           "--embed-n", "300", "--n-vectors", "3000", "--n-queries", "50", "--single", "10", "--slow-single", "2",
-           "--ann-types", "flat,ivf", "--out", str(out), "--tmp", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--skip",
+        "3,4,5",
+        "--decode-n",
+        "100",
+        "--jpeg-n",
+        "4",
+        "--embed-n",
+        "300",
+        "--n-vectors",
+        "3000",
+        "--n-queries",
+        "50",
+        "--single",
+        "10",
+        "--slow-single",
+        "2",
+        "--ann-types",
+        "flat,ivf",
+        "--out",
+        str(out),
+        "--tmp",
+        str(tmp_path),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     table = [line for line in r.stdout.splitlines() if line.startswith("| ")]

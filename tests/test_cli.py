@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from synth import FAST_CLI, make_image
 
 from simsearch.cli import cli
-
-from synth import FAST_CLI, make_image
 
 
 def run(*args, ok=True):
@@ -26,7 +25,7 @@ def run(*args, ok=True):
 
 
 def counts(stderr: str) -> dict[str, int]:
-    line = next(l for l in stderr.splitlines() if l.startswith("indexed "))
+    line = next(ln for ln in stderr.splitlines() if ln.startswith("indexed "))
     parts = line.split(": ", 1)[1].split(" / ")
     return {p.split()[0]: int(p.split()[1]) for p in parts}
 
@@ -46,7 +45,7 @@ def test_index_query_update_cycle(built, tmp_path):
     lines = res.stdout.splitlines()
     assert lines[0].startswith("query:") and "rank" in lines[1]
     assert len(lines) == 2 + 5
-    assert not any("disc_000.png" in l for l in lines[2:])  # an indexed query is left out of its own results
+    assert not any("disc_000.png" in ln for ln in lines[2:])  # an indexed query is left out of its own results
 
     # add 3, delete 2, modify 1
     rng = np.random.default_rng(9)
@@ -62,7 +61,9 @@ def test_index_query_update_cycle(built, tmp_path):
     assert "trained" not in res.stderr  # the model is kept
 
     # deleted files never come back, whatever the query
-    res = run("query", *[corpus / "disc" / f"disc_{i:03d}.png" for i in range(1, 4)], "--index", idx, "-k", "58", "--json")
+    res = run(
+        "query", *[corpus / "disc" / f"disc_{i:03d}.png" for i in range(1, 4)], "--index", idx, "-k", "58", "--json"
+    )
     returned = {h["relpath"] for line in res.stdout.splitlines() for h in json.loads(line)["hits"]}
     assert not returned & {"stripes/stripes_000.png", "disc/disc_005.png"}
     assert {"square/new_0.png", "square/new_1.png", "square/new_2.png"} <= returned
@@ -87,7 +88,7 @@ def test_query_json_lines_and_grid(built, tmp_path):
     make_image("stripes", np.random.default_rng(3)).save(ext)
     grid = tmp_path / "sheet.png"
     res = run("query", ext, corpus / "square" / "square_001.png", "--index", idx, "-k", "4", "--json", "--grid", grid)
-    rows = [json.loads(l) for l in res.stdout.splitlines()]
+    rows = [json.loads(ln) for ln in res.stdout.splitlines()]
     assert len(rows) == 2 and all(len(r["hits"]) == 4 for r in rows)
     assert [h["rank"] for h in rows[0]["hits"]] == [1, 2, 3, 4]
     scores = [h["score"] for h in rows[0]["hits"]]

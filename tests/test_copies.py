@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from synth import FAST
 
 import simsearch
 from simsearch import copies, evaluate, images
 from simsearch.constants import COPY_STRENGTHS
-from synth import FAST
 
 
 def picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:

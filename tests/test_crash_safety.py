@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synth import make_image, write_corpus
 
 from simsearch import store
-from synth import make_image, write_corpus
 
 # deterministic, short, no time budget: an interrupted + resumed run must equal an uninterrupted one
 ARGS = ["--epochs", "3", "--time-budget", "0", "--width", "8", "--depth", "0", "--batch-size", "16", "--workers", "1"]
@@ -28,7 +28,10 @@ def index_cmd(corpus: Path, idx: Path, crash: str | None = None, extra=()) -> su
         env["SIMSEARCH_CRASH_AT"] = crash
     return subprocess.run(
         [sys.executable, "-m", "simsearch", "index", str(corpus), "--index", str(idx), *ARGS, *extra],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -78,8 +81,6 @@ def test_kill_during_first_training_then_resume(reference, tmp_path):
     r = index_cmd(corpus, idx)
     assert r.returncode == 0, r.stderr
     assert_same(state(idx), v1_state)
-
-
 
 
 @pytest.mark.parametrize(

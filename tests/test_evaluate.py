@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synth import FAST_CLI, write_corpus
 
 from simsearch.cli import cli
 from simsearch.evaluate import encode_labels, rank_metrics
-from synth import FAST_CLI, write_corpus
 
 
 def ranked_gallery(pattern):
@@ -77,5 +77,7 @@ def test_eval_cli(tmp_path):
     r = CliRunner().invoke(cli, ["eval", "--index", str(idx), "--split", "0.2", "-k", "5", "--json"], obj={})
     m = json.loads(r.stdout)
     assert r.exit_code == 0 and m["queries"] == 9 and "P@5" in m
-    r = CliRunner().invoke(cli, ["eval", "--index", str(idx), "--queries", str(tmp_path / "queries"), "--split", "0.2"], obj={})
+    r = CliRunner().invoke(
+        cli, ["eval", "--index", str(idx), "--queries", str(tmp_path / "queries"), "--split", "0.2"], obj={}
+    )
     assert r.exit_code == 2

@@ -191,8 +191,16 @@ def test_end_to_end_synthetic(tmp_path, capsys, workers):
 
 def test_class_folder_names():
     assert ffm.CLASS_NAMES == (
-        "t-shirt_top", "trouser", "pullover", "dress", "coat",
-        "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+        "t-shirt_top",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle_boot",
     )
 
 
@@ -319,13 +327,13 @@ def test_find_source_without_debian_or_torchvision_errors(tmp_path, monkeypatch,
 
 
 def test_real_debian_files(tmp_path, capsys):
-    if not all((REAL_SOURCE / f"{p}-{k}-ubyte.gz").is_file()
-               for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")):
+    if not all(
+        (REAL_SOURCE / f"{p}-{k}-ubyte.gz").is_file() for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")
+    ):
         pytest.skip(f"Fashion-MNIST not installed at {REAL_SOURCE} (dataset-fashion-mnist)")
     out = tmp_path / "fmnist"
     assert ffm.find_source(None) == REAL_SOURCE
-    rc = ffm.main(["--out", str(out), "--limit-train", "200", "--limit-test", "50",
-                   "--workers", "2"])
+    rc = ffm.main(["--out", str(out), "--limit-train", "200", "--limit-test", "50", "--workers", "2"])
     assert rc == 0
     assert "250 written" in capsys.readouterr().err
 

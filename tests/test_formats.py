@@ -81,10 +81,13 @@ def test_discover_finds_heic_heif_hif_avif(tmp_path):
 # ---------------------------------------------------------------- decoding
 
 
-@pytest.mark.parametrize("fmt, encode", [
-    ("HEIF", lambda img: heic_bytes(img)),
-    pytest.param("AVIF", lambda img: avif_bytes(img), marks=needs_avif),
-])
+@pytest.mark.parametrize(
+    "fmt, encode",
+    [
+        ("HEIF", lambda img: heic_bytes(img)),
+        pytest.param("AVIF", lambda img: avif_bytes(img), marks=needs_avif),
+    ],
+)
 def test_heic_and_avif_decode_close_to_original(tmp_path, fmt, encode):
     img = blocks()
     path = tmp_path / ("photo.heic" if fmt == "HEIF" else "photo.avif")

@@ -7,25 +7,22 @@ array of the right shape or an ImageError with a meaningful reason.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import struct
 import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, features
+from synth import encode, write
 
 from simsearch import images
 from simsearch.errors import ImageError
 from simsearch.images import Preprocess, decode_files, discover, load, open_image
-from synth import encode, write
 
 RGB = Preprocess(16, 3)
 GRAY = Preprocess(16, 1)
-
 
 
 def noise(w: int, h: int, seed: int = 0) -> Image.Image:

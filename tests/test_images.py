@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import multiprocessing
 import os
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synth import encode, write
 
 from simsearch import images
 from simsearch.errors import ImageError, SimsearchError
@@ -28,8 +28,6 @@ from simsearch.images import (
     probe,
     read_file,
 )
-from synth import encode, write
-
 
 
 def stripes(w: int = 30, h: int = 10) -> Image.Image:
@@ -711,7 +709,6 @@ def _children_gone(ours: set) -> bool:
     return not any(p.is_alive() for p in ours)
 
 
-
 @pytest.mark.skipif(sys.platform != "linux", reason="pool bookkeeping checked on Linux")
 def test_decode_files_close_terminates_pool(tmp_path):
     paths = make_corpus(tmp_path, 40)
@@ -723,7 +720,6 @@ def test_decode_files_close_terminates_pool(tmp_path):
     assert ours  # the pool's workers
     gen.close()
     assert _children_gone(ours)
-
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="pool bookkeeping checked on Linux")

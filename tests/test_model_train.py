@@ -78,12 +78,18 @@ def test_checkpoint_resumes(tmp_path):
     ck = tmp_path / "train.ckpt"
     full = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu")
     # an "interrupted" run: 2 epochs with a checkpoint, then the same run with 4 resumes at epoch 2
-    T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=2, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    T.train(
+        pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=2, time_budget=0, batch_size=16), "cpu", checkpoint=ck
+    )
     assert ck.exists()
-    res = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    res = T.train(
+        pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck
+    )
     # different max_epochs → different signature → a fresh start, not a wrong resume
     assert res.resumed_from == 0
-    again = T.train(pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck)
+    again = T.train(
+        pixels(), mcfg, T.TrainConfig(objective="ae", max_epochs=4, time_budget=0, batch_size=16), "cpu", checkpoint=ck
+    )
     assert again.resumed_from == 4 and again.epochs == 4
     probe = pixels(8, seed=3)
     assert np.allclose(embed(again.model, probe, "cpu"), embed(res.model, probe, "cpu"), atol=1e-5)

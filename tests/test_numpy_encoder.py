@@ -31,7 +31,9 @@ def test_numpy_encoder_matches_torch(tmp_path, cfg):
     p = tmp_path / "enc.npz"
     p.write_bytes(export(m))
     enc = NumpyEncoder(p)
-    x = np.random.default_rng(1).integers(0, 256, (5, cfg["channels"], cfg["image_size"], cfg["image_size"]), dtype=np.uint8)
+    x = np.random.default_rng(1).integers(
+        0, 256, (5, cfg["channels"], cfg["image_size"], cfg["image_size"]), dtype=np.uint8
+    )
     with torch.inference_mode():
         want = m.encode(torch.from_numpy(x).float() / 255).numpy()
     got = enc(x)

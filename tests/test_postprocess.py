@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from synth import make_image
 
 import simsearch
 from simsearch.postprocess import PostConfig, PostProcess, fit
-from synth import make_image
 
 
 def clustered(n_per=400, k=5, d=32, seed=0, spread=0.35):
@@ -71,8 +71,12 @@ def test_diffusion_lifts_map_on_fashion_mnist_pixels():
     qs = np.arange(0, n, 20)
     plain = fit(x, ids, PostConfig(whiten=0, diffusion=False))
     diff = fit(x, ids, PostConfig(whiten=0, k=15, rank=64, min_gallery=100))
-    m_plain = rank_metrics(plain.search_vectors(x[qs], qs), plain.search_vectors(x, ids), labels[qs], labels, ks=(10,), exclude=qs)
-    m_diff = rank_metrics(diff.search_vectors(x[qs], qs), diff.search_vectors(x, ids), labels[qs], labels, ks=(10,), exclude=qs)
+    m_plain = rank_metrics(
+        plain.search_vectors(x[qs], qs), plain.search_vectors(x, ids), labels[qs], labels, ks=(10,), exclude=qs
+    )
+    m_diff = rank_metrics(
+        diff.search_vectors(x[qs], qs), diff.search_vectors(x, ids), labels[qs], labels, ks=(10,), exclude=qs
+    )
     assert m_diff["mAP"] > m_plain["mAP"] + 0.02, (m_plain, m_diff)
 
 
@@ -100,12 +104,14 @@ def test_index_with_diffusion_end_to_end(tmp_path, fast_options):
     opts = replace(fast_options, post=PostConfig(k=8, rank=12, min_gallery=50, whiten=0.25))
     idx = simsearch.Index.build(root, tmp_path / "idx", options=opts)
     info = idx.info()
-    assert info["search_dim"] == 128 + 12 and info["postprocess"] == "centre + diffusion"  # too few images to whiten 128 dims
+    assert (
+        info["search_dim"] == 128 + 12 and info["postprocess"] == "centre + diffusion"
+    )  # too few images to whiten 128 dims
     again = simsearch.Index.open(tmp_path / "idx")  # read back from disk (hash-checked file)
     v = again.vectors()
     assert v.shape == (120, 140)
     got = [h.id for h in again.query(root / "disc" / "disc_004.png", k=5)]
-    exact = again.ids()[np.argsort(-(v @ v[again.ids().tolist().index(again.indexed_item('disc/disc_004.png'))]))[1:6]]
+    exact = again.ids()[np.argsort(-(v @ v[again.ids().tolist().index(again.indexed_item("disc/disc_004.png"))]))[1:6]]
     assert got == exact.tolist()
     # an image added later is projected through the anchors, like a query
     new = root / "disc" / "later.png"

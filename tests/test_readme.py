@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from synth import make_image
 
 import simsearch
-from synth import make_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -28,7 +28,9 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
     }
     from simsearch.postprocess import PostProcess
 
-    snap = Snapshot(meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}])
+    snap = Snapshot(
+        meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}]
+    )
     snap.post = PostProcess.centring_only(vecs.mean(0))
     return snap
 

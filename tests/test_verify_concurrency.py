@@ -8,12 +8,12 @@ import threading
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synth import make_image
 
 import simsearch
 from simsearch import store
 from simsearch.cli import cli
 from simsearch.errors import IndexFormatError
-from synth import make_image
 
 
 @pytest.fixture

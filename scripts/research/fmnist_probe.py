@@ -15,6 +15,7 @@ The model is always trained on all 60k train images (no labels).
 Example:
   python scripts/research/fmnist_probe.py --obj nce --width 32 --epochs 6 --budget 450
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,7 @@ class ConvAE(nn.Module):
         dec += [nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=b), norm2d(2 * w, norm), A()]
         dec += [ResBlock(2 * w, norm, A) for _ in range(res)]
         if stem:
-            dec += [nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=b), norm2d(w, norm), A(),
-                    nn.Conv2d(w, 1, 3, padding=1)]
+            dec += [nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=b), norm2d(w, norm), A(), nn.Conv2d(w, 1, 3, padding=1)]
         else:
             dec += [nn.ConvTranspose2d(2 * w, 1, 4, 2, 1)]
         self.dec = nn.Sequential(*dec)
@@ -126,8 +126,7 @@ def augment(x: torch.Tensor, a, gen: torch.Generator) -> torch.Tensor:
         r = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(a.rot)
         fx = torch.where(torch.rand(n, generator=gen) < a.flip, -1.0, 1.0)
         cos, sin = torch.cos(r) / s, torch.sin(r) / s
-        theta = torch.stack([torch.stack([cos * fx, -sin, t[:, 0]], 1),
-                             torch.stack([sin * fx, cos, t[:, 1]], 1)], 1)
+        theta = torch.stack([torch.stack([cos * fx, -sin, t[:, 0]], 1), torch.stack([sin * fx, cos, t[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, x.shape, align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if a.erase > 0:
@@ -211,7 +210,7 @@ def train(model, proj, x, a, log):
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(p, a)
-            xb = x[perm[i * a.bs:(i + 1) * a.bs]]
+            xb = x[perm[i * a.bs : (i + 1) * a.bs]]
             loss_inv = torch.zeros(())
             if a.obj == "ae" and not a.denoise:
                 z = model.encode(xb)
@@ -236,7 +235,7 @@ def train(model, proj, x, a, log):
                 if a.obj == "nce":
                     loss_inv = nt_xent(h1, h2, a.tau)
                 elif a.obj == "cos":
-                    loss_inv = (2 - 2 * F.cosine_similarity(h1, h2).mean())
+                    loss_inv = 2 - 2 * F.cosine_similarity(h1, h2).mean()
                 elif a.obj == "vic":
                     inv = F.mse_loss(h1, h2)
                     v1_, c1_ = vicreg_vc(h1)
@@ -255,8 +254,10 @@ def train(model, proj, x, a, log):
         dt = time.time() - te
         if acc["n"]:
             ep_times.append(dt * steps_per_epoch / acc["n"])  # normalised to a full epoch
-            log(f"  epoch {ep + 1}: {acc['n']} steps {dt:.1f}s  rec {acc['rec'] / acc['n']:.4f}"
-                f"  inv {acc['inv'] / acc['n']:.4f}  lr {opt.param_groups[0]['lr']:.2e}")
+            log(
+                f"  epoch {ep + 1}: {acc['n']} steps {dt:.1f}s  rec {acc['rec'] / acc['n']:.4f}"
+                f"  inv {acc['inv'] / acc['n']:.4f}  lr {opt.param_groups[0]['lr']:.2e}"
+            )
         if done:
             break
     epochs_done = step / steps_per_epoch
@@ -276,7 +277,7 @@ def embed(model, x, bs=2000, tta=""):
             views.append(lambda t, dx=dx, dy=dy: torch.roll(t, (dy, dx), (2, 3)))
     out = []
     for i in range(0, len(x), bs):
-        xb = x[i:i + bs]
+        xb = x[i : i + bs]
         out.append(torch.stack([model.encode(v(xb)) for v in views]).mean(0))
     return torch.cat(out)
 
@@ -288,6 +289,7 @@ def l2n(x):
 
 def knn(q, g, k):
     import faiss
+
     index = faiss.IndexFlatIP(g.shape[1])
     index.add(np.ascontiguousarray(g.numpy(), dtype=np.float32))
     s, i = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k)
@@ -364,8 +366,8 @@ def evaluate(q, g, yq, yg, bs=250):
     ranks = torch.arange(1, N + 1, dtype=torch.float32)
     p1 = p10 = ap = 0.0
     for i in range(0, q.shape[0], bs):
-        s = q[i:i + bs] @ g.t()
-        yb = yq[i:i + bs]
+        s = q[i : i + bs] @ g.t()
+        yb = yq[i : i + bs]
         order = torch.argsort(s, dim=1, descending=True)
         m = yg[order] == yb[:, None]
         p1 += m[:, 0].double().sum().item()
@@ -432,12 +434,12 @@ def main():
         xte, yte = load_split("t10k")
         xq, yq, xg, yg = xte, yte, xtr, ytr
     else:
-        xq, yq, xg, yg = xtr[:a.nq], ytr[:a.nq], xtr[10000:], ytr[10000:]
+        xq, yq, xg, yg = xtr[: a.nq], ytr[: a.nq], xtr[10000:], ytr[10000:]
 
     info = {"args": vars(a)}
     if a.load_emb:
         zq, zg = torch.load(a.load_emb)
-        zq = zq[:len(yq)]
+        zq = zq[: len(yq)]
     elif a.pixels:
         zq, zg = xq.flatten(1), xg.flatten(1)
     else:
@@ -448,8 +450,7 @@ def main():
     elif not (a.load_emb or a.pixels):
         proj = None
         if a.proj:
-            proj = nn.Sequential(nn.Linear(a.dim, a.proj), nn.BatchNorm1d(a.proj), nn.ReLU(),
-                                 nn.Linear(a.proj, a.proj))
+            proj = nn.Sequential(nn.Linear(a.dim, a.proj), nn.BatchNorm1d(a.proj), nn.ReLU(), nn.Linear(a.proj, a.proj))
         log(f"params: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M")
         ep_done, secs, ep_times = train(model, proj, xtr, a, log)  # trained on all 60k train, no labels
         sec_ep = float(np.median(ep_times)) if ep_times else float("nan")

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from tune_post import arg_parser, split  # noqa: E402
 
 import simsearch  # noqa: E402
 from simsearch import images, postprocess  # noqa: E402
 from simsearch.evaluate import encode_labels, label_of, rank_metrics  # noqa: E402
 from simsearch.indexer import BuildOptions, _decode  # noqa: E402
-from tune_post import arg_parser, split  # noqa: E402
 
 BASE = postprocess.PostConfig()
 VARIANTS = {
@@ -61,8 +61,11 @@ def parse_variant(name: str) -> postprocess.PostConfig:
     for part in name.split("+"):
         key, value = part.split("=")
         t = types[key]
-        kw[key] = (value.lower() in ("1", "true")) if t in (bool, "bool") else (
-            int(value) if t in (int, "int") else float(value))
+        kw[key] = (
+            (value.lower() in ("1", "true"))
+            if t in (bool, "bool")
+            else (int(value) if t in (int, "int") else float(value))
+        )
     return replace(BASE, **kw)
 
 
@@ -71,16 +74,16 @@ def main() -> int:
     q_dir, g_dir = split(a.train, a.work)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        idx = simsearch.Index.build(g_dir, Path(tmp) / "idx",
-                                    options=BuildOptions(model=a.model, post=replace(BASE, diffusion=False)))
+        idx = simsearch.Index.build(
+            g_dir, Path(tmp) / "idx", options=BuildOptions(model=a.model, post=replace(BASE, diffusion=False))
+        )
         g_raw, g_ids = idx._snap.vectors, idx.ids()
         g_labels = [label_of(p) for p in idx.paths()]
         q_paths, _ = images.discover(q_dir)
         pixels, _, _, bad = _decode(list(q_paths), idx.preprocess, 0, None)
         assert not bad, bad[:3]
         q_raw = idx._encode(pixels)
-        print(f"# embedded {len(q_raw)} queries, {len(g_raw)} gallery in {time.perf_counter() - t:.0f}s",
-              flush=True)
+        print(f"# embedded {len(q_raw)} queries, {len(g_raw)} gallery in {time.perf_counter() - t:.0f}s", flush=True)
     ql, gl = encode_labels([label_of(p) for p in q_paths], g_labels)
     for name in a.variants.split(","):
         project_gallery = name.endswith("/proj")
@@ -93,8 +96,18 @@ def main() -> int:
             g = postprocess._l2n(np.hstack([b, cfg.weight * post._coords_projected(b)]))
         q = post.search_vectors(q_raw)
         m = rank_metrics(q, g, ql, gl, ks=(1, 10))
-        print(json.dumps({"variant": name, "P@1": round(m["P@1"], 4), "P@10": round(m["P@10"], 4),
-                          "mAP": round(m["mAP"], 4), "seconds": round(time.perf_counter() - t)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "variant": name,
+                    "P@1": round(m["P@1"], 4),
+                    "P@10": round(m["P@10"], 4),
+                    "mAP": round(m["mAP"], 4),
+                    "seconds": round(time.perf_counter() - t),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

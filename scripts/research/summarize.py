@@ -1,12 +1,37 @@
 """Print runs.jsonl as a markdown table."""
-import json, sys
-KEYS = ["obj", "width", "stem", "res", "norm", "bs", "lr", "sched", "budget", "rec", "w_inv", "tau", "proj",
-        "denoise", "rec_views", "shift", "scale", "rot", "flip", "erase", "noise", "threads"]
+
+import json
+import sys
+
+KEYS = [
+    "obj",
+    "width",
+    "stem",
+    "res",
+    "norm",
+    "bs",
+    "lr",
+    "sched",
+    "budget",
+    "rec",
+    "w_inv",
+    "tau",
+    "proj",
+    "denoise",
+    "rec_views",
+    "shift",
+    "scale",
+    "rot",
+    "flip",
+    "erase",
+    "noise",
+    "threads",
+]
 path = sys.argv[1] if len(sys.argv) > 1 else "scripts/research/runs.jsonl"
 for line in open(path):
     r = json.loads(line)
     a = r["args"]
     flags = " ".join(f"{k}={a[k]}" for k in KEYS if k in a)
-    head = f"| {a.get('tag','')} | {r.get('split')} | {flags} | {r.get('epochs_done','-')} | {r.get('sec_per_epoch','-')} |"
+    head = f"| {a.get('tag', '')} | {r.get('split')} | {flags} | {r.get('epochs_done', '-')} | {r.get('sec_per_epoch', '-')} |"
     res = " ".join(f"{v}: {m['P@1']:.3f}/{m['P@10']:.3f}/{m['mAP']:.3f};" for v, m in r["results"].items())
     print(head + " " + res + " |")

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tune_post import split  # the same validation split (this folder is on sys.path when run as a script)
 
 import simsearch
 from simsearch.evaluate import evaluate_index
 from simsearch.indexer import BuildOptions
-from tune_post import split  # the same validation split (this folder is on sys.path when run as a script)
 
 
 def probe(name: str, cfg: dict, steps: int = 8) -> dict:
@@ -80,10 +80,20 @@ def main() -> int:
             opts = BuildOptions(device=a.device, max_epochs=a.epochs, time_budget=0, train=cfg)
             idx = simsearch.Index.build(g, Path(tmp) / "idx", options=opts)
             m = evaluate_index(idx, str(q), limit=a.limit_queries)
-            print(json.dumps({"config": name, "epochs": idx.info()["trained_epochs"], "P@1": round(m["P@1"], 4),
-                              "P@10": round(m["P@10"], 4), "mAP": round(m["mAP"], 4),
-                              "train_s": idx.info()["train_seconds"], "seconds": round(time.perf_counter() - t)}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "config": name,
+                        "epochs": idx.info()["trained_epochs"],
+                        "P@1": round(m["P@1"], 4),
+                        "P@10": round(m["P@10"], 4),
+                        "mAP": round(m["mAP"], 4),
+                        "train_s": idx.info()["train_seconds"],
+                        "seconds": round(time.perf_counter() - t),
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 

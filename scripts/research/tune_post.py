@@ -72,8 +72,18 @@ def main() -> int:
             t = time.perf_counter()
             idx = simsearch.Index.build(g, Path(tmp) / "idx", options=BuildOptions(model=a.model, post=cfg))
             m = evaluate_index(idx, str(q))
-            print(json.dumps({"variant": name, "P@1": round(m["P@1"], 4), "P@10": round(m["P@10"], 4),
-                              "mAP": round(m["mAP"], 4), "seconds": round(time.perf_counter() - t)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "variant": name,
+                        "P@1": round(m["P@1"], 4),
+                        "P@10": round(m["P@10"], 4),
+                        "mAP": round(m["mAP"], 4),
+                        "seconds": round(time.perf_counter() - t),
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 
