@@ -170,6 +170,10 @@ class Index:
         """Search vectors (what FAISS holds; inner product = similarity), row i ↔ ``ids()[i]``."""
         return self._snap.search_vectors()
 
+    def codes(self) -> np.ndarray:
+        """Raw encoder codes (N, dim) as stored, before post-processing; row i ↔ ``ids()[i]``."""
+        return self._snap.vectors.copy()
+
     # ------------------------------------------------------------ query
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
@@ -186,6 +190,18 @@ class Index:
 
         raw = self._encode(np.asarray(pixels, np.uint8))
         return q.place_copies(self._snap, self._snap.post.search_vectors(raw), [None] * len(raw))
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw encoder codes (N, dim) of images already preprocessed to the model input (uint8
+        (N, C, S, S)), averaged over the index's test-time views: what ``codes()`` holds for
+        indexed images. No post-processing."""
+        return self._encode(np.asarray(pixels, np.uint8))
+
+    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+        """The autoencoder's reconstruction of preprocessed images: uint8 (N, C, S, S) in, same out."""
+        from .embed import reconstruct
+
+        return reconstruct(self.model, np.asarray(pixels, np.uint8), self.device)
 
     NUMPY_MAX_BATCH = 256
 
@@ -245,6 +261,10 @@ class Index:
     def query(self, item: Any, k: int = 10, include_self: bool = False) -> list[Hit]:
         """Nearest neighbours of one image: a path, a PIL image, a numpy array or an indexed id."""
         return self.query_batch([item], k, include_self)[0]
+
+    def neighbors(self, id: int, k: int = 10) -> list[Hit]:
+        """Nearest neighbours of the indexed image with this id (itself left out)."""
+        return self.query(self.indexed_item(int(id)), k)
 
     def query_batch(self, items: Sequence[Any], k: int = 10, include_self: bool = False) -> list[list[Hit]]:
         """Nearest neighbours of several images, encoded and searched in one batch."""

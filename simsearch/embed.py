@@ -79,3 +79,24 @@ def embed_batches(
                 progress("embed", done, total or done)
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def reconstruct(
+    model: AutoEncoder, pixels: np.ndarray, device: str | torch.device = "auto", batch_size: int | None = None
+) -> np.ndarray:
+    """uint8 (N, C, H, W) → the autoencoder's reconstruction, uint8 (N, C, H, W) (the decoder's
+    sigmoid output; from μ for a VAE)."""
+    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    out = []
+    try:
+        for batch in _chunks(pixels, batch_size, device):
+            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device)
+            with dev.autocast(device):
+                y = torch.sigmoid(model(x).float())
+            out.append(y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, *pixels.shape[1:]), np.uint8)
