@@ -141,6 +141,7 @@ def baseline_rows(root: Path, rels: list[str], groups: dict[str, str], queries_b
     for r in rels:
         with Image.open(root / r) as im:
             im.thumbnail((256, 256))  # the thumbnails and hashes need no more (and some files are 100+ Mpx)
+            im.load()  # thumbnail() leaves a small file unread, and the file closes below
             flat = images.to_display(im)
         feats["thumb32 colour"].append(thumb(flat, 32, False))
         feats["thumb32 grey"].append(thumb(flat, 32, True))
