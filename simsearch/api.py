@@ -18,6 +18,7 @@ import numpy as np
 from . import images, indexer, store
 from .errors import ModelMismatchError, SimsearchError
 from .indexer import BuildOptions, UpdateReport
+from .meta import IndexMeta
 from .query import Hit
 
 _blas = None
@@ -59,10 +60,10 @@ class Index:
             if not Path(model).is_file():
                 raise SimsearchError(f"{model}: model file not found")
             digest = store.file_sha256(Path(model))
-            if digest != snap.meta["model"]["sha256"]:
+            if digest != snap.meta.model.sha256:
                 raise ModelMismatchError(
                     f"{model}: model hash {digest[:12]} does not match the model that built {path} "
-                    f"({snap.meta['model']['sha256'][:12]}); re-index with `simsearch index --model {model}`"
+                    f"({snap.meta.model.sha256[:12]}); re-index with `simsearch index --model {model}`"
                 )
         return index
 
@@ -120,21 +121,22 @@ class Index:
 
     @property
     def root(self) -> Path:
-        return Path(self._snap.meta["corpus_root"])
+        return Path(self._snap.meta.corpus_root)
 
     @property
     def preprocess(self) -> images.Preprocess:
-        return images.Preprocess.from_dict(self._snap.meta["preprocess"])
+        return images.Preprocess.from_dict(self._snap.meta.preprocess)
 
     @property
-    def meta(self) -> dict:
+    def meta(self) -> IndexMeta:
+        """What the index records about itself (``simsearch.meta.IndexMeta``): model, preprocessing,
+        post-processing, FAISS index, counts."""
         return self._snap.meta
 
     @property
     def views(self) -> list:
-        """Test-time views averaged into every embedding, as [dy, dx] pixel shifts; [] = the
-        image alone (also what indexes from before test-time views have)."""
-        return list(self._snap.meta.get("embedding", {}).get("views", []))
+        """Test-time views averaged into every embedding, as [dy, dx] pixel shifts; [] = the image alone."""
+        return list(self._snap.meta.embedding.views)
 
     @property
     def model(self):
@@ -142,7 +144,7 @@ class Index:
         if self._model is None:
             from . import model as model_mod
 
-            sha = self._snap.meta["model"]["sha256"]
+            sha = self._snap.meta.model.sha256
             self._model, _ = model_mod.load(store.model_path(self.path, sha), expected_sha256=sha)
         return self._model
 
@@ -223,10 +225,10 @@ class Index:
 
     def _numpy_encoder(self):
         if self._np_encoder is None:
-            m = self._snap.meta["model"]
-            path = store.model_path(self.path, m["sha256"]).with_suffix(".npz")
+            m = self._snap.meta.model
+            path = store.model_path(self.path, m.sha256).with_suffix(".npz")
             self._np_encoder = False
-            if m.get("numpy_sha256") and path.exists() and store.file_sha256(path) == m["numpy_sha256"]:
+            if m.numpy_sha256 and path.exists() and store.file_sha256(path) == m.numpy_sha256:
                 from .numpy_encoder import NumpyEncoder
 
                 self._np_encoder = NumpyEncoder(path)
@@ -286,31 +288,33 @@ class Index:
 
     def info(self) -> dict:
         m = self._snap.meta
-        train = m["model"].get("train") or {}
+        train = m.model.train or {}
+        pre = m.preprocess
         return {
             "index": str(self.path),
-            "corpus_root": m.get("corpus_root"),
+            "corpus_root": m.corpus_root,
             "images": len(self),
-            "skipped": m.get("counts", {}).get("skipped", 0),
+            "skipped": m.counts.skipped,
             "dim": self._snap.dim,
             "search_dim": self._snap.search_dim,
             "postprocess": ("whiten" if self._snap.post.whitener is not None else "centre")
             + (" + diffusion" if self._snap.post.diffusion else ""),
             "test_time_views": len(self.views) or 1,
-            "input": f"{m['preprocess']['channels']}×{m['preprocess']['size']}×{m['preprocess']['size']}",
-            "preprocess": m["preprocess"],
-            "model_sha256": m["model"]["sha256"],
+            "input": f"{pre['channels']}×{pre['size']}×{pre['size']}",
+            "preprocess": pre,
+            "model_sha256": m.model.sha256,
             "objective": train.get("objective"),
             "trained_epochs": train.get("epochs"),
             "train_seconds": train.get("seconds"),
-            "metric": m["metric"],
-            "faiss_factory": m["faiss"]["factory"],
-            "faiss_params": m["faiss"].get("params", {}),
-            "recall_at_10": m["faiss"].get("recall_at_10"),
-            "format_version": m["format_version"],
-            "simsearch_version": m.get("simsearch_version"),
-            "created": m.get("created"),
-            "updated": m.get("updated"),
+            "metric": m.metric,
+            "faiss_factory": m.faiss.factory,
+            "faiss_params": m.faiss.params,
+            "recall_at_10": m.faiss.recall_at_10,
+            "format_version": m.format_version,
+            "migrations": m.migrations,
+            "simsearch_version": m.simsearch_version,
+            "created": m.created,
+            "updated": m.updated,
             "disk_bytes": store.disk_usage(self.path),
         }
 

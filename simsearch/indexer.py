@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import __version__, images, store
+from . import __version__, configs, images, store
 from .errors import SimsearchError
+from .meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
 from .store import Entry, Snapshot
 
 Progress = Callable[..., None]
@@ -120,6 +122,134 @@ def _decode(paths: list[Path], pre: images.Preprocess, workers: int, progress: P
     return pixels[: len(good)], good, infos, problems
 
 
+@dataclass(frozen=True)
+class Found:
+    """A file in the folder, as ``plan`` sees it (``stat`` is None when it could not be read)."""
+
+    path: Path
+    rel: str  # relative to the indexed folder, as the manifest names it
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass
+class Plan:
+    """What an update will do: a pure diff of the folder against the manifest (``plan``)."""
+
+    unchanged: list[str]  # manifest paths kept as they are (same size and mtime)
+    added: list[Found]  # not in the manifest: decode and embed
+    changed: list[Found]  # size or mtime differ: decode; embed again only if the content differs
+    removed: list[str]  # in the manifest, gone from the folder
+    retrain: bool  # train a new model on the decoded images
+    reembed: bool  # every image is decoded and embedded again (new model or test-time views)
+    views: list  # the test-time views the new generation embeds with
+
+    @property
+    def to_decode(self) -> list[Found]:
+        return self.added + self.changed
+
+
+def plan(
+    found: list[Found],
+    old: Snapshot | None,
+    *,
+    only: bool = False,
+    retrain: bool = False,
+    model_sha: str | None = None,
+    views: list | None = None,
+    tta: bool | None = None,
+) -> Plan:
+    """Diff ``found`` against ``old``'s manifest. No I/O, no torch.
+
+    ``only``: ``found`` is a list of files to add or refresh; nothing else is removed
+    (``Index.add``). ``retrain``: train a new model. ``model_sha``: the hash of a model
+    the user supplied (``--model``); a different one from the index's re-embeds everything.
+    ``views``: the test-time views a fresh embedding uses; ``tta``: None keeps the index's
+    setting, True/False asks for views or none."""
+    views = list(views or [])
+    if old is None:
+        return Plan([], list(found), [], [], retrain=retrain, reembed=True, views=views)
+    new_model = retrain or (model_sha is not None and model_sha != old.meta.model.sha256)
+    have = list(old.meta.embedding.views)
+    keep_views = not new_model and (tta is None or bool(views) == bool(have))
+    reembed = new_model or not keep_views
+    if reembed and only:
+        raise SimsearchError(
+            "adding files cannot re-embed the index (new model or test-time views); "
+            "index the whole folder with `simsearch index`"
+        )
+    by_path = {e.path: e for e in old.entries}
+    unchanged, added, changed, seen = [], [], [], set()
+    for f in found:
+        seen.add(f.rel)
+        e = by_path.get(f.rel)
+        if e is None:
+            added.append(f)
+        elif reembed or (f.size, f.mtime_ns) != (e.size, e.mtime_ns):
+            changed.append(f)
+        else:
+            unchanged.append(f.rel)
+    if only:
+        unchanged += [e.path for e in old.entries if e.path not in seen]
+        removed = []
+    else:
+        removed = [e.path for e in old.entries if e.path not in seen]
+    return Plan(
+        unchanged, added, changed, removed, retrain=retrain, reembed=reembed, views=views if not keep_views else have
+    )
+
+
+def scan(files: list[Path], root: Path, root_abs: Path) -> list[Found]:
+    """Stat the discovered files (a file that vanished since discovery has no stat: decoded, it fails)."""
+    out = []
+    for p, rel in zip(files, relpaths(files, root, root_abs)):
+        try:
+            st = os.stat(p)
+            out.append(Found(p, rel, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(Found(p, rel))
+    return out
+
+
+@dataclass
+class Decoded:
+    """The decode step's result: pixels of the files that decoded, which ones, and the rest."""
+
+    pixels: np.ndarray  # (M, C, S, S) uint8
+    files: list[Found]  # aligned with pixels
+    infos: list[dict]  # size, mtime_ns, sha256 of each, aligned with pixels
+    failed: list[tuple[Found, str]]  # (file, reason)
+
+
+def decode_step(todo: list[Found], pre: images.Preprocess, workers: int, progress: Progress | None) -> Decoded:
+    pixels, good, infos, bad = _decode([f.path for f in todo], pre, workers, progress)
+    return Decoded(pixels, [todo[i] for i in good], [infos[i] for i in good], [(todo[i], r) for i, r in bad])
+
+
+@dataclass
+class Changes:
+    """What the decoded files mean for the manifest (``sort_decoded``)."""
+
+    refreshed: dict[str, Entry]  # touched, same content: keep the vector, new size/mtime
+    embed: list[tuple[str, dict, int]]  # (rel, info, row in Decoded.pixels): new content to embed
+    lost: list[str]  # indexed files that now fail to decode: dropped
+
+
+def sort_decoded(dec: Decoded, old: Snapshot | None, reembed: bool) -> Changes:
+    """A changed mtime with identical content is not an update: keep the vector, refresh the stat.
+    A file that was indexed but now fails to decode is dropped (and reported as skipped)."""
+    by_path = {e.path: e for e in old.entries} if old is not None else {}
+    refreshed, embed = {}, []
+    for row, (f, info) in enumerate(zip(dec.files, dec.infos)):
+        e = by_path.get(f.rel)
+        if e is not None and not reembed and e.sha256 == info["sha256"]:
+            refreshed[f.rel] = replace(e, size=info["size"], mtime_ns=info["mtime_ns"])
+        else:
+            embed.append((f.rel, info, row))
+    lost = [f.rel for f, _ in dec.failed if f.rel in by_path]
+    return Changes(refreshed, embed, lost)
+
+
 def update(
     root: str | os.PathLike,
     index_dir: str | os.PathLike | None = None,
@@ -131,7 +261,7 @@ def update(
     """Index ``root`` into ``index_dir`` (create, or update incrementally). See the module docstring.
 
     ``files``: only look at these files (inside ``root``) and remove nothing — ``Index.add``.
-    """
+    Steps: discover → plan → decode → train → embed → assemble → fit → commit."""
     root = Path(root)
     index_dir = Path(index_dir) if index_dir else store.default_index_path()
     log = log or (lambda msg: None)
@@ -144,15 +274,8 @@ def update(
                 files, problems = _check_inside(files, root_abs)
             else:
                 files, problems = images.discover(root)
-        old: Snapshot | None = None
-        if store.exists(index_dir) and not options.rebuild:
-            old = store.read(index_dir, load_faiss=False)
-            old_root = old.meta.get("corpus_root")
-            if old_root and Path(old_root) != root_abs:
-                raise SimsearchError(
-                    f"{index_dir}: index was built from {old_root}, not {root_abs}; "
-                    "use another --index or pass --rebuild to replace it"
-                )
+            found = scan(files, root, root_abs)
+        old = _read_old(index_dir, root_abs, options)
         report = UpdateReport(index=str(index_dir), root=str(root_abs))
         report.skipped = [{"path": relpath(p, root_abs), "reason": r} for p, r in problems]
         for s in report.skipped:
@@ -162,122 +285,120 @@ def update(
                 f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)"
             )
 
-        model, model_info, pre, need_train, reembed_all = _choose_model(index_dir, old, files, options, log)
-        views, tta_changed = _tta_views(old, pre, options, need_train or reembed_all)
-        if tta_changed:
-            log("test-time views changed: re-embedding every image")
-            reembed_all = True
-
-        # ---- diff the folder against the manifest
-        by_path = {e.path: e for e in old.entries} if old is not None else {}
-        rels = relpaths(files, root, root_abs)
-        todo, keep_rows, seen = [], [], set()
-        for p, rel in zip(files, rels):
-            seen.add(rel)
-            e = by_path.get(rel)
-            if e is not None and not reembed_all:
-                try:
-                    st = os.stat(p)
-                except OSError:
-                    st = None
-                if st is not None and st.st_size == e.size and st.st_mtime_ns == e.mtime_ns:
-                    keep_rows.append(rel)
-                    continue
-            todo.append((p, rel))
-        removed = [] if old is None or only else [e for e in old.entries if e.path not in seen]
-        if only:
-            keep_rows += [e.path for e in old.entries if e.path not in seen] if old is not None else []
-
-        # ---- decode what is new or changed
-        with timer("decode"):
-            pixels, good, infos, bad = _decode([p for p, _ in todo], pre, options.workers, progress)
-        for i, reason in bad:
-            rel = todo[i][1]
-            report.skipped.append({"path": rel, "reason": reason})
-            log(f"skipped {rel}: {reason}")
-        # a changed mtime with identical content is not an update: keep the vector, refresh the stat
-        refreshed: dict[str, Entry] = {}
-        new_items: list[tuple[str, dict, int]] = []  # (rel, info, row in pixels)
-        for row, i in enumerate(good):
-            rel, info = todo[i][1], infos[i]
-            e = by_path.get(rel)
-            if e is not None and not reembed_all and e.sha256 == info["sha256"]:
-                refreshed[rel] = replace(e, size=info["size"], mtime_ns=info["mtime_ns"])
-            else:
-                new_items.append((rel, info, row))
-        # a file that was indexed but now fails to decode is dropped (and reported as skipped)
-        failed_rels = {todo[i][1] for i, _ in bad}
-
-        # ---- train
-        if need_train:
-            model, trained = _train(index_dir / "work", pixels, pre, options, progress, timer, report, log)
-            model_info = _save_model(model, trained, index_dir)
-        elif options.model and (old is None or old.meta["model"]["sha256"] != model_info["sha256"]):
-            model_info = _adopt_model(model, model_info, Path(options.model), index_dir)
-
-        # ---- embed (torch is imported only now, and only if there is something to embed)
-        with timer("embed"):
-            rows = np.array([r for _, _, r in new_items], dtype=np.int64)
-            if len(rows):
-                from . import embed as embed_mod
-                from . import model as model_mod
-
-                if model is None:
-                    sha = model_info["sha256"]
-                    model, _ = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
-                bs = options.batch_size and max(options.batch_size, 1)
-                new_vecs = embed_mod.embed(model, pixels[rows], options.device, bs, progress, views)
-            else:
-                new_vecs = np.zeros((0, model_info["config"]["latent_dim"] if model_info else options.dim), np.float32)
-
-        lost = [e for e in (old.entries if old is not None else []) if e.path in failed_rels]
-        report.removed = len(removed) + len(lost)
-        nothing_changed = (
-            old is not None
-            and not need_train
-            and not reembed_all
-            and not new_items
-            and not refreshed
-            and not report.removed
-            and _same_skips(old.skipped, report.skipped, only)
-            and options.index_type in (None, old.meta["faiss"].get("requested"))
+        source = _choose_model(index_dir, old, files, options)
+        todo = plan(
+            found,
+            old,
+            only=only,
+            retrain=source.train,
+            model_sha=source.info.sha256 if source.info is not None and options.model else None,
+            views=images.tta_views_for(source.pre.size) if options.tta is not False else [],
+            tta=options.tta,
         )
-        if nothing_changed:  # an unchanged folder writes nothing
-            report.unchanged, report.total, report.timings = len(old), len(old), timer.t
-            return report
-
-        # ---- assemble the new snapshot
-        snap = _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report)
-        snap.meta = _meta(old, snap, model_info, pre, root_abs, reembed_all, need_train)
-        snap.meta["embedding"]["views"] = views
-        # ---- post-processing: fitted with the model, kept across incremental updates
-        with timer("fit"):
-            if need_train or reembed_all or old is None or "post" not in old.meta:
-                if model is None and len(snap):
-                    from . import model as model_mod
-
-                    sha = model_info["sha256"]
-                    model, _ = model_mod.load(store.model_path(index_dir, sha), expected_sha256=sha)
-                _fit_post(snap, index_dir, options, log, calibration=(root_abs, pre, model, views))
+        if old is not None and todo.reembed and not source.train:
+            if source.info is not None and source.info.sha256 != old.meta.model.sha256:
+                log(f"model {source.info.sha256[:12]} differs from the index's model: re-embedding every image")
             else:
-                snap.post, snap.meta["post"] = old.post, old.meta["post"]
-            snap.meta["search"] = {"dim": snap.post.dim, "diffusion": snap.post.diffusion}
+                log("test-time views changed: re-embedding every image")
+
+        with timer("decode"):
+            dec = decode_step(todo.to_decode, source.pre, options.workers, progress)
+        for f, reason in dec.failed:
+            report.skipped.append({"path": f.rel, "reason": reason})
+            log(f"skipped {f.rel}: {reason}")
+        changes = sort_decoded(dec, old, todo.reembed)
+
+        model, model_info = _model_step(index_dir, old, source, dec.pixels, options, progress, timer, report, log)
+        with timer("embed"):
+            new_vecs, model = _embed_step(
+                index_dir, model, model_info, dec.pixels, changes, todo.views, options, progress
+            )
+
+        report.removed = len(todo.removed) + len(changes.lost)
+        if old is not None and _nothing_changed(old, todo, changes, report, only, options):
+            report.unchanged, report.total, report.timings = len(old), len(old), timer.t
+            return report  # an unchanged folder writes nothing
+
+        rows = assemble(old, todo, changes, new_vecs, report)
+        with timer("fit"):
+            if todo.reembed or old is None:
+                model = model or _load_model(index_dir, model_info)
+                post, post_record = _fit_post(rows, index_dir, options, log, (root_abs, source.pre, model, todo.views))
+            else:
+                post, post_record = old.post, old.meta.post
         with timer("write"):
-            carried = [x for x in old.skipped if x["path"] not in seen] if only and old is not None else []
-            snap.skipped = carried + report.skipped
-            fresh_vectors = need_train or reembed_all
-            _plan_faiss(snap, old if not fresh_vectors else None, options.index_type, new_items)
+            carried = [x for x in old.skipped if x["path"] not in {f.rel for f in found}] if only and old else []
+            faiss_record, faiss_index = _plan_faiss(
+                rows, post, old if not todo.reembed else None, options.index_type, changes.embed
+            )
+            meta = _meta(old, rows, model_info, source.pre, root_abs, todo, post, post_record, faiss_record)
+            snap = Snapshot(meta, rows.ids, rows.vectors, rows.entries, carried + report.skipped, post=post)
+            snap._faiss = faiss_index
             store.write(index_dir, snap)
         (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
-        report.faiss = snap.meta["faiss"]
+        report.faiss = configs.to_dict(snap.meta.faiss)
         report.total = len(snap)
         report.timings = timer.t
         return report
 
 
-def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log, calibration=None) -> None:
+def _read_old(index_dir: Path, root_abs: Path, options: BuildOptions) -> Snapshot | None:
+    """The live generation (None for a first build or ``--rebuild``); it must index ``root_abs``."""
+    if not store.exists(index_dir) or options.rebuild:
+        return None
+    old = store.read(index_dir, load_faiss=False)
+    if Path(old.meta.corpus_root) != root_abs:
+        raise SimsearchError(
+            f"{index_dir}: index was built from {old.meta.corpus_root}, not {root_abs}; "
+            "use another --index or pass --rebuild to replace it"
+        )
+    return old
+
+
+def _nothing_changed(old: Snapshot, todo: Plan, changes: Changes, report: UpdateReport, only: bool, options) -> bool:
+    return (
+        not todo.reembed
+        and not changes.embed
+        and not changes.refreshed
+        and not report.removed
+        and _same_skips(old.skipped, report.skipped, only)
+        and options.index_type in (None, old.meta.faiss.requested)
+    )
+
+
+def _model_step(index_dir: Path, old, source, pixels, options, progress, timer, report, log):
+    """Train a model when the plan says so, or copy in a user-supplied one; → (model or None, record)."""
+    if source.train:
+        model, trained = _train(index_dir / "work", pixels, source.pre, options, progress, timer, report, log)
+        return model, _save_model(model, trained, index_dir)
+    if options.model and (old is None or old.meta.model.sha256 != source.info.sha256):
+        return source.model, _adopt_model(source.model, source.info, Path(options.model), index_dir)
+    return source.model, source.info
+
+
+def _load_model(index_dir: Path, info: ModelRecord):
+    from . import model as model_mod
+
+    return model_mod.load(store.model_path(index_dir, info.sha256), expected_sha256=info.sha256)[0]
+
+
+def _embed_step(index_dir, model, info: ModelRecord, pixels, changes: Changes, views, options, progress):
+    """Codes of the files with new content; → (codes, the model if it is loaded). The model
+    (and torch) is loaded only if there is something to embed."""
+    rows = np.array([r for _, _, r in changes.embed], dtype=np.int64)
+    if not len(rows):
+        return np.zeros((0, info.config["latent_dim"]), np.float32), model
+    from . import embed as embed_mod
+
+    model = model or _load_model(index_dir, info)
+    bs = options.batch_size and max(options.batch_size, 1)
+    return embed_mod.embed(model, pixels[rows], options.device, bs, progress, views), model
+
+
+def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibration=None):
     """Fit the post-processing on the gallery and calibrate its near-copy threshold
-    (``calibration``: (corpus root, preprocess, model, views) to make and embed the copies)."""
+    (``calibration``: (corpus root, preprocess, model, views) to make and embed the copies);
+    → (PostProcess, PostRecord)."""
     from . import postprocess
 
     cfg = options.post or postprocess.PostConfig()
@@ -294,27 +415,21 @@ def _fit_post(snap: Snapshot, index_dir: Path, options: BuildOptions, log, calib
                 f"near-copy placement off: {record['copies']} transformed copies are no closer to their originals"
                 " than images are to their nearest neighbours"
             )
-    data = post.to_bytes()
-    sha = postprocess.digest(data)
-    path = store.post_path(index_dir, sha)
-    if not path.exists():
-        store.atomic_write_bytes(path, data)
-    snap.post = post
-    snap.meta["post"] = {
-        "sha256": sha,
-        "config": cfg.to_dict(),
-        "diffusion": post.diffusion,
-        "whitened": post.whitener is not None,
-        "anchors": 0 if post.anchor_ids is None else int(len(post.anchor_ids)),
-        "copies": record,
-    }
+    return post, PostRecord(
+        sha256="",  # store.write fills it in when it stores the fitted post-processing
+        config=cfg.to_dict(),
+        diffusion=post.diffusion,
+        whitened=post.whitener is not None,
+        anchors=0 if post.anchor_ids is None else int(len(post.anchor_ids)),
+        copies=record,
+    )
 
 
 COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
 
 
 def _copy_codes(
-    snap: Snapshot,
+    snap: Rows,
     root: Path,
     pre: images.Preprocess,
     model,
@@ -338,20 +453,21 @@ def _copy_codes(
     return rows[kept], embed_mod.embed(model, pixels, options.device, views=views)
 
 
-def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new_items) -> None:
+def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, new_items):
     """Choose the FAISS index for ``snap``; for IVF types with the same layout as ``old``,
-    update the old index in place (remove + add, no retraining) instead of rebuilding it."""
+    update the old index in place (remove + add, no retraining) instead of rebuilding it
+    (→ (record, that index)); otherwise → (record, None) and ``store.write`` builds it."""
     from . import ann
 
     if requested is None:
-        requested = (old.meta["faiss"].get("requested") if old is not None else None) or "auto"
+        requested = old.meta.faiss.requested if old is not None else "auto"
     try:
-        spec = ann.choose(requested, len(snap), snap.post.dim)
+        spec = ann.choose(requested, len(snap), post.dim)
     except ValueError as e:
         raise SimsearchError(str(e)) from None
     spec.update(metric="inner_product", requested=requested)
-    prev = old.meta["faiss"] if old is not None else {}
-    if old is not None and spec["type"] in ("ivf", "ivfpq") and prev.get("factory") == spec["factory"]:
+    prev = old.meta.faiss if old is not None else None
+    if prev is not None and spec["type"] in ("ivf", "ivfpq") and prev.factory == spec["factory"]:
         import faiss
 
         index = faiss.read_index(str(old.gen_dir / "index.faiss"))  # writable copy, not the mmap
@@ -363,16 +479,12 @@ def _plan_faiss(snap: Snapshot, old: Snapshot | None, requested: str | None, new
         if stale:
             index.remove_ids(np.array(sorted(stale), dtype=np.int64))
         if fresh:
-            rows = snap.rows_of(np.array(sorted(fresh), dtype=np.int64))
-            index.add_with_ids(snap.search_vectors(rows), snap.ids[rows])
-        ann.apply_params(index, prev.get("params", {}))
-        spec.update(
-            params=prev.get("params", {}),
-            recall_at_10=prev.get("recall_at_10"),
-            recall_sample=prev.get("recall_sample"),
-        )
-        snap._faiss = index
-    snap.meta["faiss"] = spec
+            rows = np.searchsorted(snap.ids, np.array(sorted(fresh), dtype=np.int64))
+            index.add_with_ids(post.search_vectors(snap.vectors[rows], snap.ids[rows]), snap.ids[rows])
+        ann.apply_params(index, prev.params)
+        spec.update(params=prev.params, recall_at_10=prev.recall_at_10, recall_sample=prev.recall_sample)
+        return configs.from_dict(FaissRecord, spec), index
+    return configs.from_dict(FaissRecord, spec), None
 
 
 def _same_skips(old: list[dict], new: list[dict], only: bool) -> bool:
@@ -413,58 +525,43 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
         return n
 
 
-def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOptions, log):
-    """→ (model or None, model_info or None, preprocess, need_train, reembed_all)."""
+@dataclass
+class Source:
+    """Where the model comes from: the index's own, a user-supplied file, or one to train."""
+
+    pre: images.Preprocess  # the model input the images are decoded to
+    train: bool  # train a new one on the decoded images
+    info: ModelRecord | None = None  # None when training
+    model: Any = None  # the loaded model, when it already had to be loaded (--model)
+
+
+def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOptions) -> Source:
     if options.model:
         from . import model as model_mod
 
         model, info = model_mod.load(options.model)
         pre = images.Preprocess(model.config.image_size, model.config.channels)
-        reembed = old is not None and old.meta["model"]["sha256"] != info["sha256"]
-        if reembed:
-            log(f"model {info['sha256'][:12]} differs from the index's model: re-embedding every image")
-        return (
-            model,
-            _model_info(model, info["sha256"], info["extra"], Path(options.model)),
-            pre,
-            False,
-            reembed or old is None,
-        )
+        return Source(pre, False, _model_info(model, info["sha256"], info["extra"], Path(options.model)), model)
     if old is not None and not options.retrain:
         # the index's own model: loaded (torch and all) only if something needs embedding
-        sha = old.meta["model"]["sha256"]
-        if not store.model_path(index_dir, sha).exists():
-            raise SimsearchError(
-                f"{store.model_path(index_dir, sha)}: the index's model is missing; rebuild with --retrain"
-            )
-        pre = images.Preprocess.from_dict(old.meta["preprocess"])
-        return None, old.meta["model"], pre, False, False
+        path = store.model_path(index_dir, old.meta.model.sha256)
+        if not path.exists():
+            raise SimsearchError(f"{path}: the index's model is missing; rebuild with --retrain")
+        return Source(images.Preprocess.from_dict(old.meta.preprocess), False, old.meta.model)
     if not files:
         raise SimsearchError("no images to train a model on")
     probed = images.probe(files)
     pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
-    return None, None, pre, True, True
+    return Source(pre, True)
 
 
-def _tta_views(old: Snapshot | None, pre, options: BuildOptions, fresh: bool) -> tuple[list, bool]:
-    """→ (test-time views for this build, whether they differ from the index's).
-
-    A new or fully re-embedded index follows ``options.tta`` (default on); an existing index
-    keeps its setting (indexes from before test-time views have none) unless told otherwise."""
-    wanted = images.tta_views_for(pre.size) if options.tta is not False else []
-    if old is None or fresh:
-        return wanted, False
-    have = list(old.meta.get("embedding", {}).get("views", []))
-    if options.tta is None or bool(wanted) == bool(have):
-        return have, False
-    return wanted, True
-
-
-def _model_info(model, sha256: str, extra: dict, source: Path | None = None) -> dict:
-    info = {"sha256": sha256, "config": model.config.to_dict(), "train": extra.get("train")}
-    if source is not None:
-        info["source"] = str(source)
-    return info
+def _model_info(model, sha256: str, extra: dict, source: Path | None = None) -> ModelRecord:
+    return ModelRecord(
+        sha256=sha256,
+        config=model.config.to_dict(),
+        train=extra.get("train"),
+        source=str(source) if source is not None else None,
+    )
 
 
 def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, report, log):
@@ -525,23 +622,23 @@ def _save_model(model, trained: dict, index_dir: Path) -> dict:
     return _export_numpy(model, _model_info(model, sha, {"train": trained}), index_dir)
 
 
-def _adopt_model(model, info: dict, source: Path, index_dir: Path) -> dict:
+def _adopt_model(model, info: ModelRecord, source: Path, index_dir: Path) -> ModelRecord:
     """Copy a user-supplied model file (``--model``) into the index, so the index is self-contained."""
-    final = store.model_path(index_dir, info["sha256"])
+    final = store.model_path(index_dir, info.sha256)
     if not final.exists():
         store.atomic_write_bytes(final, source.read_bytes())
     return _export_numpy(model, info, index_dir)
 
 
-def _export_numpy(model, info: dict, index_dir: Path) -> dict:
+def _export_numpy(model, info: ModelRecord, index_dir: Path) -> ModelRecord:
     """The encoder with BatchNorm folded, for torch-free cold queries (``numpy_encoder``)."""
     from .numpy_encoder import export
 
     data = export(model)
-    store.atomic_write_bytes(store.model_path(index_dir, info["sha256"]).with_suffix(".npz"), data)
+    store.atomic_write_bytes(store.model_path(index_dir, info.sha256).with_suffix(".npz"), data)
     import hashlib
 
-    return {**info, "numpy_sha256": hashlib.sha256(data).hexdigest()}
+    return replace(info, numpy_sha256=hashlib.sha256(data).hexdigest())
 
 
 def train_model(
@@ -586,59 +683,63 @@ def train_model(
     }
 
 
-def _assemble(old, reembed_all, keep_rows, refreshed, new_items, new_vecs, failed_rels, removed, report) -> Snapshot:
+@dataclass
+class Rows:
+    """The new generation's rows, in id order (``assemble``)."""
+
+    ids: np.ndarray  # (N,) int64, ascending
+    vectors: np.ndarray  # (N, D) float32 raw codes
+    entries: list[Entry]
+    next_id: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def assemble(old: Snapshot | None, todo: Plan, changes: Changes, new_vecs: np.ndarray, report: UpdateReport) -> Rows:
+    """The new generation's rows: kept and refreshed entries with their vectors, then the new
+    content with its codes, in id order. A path that was indexed keeps its id (even with new
+    content); a new path gets the next id; ids of removed files are never reused."""
     dim = new_vecs.shape[1] if len(new_vecs) or old is None else old.vectors.shape[1]
     entries: list[Entry] = []
     vec_parts: list[np.ndarray] = []
-    next_id = int(old.meta.get("next_id", int(old.ids.max()) + 1 if len(old.ids) else 0)) if old is not None else 0
+    next_id = old.meta.next_id if old is not None else 0
     old_rows = old.row_of_path() if old is not None else {}
-    if old is not None and not reembed_all:
-        keep = set(keep_rows) | set(refreshed)
-        rows = [old_rows[p] for p in sorted(keep, key=old_rows.get)]
-        for r in rows:
-            e = old.entries[r]
-            entries.append(refreshed.get(e.path, e))
+    if old is not None and not todo.reembed:
+        keep = set(todo.unchanged) | set(changes.refreshed)
+        rows = sorted(old_rows[p] for p in keep)
+        entries += [changes.refreshed.get(old.entries[r].path, old.entries[r]) for r in rows]
         if rows:
             vec_parts.append(np.asarray(old.vectors[rows], dtype=np.float32))
         report.unchanged = len(rows)
-    for rel, info, _row in new_items:
+    for rel, info, _row in changes.embed:
         prev = old_rows.get(rel)
         if prev is not None:  # same path, new content: keep its id
             report.updated += 1
-            eid = old.entries[prev].id
+            eid = int(old.entries[prev].id)
         else:
             report.added += 1
-            eid = next_id
-            next_id += 1
+            eid, next_id = next_id, next_id + 1
         entries.append(Entry(eid, rel, info["size"], info["mtime_ns"], info["sha256"]))
     if len(new_vecs):
         vec_parts.append(new_vecs.astype(np.float32))
     vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
     ids = np.array([e.id for e in entries], dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    snap = Snapshot(
-        meta={"next_id": next_id}, ids=ids[order], vectors=vectors[order], entries=[entries[i] for i in order]
-    )
-    snap.meta["next_id"] = next_id
-    return snap
+    return Rows(ids[order], vectors[order], [entries[i] for i in order], next_id)
 
 
-def _meta(old, snap, model_info, pre, root_abs: Path, reembed_all: bool, trained: bool) -> dict:
-    meta = dict(old.meta) if old is not None and not trained else {}
-    if old is not None:
-        meta.setdefault("created", old.meta.get("created"))
-    meta.update(
-        {
-            "format_version": store.FORMAT_VERSION,
-            "simsearch_version": __version__,
-            "corpus_root": str(root_abs),
-            "metric": "cosine",
-            "preprocess": pre.to_dict(),
-            "model": model_info,
-            "next_id": snap.meta["next_id"],
-        }
+def _meta(old, rows: Rows, model: ModelRecord, pre, root_abs: Path, todo: Plan, post, post_record, faiss):
+    return IndexMeta(
+        corpus_root=str(root_abs),
+        preprocess=pre.to_dict(),
+        model=model,
+        embedding=EmbeddingRecord(dim=int(rows.vectors.shape[1]), views=todo.views),
+        post=post_record,
+        search=SearchRecord(dim=post.dim, diffusion=post.diffusion),
+        faiss=faiss,
+        next_id=rows.next_id,
+        simsearch_version=__version__,
+        created=old.meta.created if old is not None else "",
+        migrations=old.meta.migrations if old is not None else [],
     )
-    emb = dict(meta.get("embedding", {})) if not (trained or reembed_all) else {}
-    emb.update({"dim": int(snap.vectors.shape[1])})
-    meta["embedding"] = emb
-    return {k: v for k, v in meta.items() if v is not None}

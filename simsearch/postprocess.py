@@ -34,7 +34,6 @@ anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, fields
@@ -204,7 +203,7 @@ class PostProcess:
 
     @classmethod
     def centring_only(cls, mean: np.ndarray) -> PostProcess:
-        """Format-1 indexes before post-processing was configurable: mean-centring alone."""
+        """Mean-centring alone (no whitening, no diffusion)."""
         return cls(PostConfig(whiten=0.0, diffusion=False), mean)
 
 
@@ -360,7 +359,3 @@ def _spectral(base: np.ndarray, cfg: PostConfig) -> tuple[np.ndarray, np.ndarray
     lam = np.clip(lam, -1.0, 1.0)
     h = 1.0 / (1.0 - cfg.alpha * lam)
     return U.astype(np.float32), h.astype(np.float32)
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -26,6 +26,7 @@ No torch here; faiss is imported only when an index is built or read.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -37,12 +38,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import migrations
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
+from .meta import FORMAT_VERSION, Counts, FaissRecord, IndexMeta
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from .postprocess import PostProcess
+
 DEFAULT_INDEX = Path("indexes") / "default"
 GEN_PREFIX = "gen-"
 
@@ -189,14 +195,14 @@ class Entry:
 class Snapshot:
     """One complete version of an index, in memory."""
 
-    meta: dict
+    meta: IndexMeta
     ids: np.ndarray  # (N,) int64, ascending
     vectors: np.ndarray  # (N, D) float32 raw embeddings
     entries: list[Entry]  # aligned with ids
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
-    post: object = None  # the fitted postprocess.PostProcess (raw codes → search vectors)
+    post: PostProcess | None = None  # the fitted post-processing (raw codes → search vectors)
     _rows_by_path: dict | None = None
     _rows_by_sha: dict | None = None
 
@@ -212,11 +218,11 @@ class Snapshot:
 
     @property
     def dim(self) -> int:
-        return int(self.meta["embedding"]["dim"])
+        return int(self.meta.embedding.dim)
 
     @property
     def search_dim(self) -> int:
-        return int(self.meta.get("search", {}).get("dim", self.dim))
+        return int(self.meta.search.dim)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of ``ids`` (which must be present)."""
@@ -242,6 +248,7 @@ class Snapshot:
 
     def search_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Search vectors (what FAISS holds) of all images, or of these rows."""
+        assert self.post is not None, "snapshot without post-processing"
         if rows is None:
             return self.post.search_vectors(self.vectors, self.ids)
         return self.post.search_vectors(np.asarray(self.vectors[rows]), self.ids[rows])
@@ -252,11 +259,12 @@ class Snapshot:
         if self._faiss is None:
             from . import ann
 
-            spec = self.meta["faiss"]
+            spec = dataclasses.asdict(self.meta.faiss)
             vecs = self.search_vectors()
             self._faiss = ann.build(vecs, self.ids, spec)
-            if "recall_at_10" not in spec:
-                self.meta["faiss"] = ann.tune(self._faiss, vecs, self.ids, spec)
+            if self.meta.faiss.recall_at_10 is None:
+                tuned = ann.tune(self._faiss, vecs, self.ids, spec)
+                self.meta = self.meta.with_(faiss=FaissRecord(**tuned))
         return self._faiss
 
 
@@ -281,29 +289,7 @@ def exists(index_dir: Path) -> bool:
     return (Path(index_dir) / "CURRENT").exists()
 
 
-MIGRATIONS: dict[int, callable] = {}  # format version → function(meta) -> meta of version + 1
-
-
-def _check_format(meta: dict, where: Path) -> dict:
-    version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise IndexFormatError(f"{where}: not a simsearch index (no format_version)")
-    if version > FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{where}: index format {version} is newer than this simsearch supports ({FORMAT_VERSION}); "
-            "upgrade simsearch"
-        )
-    while version < FORMAT_VERSION:
-        if version not in MIGRATIONS:
-            raise IndexFormatError(
-                f"{where}: index format {version} is too old to migrate; rebuild with `simsearch index --rebuild`"
-            )
-        meta = MIGRATIONS[version](meta)
-        version = meta["format_version"]
-    return meta
-
-
-def read_meta(index_dir: Path, gen: Path | None = None) -> dict:
+def read_meta(index_dir: Path, gen: Path | None = None) -> IndexMeta:
     """meta.json of generation ``gen`` (default: the live one), migrated to the current format."""
     gen = gen or current_generation(index_dir)
     if gen is None:
@@ -317,7 +303,15 @@ def read_meta(index_dir: Path, gen: Path | None = None) -> dict:
         raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
     except (OSError, ValueError) as e:
         raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
-    return _check_format(meta, path)
+    if not isinstance(meta, dict):
+        raise IndexFormatError(f"{path}: not a simsearch index (not a JSON object)")
+    meta = migrations.migrate(meta, gen)
+    try:
+        return IndexMeta.from_json(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise IndexFormatError(
+            f"{path}: corrupt (bad or missing {e}); rebuild with `simsearch index --rebuild`"
+        ) from None
 
 
 def read(index_dir: str | os.PathLike, load_faiss: bool = True, _retries: int = 3) -> Snapshot:
@@ -364,18 +358,18 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
         raise corrupt("vectors.npy", e) from None
     if ids.ndim != 1 or ids.dtype != np.int64:
         raise corrupt("ids.npy", f"expected int64 (N,), got {ids.dtype} {ids.shape}")
-    dim = int(meta["embedding"]["dim"])
+    dim = int(meta.embedding.dim)
     if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype != np.float32:
         raise corrupt("vectors.npy", f"expected float32 (N, {dim}), got {vectors.dtype} {vectors.shape}")
-    if len(ids) != meta["counts"]["vectors"] or len(vectors) != len(ids):
-        raise corrupt("vectors.npy", f"{len(vectors)} vectors / {len(ids)} ids, meta says {meta['counts']['vectors']}")
+    if len(ids) != meta.counts.vectors or len(vectors) != len(ids):
+        raise corrupt("vectors.npy", f"{len(vectors)} vectors / {len(ids)} ids, meta says {meta.counts.vectors}")
     entries, skipped = _read_manifest(need("manifest.sqlite"))
     if len(entries) != len(ids) or any(e.id != i for e, i in zip(entries, ids.tolist())):
         raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
     snap = Snapshot(meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen)
     snap.post = read_post(index_dir, meta)
     if load_faiss:
-        snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta["faiss"].get("params"))
+        snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta.faiss.params)
     return snap
 
 
@@ -383,21 +377,36 @@ def post_path(index_dir: Path, sha256: str) -> Path:
     return Path(index_dir) / "models" / f"{sha256}.post.npz"
 
 
-def read_post(index_dir: Path, meta: dict):
+def write_post(index_dir: Path, post: PostProcess | None, known: str = "") -> str:
+    """Store the fitted post-processing content-addressed under ``models/``; → its sha256.
+    ``known``: the hash it was read under (an update that kept it): that file is reused."""
+    if known and post_path(index_dir, known).exists():
+        return known
+    assert post is not None, "snapshot without post-processing"
+    import hashlib
+
+    data = post.to_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    path = post_path(index_dir, sha)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    return sha
+
+
+def read_post(index_dir: Path, meta: IndexMeta) -> PostProcess:
     """The fitted post-processing named by meta.json (hash-checked)."""
     from .postprocess import PostProcess
 
-    info = meta.get("post")
-    if info is None:  # written before post-processing was recorded: centring only
-        return PostProcess.centring_only(np.asarray(meta["embedding"]["mean"], np.float32))
-    path = post_path(index_dir, info["sha256"])
+    sha = meta.post.sha256
+    path = post_path(index_dir, sha)
     try:
         data = path.read_bytes()
     except OSError:
         raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
     import hashlib
 
-    if hashlib.sha256(data).hexdigest() != info["sha256"]:
+    if hashlib.sha256(data).hexdigest() != sha:
         raise IndexFormatError(f"{path}: corrupt (hash mismatch); rebuild with `simsearch index --rebuild`")
     import io
 
@@ -490,16 +499,17 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         _write_manifest(tmp / "manifest.sqlite", snap.entries, snap.skipped)
         faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))  # (builds + tunes it if needed)
         crash_point("write-index")
-        meta = dict(snap.meta)
-        meta["format_version"] = FORMAT_VERSION
-        meta["counts"] = {"vectors": len(snap.ids), "skipped": len(snap.skipped)}
-        meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        meta.setdefault("created", meta["updated"])
         names = ["ids.npy", "vectors.npy", "manifest.sqlite", "index.faiss"]
-        meta["files"] = {
-            name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in names
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta = snap.meta.with_(
+            post=dataclasses.replace(snap.meta.post, sha256=write_post(index_dir, snap.post, snap.meta.post.sha256)),
+            format_version=FORMAT_VERSION,
+            counts=Counts(vectors=len(snap.ids), skipped=len(snap.skipped)),
+            updated=now,
+            created=snap.meta.created or now,
+            files={name: {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in names},
+        )
+        (tmp / "meta.json").write_text(json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n")
         for name in names + ["meta.json"]:
             _fsync_file(tmp / name)
         fsync_dir(tmp)

@@ -43,7 +43,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     summary["generation"] = gen.name
 
     # 1. checksums recorded at write time
-    for name, rec in (meta.get("files") or {}).items():
+    for name, rec in meta.files.items():
         p = gen / name
         if not p.exists():
             problems.append(Problem(str(p), "missing"))
@@ -66,7 +66,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     summary["images"] = n
     if len(np.unique(snap.ids)) != n or (n and not np.all(np.diff(snap.ids) > 0)):
         problems.append(Problem(str(gen / "ids.npy"), "ids are not unique and ascending"))
-    if n and int(snap.ids.max()) >= int(meta.get("next_id", 0)):
+    if n and int(snap.ids.max()) >= meta.next_id:
         problems.append(Problem(str(gen / "meta.json"), "next_id is not above every id (ids could be reused)"))
     if not np.isfinite(snap.vectors).all():
         problems.append(Problem(str(gen / "vectors.npy"), "contains NaN or infinite values"))
@@ -89,16 +89,14 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         problems.append(Problem(str(gen / "manifest.sqlite"), "the same path appears twice"))
 
     # 3. model
-    sha = meta["model"]["sha256"]
+    sha = meta.model.sha256
     mp = store.model_path(index_dir, sha)
     if not mp.exists():
         problems.append(Problem(str(mp), "model file missing: queries by image cannot be encoded"))
     elif store.file_sha256(mp) != sha:
         problems.append(Problem(str(mp), "model file does not match its hash (corrupted)"))
     npz = mp.with_suffix(".npz")
-    if meta["model"].get("numpy_sha256") and (
-        not npz.exists() or store.file_sha256(npz) != meta["model"]["numpy_sha256"]
-    ):
+    if meta.model.numpy_sha256 and (not npz.exists() or store.file_sha256(npz) != meta.model.numpy_sha256):
         problems.append(
             Problem(
                 str(npz),
@@ -111,7 +109,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
 
     # 4. the corpus itself
     if check_files:
-        root = Path(meta.get("corpus_root", ""))
+        root = Path(meta.corpus_root)
         missing = changed = 0
         for e in snap.entries:
             try:

@@ -95,7 +95,7 @@ def test_update_after_changes_and_reopen(index, corpus, tmp_path):
     r = index.update()
     assert (r.added, r.removed, r.unchanged) == (0, 1, 59)
     again = simsearch.Index.open(tmp_path / "idx")
-    assert len(again) == 59 and again.meta["model"]["sha256"] == index.meta["model"]["sha256"]
+    assert len(again) == 59 and again.meta.model.sha256 == index.meta.model.sha256
 
 
 def test_bad_queries(index, tmp_path):
@@ -129,14 +129,14 @@ def test_ivf_index_updates_in_place(tmp_path, fast_options):
     root = tmp_path / "imgs"
     write_corpus(root, per_class=30)
     idx = simsearch.Index.build(root, tmp_path / "idx", options=replace(fast_options, index_type="ivf"))
-    assert idx.meta["faiss"]["type"] == "ivf" and idx.meta["faiss"]["recall_at_10"] >= 0.95
+    assert idx.meta.faiss.type == "ivf" and idx.meta.faiss.recall_at_10 >= 0.95
     rng = np.random.default_rng(4)
     make_image("disc", rng).save(root / "disc" / "late.png")
     (root / "square" / "square_000.png").unlink()
     make_image("stripes", rng).save(root / "disc" / "disc_001.png")  # changed content
     r = idx.update()
     assert (r.added, r.removed, r.updated) == (1, 1, 1)
-    assert idx.meta["faiss"]["type"] == "ivf"
+    assert idx.meta.faiss.type == "ivf"
     # the in-place-updated IVF index holds exactly the manifest's ids, with the new vectors
     from simsearch.ann import index_ids
 
@@ -181,7 +181,7 @@ def test_index_with_user_model_is_self_contained(corpus, tmp_path, fast_options)
     from dataclasses import replace
 
     first = simsearch.Index.build(corpus, tmp_path / "a", options=fast_options)
-    sha = first.meta["model"]["sha256"]
+    sha = first.meta.model.sha256
     model_file = tmp_path / "a" / "models" / f"{sha}.pt"
     copy = tmp_path / "m.pt"
     copy.write_bytes(model_file.read_bytes())

@@ -114,7 +114,7 @@ def test_eval_copies_reports_recall_and_the_thumbnail_baseline(clipart):
 
 def test_index_records_the_near_copy_calibration(clipart):
     index, _, _ = clipart
-    cal = index.meta["post"]["copies"]
+    cal = index.meta.post.copies
     assert cal["copies"] == 80  # every image of a small gallery is copied once
     assert cal["placement"] and cal["threshold"] is not None and -1 <= cal["threshold"] <= 1
     assert cal["copy_cosine_q05_25_50_75_95"][2] > cal["neighbour_cosine_q05_25_50_75_95"][2]

@@ -117,7 +117,7 @@ def test_index_with_diffusion_end_to_end(tmp_path, fast_options):
     new = root / "disc" / "later.png"
     make_image("disc", np.random.default_rng(9)).save(new)
     r = again.update()
-    assert r.added == 1 and again.meta["post"] == idx.meta["post"]  # the fitted graph is kept
+    assert r.added == 1 and again.meta.post == idx.meta.post  # the fitted graph is kept
     assert len(again.query(new, k=3)) == 3
     from click.testing import CliRunner
 

@@ -11,6 +11,7 @@ import pytest
 
 from simsearch import store
 from simsearch.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
+from simsearch.meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
 from simsearch.store import Entry, Snapshot
 
 
@@ -19,20 +20,26 @@ def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
     vecs = rng.normal(size=(n, d)).astype(np.float32)
     ids = np.arange(n, dtype=np.int64) * 3 + 5  # stable ids need not be contiguous
     entries = [Entry(int(i), f"dir/img_{i}.png", 100 + int(i), 10**9 * int(i), f"{int(i):064x}") for i in ids]
-    meta = {
-        "embedding": {"dim": d, "mean": vecs.mean(0).tolist()},
-        "faiss": {"type": "flat", "factory": "IDMap2,Flat", "metric": "inner_product"},
-        "model": {"sha256": "0" * 64},
-        "preprocess": {"size": 28, "channels": 1, "fit": "center-crop"},
-        "metric": "cosine",
-    }
+    meta = IndexMeta(
+        corpus_root="/nowhere",
+        preprocess={"size": 28, "channels": 1, "fit": "center-crop"},
+        model=ModelRecord(sha256="0" * 64, config={}),
+        embedding=EmbeddingRecord(dim=d),
+        post=PostRecord(sha256="", config={}),
+        search=SearchRecord(dim=d),
+        faiss=FaissRecord(factory="IDMap2,Flat", type="flat"),
+        next_id=int(ids.max()) + 1,
+    )
     from simsearch.postprocess import PostProcess
 
-    snap = Snapshot(
-        meta=meta, ids=ids, vectors=vecs, entries=entries, skipped=[{"path": "bad.png", "reason": "empty file"}]
+    return Snapshot(
+        meta=meta,
+        ids=ids,
+        vectors=vecs,
+        entries=entries,
+        skipped=[{"path": "bad.png", "reason": "empty file"}],
+        post=PostProcess.centring_only(vecs.mean(0)),
     )
-    snap.post = PostProcess.centring_only(vecs.mean(0))
-    return snap
 
 
 def test_round_trip(tmp_path):
@@ -43,8 +50,9 @@ def test_round_trip(tmp_path):
     assert np.array_equal(back.vectors, snap.vectors)
     assert back.entries == snap.entries
     assert back.skipped == snap.skipped
-    assert back.meta["format_version"] == store.FORMAT_VERSION
-    assert back.meta["counts"] == {"vectors": 200, "skipped": 1}
+    assert back.meta.format_version == store.FORMAT_VERSION
+    assert (back.meta.counts.vectors, back.meta.counts.skipped) == (200, 1)
+    assert back.meta.post.sha256 and store.post_path(tmp_path, back.meta.post.sha256).exists()
     assert back.faiss_index.ntotal == 200
 
 
@@ -156,13 +164,15 @@ def test_second_writer_is_refused_or_waits(tmp_path):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
 def test_index_types_build_tune_and_round_trip(tmp_path, kind):
     snap = make_snapshot(n=3000, d=16, seed=3)
-    snap.meta["faiss"] = dict(__import__("simsearch.ann", fromlist=["choose"]).choose(kind, 3000, 16))
+    from simsearch.ann import choose
+
+    snap.meta = snap.meta.with_(faiss=FaissRecord(**choose(kind, 3000, 16)))
     store.write(tmp_path, snap)
     back = store.read(tmp_path)
-    spec = back.meta["faiss"]
-    assert spec["type"] == kind and 0 <= spec["recall_at_10"] <= 1
+    spec = back.meta.faiss
+    assert spec.type == kind and 0 <= spec.recall_at_10 <= 1
     if kind in ("flat", "ivf", "hnsw"):
-        assert spec["recall_at_10"] >= 0.95  # tuned until it reaches the target
+        assert spec.recall_at_10 >= 0.95  # tuned until it reaches the target
     q = back.search_vectors()[:50]
     _, got = back.faiss_index.search(q, 10)
     exact = back.ids[np.argsort(-(q @ back.search_vectors().T), axis=1, kind="stable")[:, :10]]

@@ -13,7 +13,6 @@ from synth import make_image
 import simsearch
 from simsearch import store
 from simsearch.cli import cli
-from simsearch.errors import IndexFormatError
 
 
 @pytest.fixture
@@ -47,29 +46,9 @@ def test_verify_finds_missing_model_and_drifted_files(index, corpus):
     res = verify(index.path)
     d = json.loads(res.stdout)
     assert res.exit_code == 0 and d["files_missing"] == 1  # a warning, not damage
-    store.model_path(index.path, index.meta["model"]["sha256"]).unlink()
+    store.model_path(index.path, index.meta.model.sha256).unlink()
     res = verify(index.path)
     assert res.exit_code == 1 and "model file missing" in res.stdout
-
-
-def test_older_format_is_migrated_on_open(index, monkeypatch):
-    gen = store.current_generation(index.path)
-    meta = json.loads((gen / "meta.json").read_text())
-    meta["format_version"] = 0
-    meta["metric_name"] = meta.pop("metric")  # pretend format 0 called it that
-    (gen / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(IndexFormatError, match="too old to migrate"):
-        store.read(index.path)
-
-    def v0_to_v1(m):
-        m = dict(m)
-        m["metric"] = m.pop("metric_name")
-        m["format_version"] = 1
-        return m
-
-    monkeypatch.setitem(store.MIGRATIONS, 0, v0_to_v1)
-    snap = store.read(index.path)
-    assert snap.meta["format_version"] == 1 and snap.meta["metric"] == "cosine"
 
 
 def test_readers_during_writes_see_complete_versions(index, corpus):
