@@ -15,6 +15,7 @@ Data flow, one module per stage::
     verify.py   integrity checks
     render.py   table / JSON / contact sheet
     cli.py      the ``simsearch`` command;  api.py  the ``simsearch.Index`` library
+    crashpoints.py  the SIGKILL hook of the crash-safety tests
 
 Heavy dependencies (torch, faiss) load on first use, so ``import simsearch``
 and ``simsearch --help`` stay fast.

@@ -12,8 +12,8 @@ import torch
 
 from . import device as dev
 from . import images
+from .crashpoints import crash_point
 from .model import AutoEncoder
-from .store import crash_point
 
 
 def default_batch_size(device: torch.device) -> int:

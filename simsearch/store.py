@@ -40,31 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .crashpoints import crash_point
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
 
 FORMAT_VERSION = 1
 DEFAULT_INDEX = Path("indexes") / "default"
 GEN_PREFIX = "gen-"
-
-
-def crash_point(name: str) -> None:
-    """Crash-test hook: ``SIMSEARCH_CRASH_AT=name[:n]`` SIGKILLs this process the n-th time
-    (default 1st) execution reaches ``name``. The kill tests use it to stop a run at exact
-    points (training, embedding, index write, manifest write); it costs one dict lookup otherwise."""
-    spec = os.environ.get("SIMSEARCH_CRASH_AT")
-    if not spec:
-        return
-    target, _, nth = spec.partition(":")
-    if target != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_crash_counts: dict[str, int] = {}
 
 
 def manifest_path(path: str | os.PathLike, root: Path) -> str | None:
