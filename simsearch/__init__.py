@@ -6,6 +6,7 @@ Data flow, one module per stage::
     model.py    the convolutional autoencoder
     train.py    label-free training on the corpus
     embed.py    pixels → embeddings
+    views.py    test-time views: each embedding is the mean code over shifted copies
     postprocess.py  centring, whitening, diffusion coordinates → search vectors
     ann.py      FAISS index types, tuned to a recall target
     store.py    FAISS index + manifest + model on disk, atomic

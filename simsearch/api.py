@@ -19,6 +19,7 @@ from . import images, indexer, store
 from .errors import ModelMismatchError, SimsearchError
 from .indexer import BuildOptions, UpdateReport
 from .query import Hit
+from .views import mean_over_views, shifted_views
 
 _blas = None
 
@@ -212,11 +213,11 @@ class Index:
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
             enc = self._numpy_encoder()
             if enc is not None:
-                x = images.shifted_views(pixels, views)
+                x = shifted_views(pixels, views)
                 if len(x) > 16:
-                    return images.mean_over_views(enc(x), len(pixels))
+                    return mean_over_views(enc(x), len(pixels))
                 with _single_thread_blas():  # a few images: thread start-up costs more than it saves
-                    return images.mean_over_views(enc(x), len(pixels))
+                    return mean_over_views(enc(x), len(pixels))
         from .embed import embed
 
         return embed(self.model, pixels, self.device, views=views)

@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__, images, store
 from .errors import SimsearchError
 from .store import Entry, Snapshot
+from .views import tta_views_for
 
 Progress = Callable[..., None]
 
@@ -451,7 +452,7 @@ def _tta_views(old: Snapshot | None, pre, options: BuildOptions, fresh: bool) ->
 
     A new or fully re-embedded index follows ``options.tta`` (default on); an existing index
     keeps its setting (indexes from before test-time views have none) unless told otherwise."""
-    wanted = images.tta_views_for(pre.size) if options.tta is not False else []
+    wanted = tta_views_for(pre.size) if options.tta is not False else []
     if old is None or fresh:
         return wanted, False
     have = list(old.meta.get("embedding", {}).get("views", []))
