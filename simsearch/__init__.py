@@ -2,7 +2,11 @@
 
 Data flow, one module per stage::
 
-    images.py   files → decoded, preprocessed pixels
+    formats.py  which image formats this installation reads (Pillow, pillow-heif, AVIF)
+    discover.py folder → image files
+    decode.py   file or bytes → decoded image, safely (EXIF, pixel limit, one-line errors)
+    preprocess.py  decoded image → model input pixels; the Preprocess settings, probe()
+    pool.py     many files decoded in crash-isolated worker processes
     model.py    the convolutional autoencoder
     train.py    label-free training on the corpus
     embed.py    pixels → embeddings

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from . import images, indexer, store
+from . import indexer, store
 from .errors import ModelMismatchError, SimsearchError
 from .indexer import BuildOptions, UpdateReport
+from .preprocess import Preprocess
 from .query import Hit
 from .views import mean_over_views, shifted_views
 
@@ -124,8 +125,8 @@ class Index:
         return Path(self._snap.meta["corpus_root"])
 
     @property
-    def preprocess(self) -> images.Preprocess:
-        return images.Preprocess.from_dict(self._snap.meta["preprocess"])
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self._snap.meta["preprocess"])
 
     @property
     def meta(self) -> dict:
@@ -185,7 +186,7 @@ class Index:
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Search vectors (N, D) for new images already preprocessed to the model input
-        (uint8 (N, C, S, S), e.g. from ``images.decode_files`` with ``index.preprocess``): exactly
+        (uint8 (N, C, S, S), e.g. from ``pool.decode_files`` with ``index.preprocess``): exactly
         what a query by those images searches with (test-time views, post-processing, copy placement)."""
         from . import query as q
 

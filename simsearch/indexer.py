@@ -17,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, images, store
+from . import __version__, store
+from .discover import discover
 from .errors import SimsearchError
+from .formats import IMAGE_EXTENSIONS
+from .pool import decode_files
+from .preprocess import Preprocess, preprocess, probe
 from .store import Entry, Snapshot
 from .views import tta_views_for
 
@@ -33,7 +37,7 @@ class BuildOptions:
     dim: int = 128
     size: int | None = None  # model input side; None = probe the corpus
     channels: int | None = None  # 1 or 3; None = probe the corpus
-    fit: str | None = None  # how a non-square image becomes square (images.FITS); None = the default
+    fit: str | None = None  # how a non-square image becomes square (preprocess.FITS); None = the default
     width: int | None = None
     depth: int | None = None
     max_epochs: int | None = None
@@ -105,11 +109,11 @@ class _Timer:
         return _Ctx()
 
 
-def _decode(paths: list[Path], pre: images.Preprocess, workers: int, progress: Progress | None):
+def _decode(paths: list[Path], pre: Preprocess, workers: int, progress: Progress | None):
     """Decode ``paths``: (pixels (M,C,S,S) uint8 of the good ones, their positions, infos, problems)."""
     pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
     good, infos, problems = [], {}, []
-    for i, arr, reason, info in images.decode_files(paths, pre, workers=workers):
+    for i, arr, reason, info in decode_files(paths, pre, workers=workers):
         if arr is None:
             problems.append((i, reason or "unreadable"))
         else:
@@ -144,7 +148,7 @@ def update(
             if only:
                 files, problems = _check_inside(files, root_abs)
             else:
-                files, problems = images.discover(root)
+                files, problems = discover(root)
         old: Snapshot | None = None
         if store.exists(index_dir) and not options.rebuild:
             old = store.read(index_dir, load_faiss=False)
@@ -159,9 +163,7 @@ def update(
         for s in report.skipped:
             log(f"skipped {s['path']}: {s['reason']}")
         if not files and old is None:
-            raise SimsearchError(
-                f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)"
-            )
+            raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
 
         model, model_info, pre, need_train, reembed_all = _choose_model(index_dir, old, files, options, log)
         views, tta_changed = _tta_views(old, pre, options, need_train or reembed_all)
@@ -317,7 +319,7 @@ COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
 def _copy_codes(
     snap: Snapshot,
     root: Path,
-    pre: images.Preprocess,
+    pre: Preprocess,
     model,
     views,
     options: BuildOptions,
@@ -335,7 +337,7 @@ def _copy_codes(
     kept, made = copies.copies_of([root / snap.entries[r].path for r in rows], snap.ids[rows], max_side=side)
     if not made:
         return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32)
-    pixels = np.stack([images.preprocess(img, pre) for img in made])
+    pixels = np.stack([preprocess(img, pre) for img in made])
     return rows[kept], embed_mod.embed(model, pixels, options.device, views=views)
 
 
@@ -420,7 +422,7 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
         from . import model as model_mod
 
         model, info = model_mod.load(options.model)
-        pre = images.Preprocess(model.config.image_size, model.config.channels)
+        pre = Preprocess(model.config.image_size, model.config.channels)
         reembed = old is not None and old.meta["model"]["sha256"] != info["sha256"]
         if reembed:
             log(f"model {info['sha256'][:12]} differs from the index's model: re-embedding every image")
@@ -438,12 +440,12 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
             raise SimsearchError(
                 f"{store.model_path(index_dir, sha)}: the index's model is missing; rebuild with --retrain"
             )
-        pre = images.Preprocess.from_dict(old.meta["preprocess"])
+        pre = Preprocess.from_dict(old.meta["preprocess"])
         return None, old.meta["model"], pre, False, False
     if not files:
         raise SimsearchError("no images to train a model on")
-    probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
+    probed = probe(files)
+    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     return None, None, pre, True, True
 
 
@@ -559,13 +561,13 @@ def train_model(
     out = Path(out)
     timer = _Timer()
     report = UpdateReport(index="", root=str(Path(root).resolve()))
-    files, problems = images.discover(root)
+    files, problems = discover(root)
     for p, r in problems:
         log(f"skipped {p}: {r}")
     if not files:
         raise SimsearchError(f"{root}: no images found")
-    probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
+    probed = probe(files)
+    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     with timer("decode"):
         pixels, _good, _infos, bad = _decode(files, pre, options.workers, progress)
     for i, reason in bad:
