@@ -34,9 +34,11 @@ import numpy as np
 from PIL import Image
 
 import simsearch
-from simsearch import copies, images
+from simsearch import copies
+from simsearch.discover import discover
 from simsearch.indexer import BuildOptions
 from simsearch.postprocess import PostConfig
+from simsearch.preprocess import to_display
 
 DEFAULT_CORPUS = Path("/usr/share/openclipart/png")
 MAX_SIDE = 2048
@@ -53,7 +55,7 @@ def half_of(rel: str) -> str:
 
 def link_half(corpus: Path, half: str, out: Path, limit: int | None) -> list[str]:
     """A folder of symlinks to the files of one half (``discover`` follows them)."""
-    files, _ = images.discover(corpus)
+    files, _ = discover(corpus)
     rels = [p.relative_to(corpus).as_posix() for p in files]
     chosen = [r for r in rels if half_of(r) == half]
     if limit:
@@ -74,7 +76,7 @@ def identity_groups(root: Path, rels: list[str]) -> dict[str, str]:
         try:
             with Image.open(root / r) as im:
                 im.load()
-                flat = images.to_display(im)
+                flat = to_display(im)
             out[r] = hashlib.sha256(repr(flat.size).encode() + flat.tobytes()).hexdigest()
         except Exception:  # noqa: BLE001 — too large or unreadable: its bytes identify it
             out[r] = hashlib.sha256((root / r).read_bytes()).hexdigest()
@@ -105,7 +107,7 @@ def edit_sets(strength: str) -> dict[str, tuple[str, ...]]:
 
 
 def thumb(img: Image.Image, side: int, grey: bool) -> np.ndarray:
-    t = images.to_display(img).resize((side, side), Image.Resampling.BILINEAR)
+    t = to_display(img).resize((side, side), Image.Resampling.BILINEAR)
     a = np.asarray(t.convert("L") if grey else t, np.float32).ravel() / 255
     a = a - a.mean()
     return a / max(np.linalg.norm(a), 1e-9)
@@ -142,7 +144,7 @@ def baseline_rows(root: Path, rels: list[str], groups: dict[str, str], queries_b
         with Image.open(root / r) as im:
             im.thumbnail((256, 256))  # the thumbnails and hashes need no more (and some files are 100+ Mpx)
             im.load()  # thumbnail() leaves a small file unread, and the file closes below
-            flat = images.to_display(im)
+            flat = to_display(im)
         feats["thumb32 colour"].append(thumb(flat, 32, False))
         feats["thumb32 grey"].append(thumb(flat, 32, True))
         feats["pHash"].append(imagehash.phash(flat).hash.ravel())

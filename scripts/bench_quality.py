@@ -29,7 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simsearch import evaluate, images  # noqa: E402
+from simsearch import evaluate  # noqa: E402
+from simsearch.discover import discover  # noqa: E402
+from simsearch.pool import decode_files  # noqa: E402
+from simsearch.preprocess import Preprocess  # noqa: E402
 from simsearch.train import OBJECTIVES, TrainConfig  # noqa: E402
 
 
@@ -38,13 +41,13 @@ def log(msg: str) -> None:
 
 
 def decode_split(folder: Path, limit: int | None, seed: int):
-    paths, _ = images.discover(folder)
+    paths, _ = discover(folder)
     if limit and len(paths) > limit:
         rng = np.random.default_rng(seed)
         paths = [paths[i] for i in np.sort(rng.choice(len(paths), limit, replace=False))]
-    pre = images.Preprocess(28, 1)
+    pre = Preprocess(28, 1)
     pix = np.empty((len(paths), 1, 28, 28), np.uint8)
-    for i, arr, reason, _ in images.decode_files(paths, pre):
+    for i, arr, reason, _ in decode_files(paths, pre):
         if arr is None:
             raise SystemExit(f"{paths[i]}: {reason}")
         pix[i] = arr

@@ -3,7 +3,7 @@
 
 Rows (medians over ``--reps`` repetitions unless a row says otherwise):
 
-1. decode + preprocess throughput — simsearch's loader (``images.decode_files``, one process per
+1. decode + preprocess throughput — simsearch's loader (``pool.decode_files``, one process per
    core, and in-process) against a naive Pillow loop; (a) 28×28 grayscale PNGs, (b) 1920×1080 JPEGs.
 2. embedding throughput — ``embed.embed`` with the default (untrained) model on CPU, and on CUDA if
    present; next to it the torch-free ``numpy_encoder`` simsearch uses for small CPU query batches.
@@ -298,12 +298,12 @@ class Ctx:
         n_train, n_test = self.a.fmnist_subset
         out = self.tmp / "fmnist"
         if src.is_dir():
-            from simsearch import images
+            from simsearch.discover import discover
 
             for split_src, n in ((src, n_train), (test, n_test)):
                 if not split_src.is_dir():
                     continue
-                files = spread(images.discover(split_src)[0], n)
+                files = spread(discover(split_src)[0], n)
                 for p in files:
                     dst = out / split_src.name / p.relative_to(split_src)
                     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -335,14 +335,14 @@ class Ctx:
         """≈ decode_n 28×28 grayscale PNGs: Fashion-MNIST if present, else generated."""
 
         def make():
-            from simsearch import images
+            from simsearch.discover import discover
 
             try:
                 corpus = self.fmnist()
             except Skip:
                 corpus = None
             if corpus is not None:
-                files = images.discover(corpus.train)[0]
+                files = discover(corpus.train)[0]
                 return spread(files, self.a.decode_n), f"Fashion-MNIST train ({corpus.label})"
             files = write_synthetic_pngs(self.tmp / "png", self.a.decode_n, seed=3)
             return files, "generated 28×28 grayscale PNGs (Fashion-MNIST not found)"
@@ -408,10 +408,10 @@ class Ctx:
         """``n`` images that are not in any index: mirrored test (or train) images, loaded as PIL."""
         from PIL import Image, ImageOps
 
-        from simsearch import images
+        from simsearch.discover import discover
 
         corpus = self.fmnist()
-        files = spread(images.discover(corpus.test or corpus.train)[0], n)
+        files = spread(discover(corpus.test or corpus.train)[0], n)
         out = []
         for p in files:
             with Image.open(p) as im:
@@ -438,20 +438,20 @@ def naive_load(paths: list[Path], mode: str, size: int) -> int:
 
 
 def library_load(paths: list[Path], pre, workers: int) -> int:
-    from simsearch import images
+    from simsearch.pool import decode_files
 
     bad = 0
-    for _i, arr, _reason, _info in images.decode_files(paths, pre, workers=workers):
+    for _i, arr, _reason, _info in decode_files(paths, pre, workers=workers):
         bad += arr is None
     return bad
 
 
 def compare_loaders(key: str, label: str, paths: list[Path], pre, reps: int, source: str) -> list[dict]:
-    from simsearch import images
+    from simsearch.pool import _cpu_count
 
     mode = "L" if pre.channels == 1 else "RGB"
     n = len(paths)
-    cores = images._cpu_count()
+    cores = _cpu_count()
     log(f"row {key}: decoding {n} {label} ({reps} reps × 3 loaders)")
     naive_load(paths, mode, pre.size)  # page cache warm for every loader
     t_naive = timeit(lambda i: naive_load(paths, mode, pre.size), reps)
@@ -487,7 +487,7 @@ def compare_loaders(key: str, label: str, paths: list[Path], pre, reps: int, sou
 
 
 def row_decode(ctx: Ctx) -> list[dict]:
-    from simsearch.images import Preprocess
+    from simsearch.preprocess import Preprocess
 
     pngs, source = ctx.pngs()
     rows = compare_loaders("1a", "28×28 gray PNG", pngs, Preprocess(28, 1), ctx.a.reps, source)
@@ -532,7 +532,7 @@ def row_embed(ctx: Ctx) -> list[dict]:
             f"encoder {n_params / 1e6:.2f} M params; 1 warm-up call",
         )
     )
-    from simsearch.images import tta_views_for
+    from simsearch.views import tta_views_for
 
     views = tta_views_for(28)
     log(f"row 2: embedding {n} images on cpu with the default {len(views)} test-time views ({reps} reps)")

@@ -2,10 +2,15 @@
 
 Data flow, one module per stage::
 
-    images.py   files → decoded, preprocessed pixels
+    formats.py  which image formats this installation reads (Pillow, pillow-heif, AVIF)
+    discover.py folder → image files
+    decode.py   file or bytes → decoded image, safely (EXIF, pixel limit, one-line errors)
+    preprocess.py  decoded image → model input pixels; the Preprocess settings, probe()
+    pool.py     many files decoded in crash-isolated worker processes
     model.py    the convolutional autoencoder
     train.py    label-free training on the corpus
     embed.py    pixels → embeddings
+    views.py    test-time views: each embedding is the mean code over shifted copies
     postprocess.py  centring, whitening, diffusion coordinates → search vectors
     ann.py      FAISS index types, tuned to a recall target
     store.py    FAISS index + manifest + model on disk, atomic
@@ -15,6 +20,7 @@ Data flow, one module per stage::
     verify.py   integrity checks
     render.py   table / JSON / contact sheet
     cli.py      the ``simsearch`` command;  api.py  the ``simsearch.Index`` library
+    crashpoints.py  the SIGKILL hook of the crash-safety tests
 
 Heavy dependencies (torch, faiss) load on first use, so ``import simsearch``
 and ``simsearch --help`` stay fast.

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from . import images, indexer, store
+from . import indexer, store
 from .errors import ModelMismatchError, SimsearchError
 from .indexer import BuildOptions, UpdateReport
 from .meta import IndexMeta
+from .preprocess import Preprocess
 from .query import Hit
+from .views import mean_over_views, shifted_views
 
 _blas = None
 
@@ -124,8 +126,8 @@ class Index:
         return Path(self._snap.meta.corpus_root)
 
     @property
-    def preprocess(self) -> images.Preprocess:
-        return images.Preprocess.from_dict(self._snap.meta.preprocess)
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self._snap.meta.preprocess)
 
     @property
     def meta(self) -> IndexMeta:
@@ -186,7 +188,7 @@ class Index:
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Search vectors (N, D) for new images already preprocessed to the model input
-        (uint8 (N, C, S, S), e.g. from ``images.decode_files`` with ``index.preprocess``): exactly
+        (uint8 (N, C, S, S), e.g. from ``pool.decode_files`` with ``index.preprocess``): exactly
         what a query by those images searches with (test-time views, post-processing, copy placement)."""
         from . import query as q
 
@@ -214,11 +216,11 @@ class Index:
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
             enc = self._numpy_encoder()
             if enc is not None:
-                x = images.shifted_views(pixels, views)
+                x = shifted_views(pixels, views)
                 if len(x) > 16:
-                    return images.mean_over_views(enc(x), len(pixels))
+                    return mean_over_views(enc(x), len(pixels))
                 with _single_thread_blas():  # a few images: thread start-up costs more than it saves
-                    return images.mean_over_views(enc(x), len(pixels))
+                    return mean_over_views(enc(x), len(pixels))
         from .embed import embed
 
         return embed(self.model, pixels, self.device, views=views)

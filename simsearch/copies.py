@@ -11,10 +11,10 @@ images (``postprocess.calibrate``), without labels.
     >>> copy = make_copy(Image.open("cat.png"), seed=7)            # default strength, random mix
     >>> copy = make_copy(img, seed=7, strength="strong", kinds=("jpeg", "crop"))
 
-Every copy is first flattened onto white (``images.to_display``: what the model sees), then gets a
+Every copy is first flattened onto white (``preprocess.to_display``: what the model sees), then gets a
 random subset of the edits below at the chosen strength, and is always
 re-encoded as JPEG last (a copy that travelled is almost always recompressed).
-Pillow + numpy (through ``images``): no torch.
+Pillow + numpy (through ``decode`` and ``preprocess``): no torch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
-from . import images
+from .decode import open_image
+from .preprocess import to_display
 
 KINDS = ("resize", "crop", "aspect", "rotate", "pad", "brightness", "contrast", "saturation", "jpeg")
 
@@ -78,7 +79,7 @@ def make_copy(
         if unknown:
             raise ValueError(f"unknown copy edit(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
         chosen = set(kinds)
-    out = images.to_display(img)
+    out = to_display(img)
     for kind in KINDS:  # a fixed order: geometry, then photometry, then compression
         if kind in chosen:
             out = _EDITS[kind](out, st, rng)
@@ -95,7 +96,7 @@ def copies_of(
     kept, out = [], []
     for i, (path, seed) in enumerate(zip(paths, seeds)):
         try:
-            img = images.open_image(path)
+            img = open_image(path)
             img.thumbnail((max_side, max_side))
             out.append(make_copy(img, seed=int(seed), strength=strength))
         except Exception:  # noqa: BLE001 — not sampled, whatever went wrong with it

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from . import device as dev
-from . import images
+from .crashpoints import crash_point
 from .model import AutoEncoder
-from .store import crash_point
+from .views import mean_over_views, shifted_views
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -32,7 +32,7 @@ def embed(
     """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE).
 
     ``views``: test-time views, [dy, dx] pixel offsets; each code is the mean over the image
-    shifted by each (``images.shifted_views``). ``batch_size`` counts images, not views."""
+    shifted by each (``views.shifted_views``). ``batch_size`` counts images, not views."""
     chunks = _chunks(pixels, batch_size, device, max(1, len(views or [])))
     return np.concatenate(list(embed_batches(model, chunks, device, progress, len(pixels), views)))
 
@@ -68,11 +68,11 @@ def embed_batches(
             if len(batch) == 0:
                 yield np.zeros((0, model.config.latent_dim), np.float32)
                 continue
-            x = images.shifted_views(batch, views)
+            x = shifted_views(batch, views)
             x = dev.to_device(torch.from_numpy(np.ascontiguousarray(x)), device)
             with dev.autocast(device):
                 z = model.encode(x)
-            yield images.mean_over_views(z.float().cpu().numpy(), len(batch))
+            yield mean_over_views(z.float().cpu().numpy(), len(batch))
             crash_point("embed-batch")
             done += len(batch)
             if progress:

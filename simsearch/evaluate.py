@@ -104,11 +104,11 @@ def evaluate_index(
     - ``split``: no queries_dir; a random fraction of the gallery queries the rest (each query
       is left out of its own ranking).
     """
-    from . import images
+    from .discover import discover
 
     g_paths = None
     if gallery_dir is not None and Path(gallery_dir).resolve() != index.root:
-        g_paths, problems = images.discover(gallery_dir)
+        g_paths, problems = discover(gallery_dir)
         g_vecs = _embed_paths(index, g_paths, progress)
         g_labels = [label_of(p) for p in g_paths]
     else:
@@ -116,7 +116,7 @@ def evaluate_index(
         g_labels = [label_of(p) for p in index.paths()]
     exclude = None
     if queries_dir is not None:
-        q_paths, _ = images.discover(queries_dir)
+        q_paths, _ = discover(queries_dir)
         if limit:
             q_paths = _sample(q_paths, limit, seed)
         q_vecs = _embed_paths(index, q_paths, progress)
@@ -145,12 +145,12 @@ def _sample(paths, limit, seed):
 
 def _embed_paths(index, paths, progress=None) -> np.ndarray:
     """Search vectors of image files (as queries), decoded in parallel and embedded in batches."""
-    from . import images
+    from .pool import decode_files
 
     pre = index.preprocess
     pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
     bad = []
-    for i, arr, reason, _info in images.decode_files(list(paths), pre):
+    for i, arr, reason, _info in decode_files(list(paths), pre):
         if arr is None:
             bad.append((i, reason))
         else:
@@ -218,9 +218,10 @@ def evaluate_copies(
 
 def _thumbnail_recall(index, entries, queries, originals, key, progress=None) -> dict:
     """R@1 / R@5 of 32×32 colour thumbnails (mean-centred cosine), the baseline for near-copy search."""
-    from . import images
+    from .pool import decode_files
+    from .preprocess import Preprocess, preprocess
 
-    pre = images.Preprocess(32, 3, "stretch")
+    pre = Preprocess(32, 3, "stretch")
 
     def feats(pixels: np.ndarray) -> np.ndarray:
         x = pixels.reshape(len(pixels), -1).astype(np.float32)
@@ -230,12 +231,12 @@ def _thumbnail_recall(index, entries, queries, originals, key, progress=None) ->
     gal = np.zeros((len(entries), 3 * 32 * 32), np.float32)
     ok = np.zeros(len(entries), bool)
     paths = [index.root / e.path for e in entries]
-    for i, arr, _reason, _info in images.decode_files(paths, pre):
+    for i, arr, _reason, _info in decode_files(paths, pre):
         if arr is not None:
             gal[i], ok[i] = feats(arr[None])[0], True
         if progress:
             progress("thumbnails", i + 1, len(paths))
-    q = feats(np.stack([images.preprocess(img, pre) for img in queries]))
+    q = feats(np.stack([preprocess(img, pre) for img in queries]))
     sims = q @ gal.T
     sims[:, ~ok] = -np.inf
     top = np.argsort(-sims, axis=1, kind="stable")[:, :5]

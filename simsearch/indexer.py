@@ -18,10 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, configs, images, store
+from . import __version__, configs, store
+from .discover import discover
 from .errors import SimsearchError
+from .formats import IMAGE_EXTENSIONS
 from .meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
+from .pool import decode_files
+from .preprocess import Preprocess, preprocess, probe
 from .store import Entry, Snapshot
+from .views import tta_views_for
 
 Progress = Callable[..., None]
 
@@ -34,7 +39,7 @@ class BuildOptions:
     dim: int = 128
     size: int | None = None  # model input side; None = probe the corpus
     channels: int | None = None  # 1 or 3; None = probe the corpus
-    fit: str | None = None  # how a non-square image becomes square (images.FITS); None = the default
+    fit: str | None = None  # how a non-square image becomes square (preprocess.FITS); None = the default
     width: int | None = None
     depth: int | None = None
     max_epochs: int | None = None
@@ -106,11 +111,11 @@ class _Timer:
         return _Ctx()
 
 
-def _decode(paths: list[Path], pre: images.Preprocess, workers: int, progress: Progress | None):
+def _decode(paths: list[Path], pre: Preprocess, workers: int, progress: Progress | None):
     """Decode ``paths``: (pixels (M,C,S,S) uint8 of the good ones, their positions, infos, problems)."""
     pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
     good, infos, problems = [], {}, []
-    for i, arr, reason, info in images.decode_files(paths, pre, workers=workers):
+    for i, arr, reason, info in decode_files(paths, pre, workers=workers):
         if arr is None:
             problems.append((i, reason or "unreadable"))
         else:
@@ -221,7 +226,7 @@ class Decoded:
     failed: list[tuple[Found, str]]  # (file, reason)
 
 
-def decode_step(todo: list[Found], pre: images.Preprocess, workers: int, progress: Progress | None) -> Decoded:
+def decode_step(todo: list[Found], pre: Preprocess, workers: int, progress: Progress | None) -> Decoded:
     pixels, good, infos, bad = _decode([f.path for f in todo], pre, workers, progress)
     return Decoded(pixels, [todo[i] for i in good], [infos[i] for i in good], [(todo[i], r) for i, r in bad])
 
@@ -273,7 +278,7 @@ def update(
             if only:
                 files, problems = _check_inside(files, root_abs)
             else:
-                files, problems = images.discover(root)
+                files, problems = discover(root)
             found = scan(files, root, root_abs)
         old = _read_old(index_dir, root_abs, options)
         report = UpdateReport(index=str(index_dir), root=str(root_abs))
@@ -282,7 +287,7 @@ def update(
             log(f"skipped {s['path']}: {s['reason']}")
         if not files and old is None:
             raise SimsearchError(
-                f"{root}: no images found (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS)[:8])}, …)"
+                f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)"
             )
 
         source = _choose_model(index_dir, old, files, options)
@@ -292,7 +297,7 @@ def update(
             only=only,
             retrain=source.train,
             model_sha=source.info.sha256 if source.info is not None and options.model else None,
-            views=images.tta_views_for(source.pre.size) if options.tta is not False else [],
+            views=tta_views_for(source.pre.size) if options.tta is not False else [],
             tta=options.tta,
         )
         if old is not None and todo.reembed and not source.train:
@@ -431,7 +436,7 @@ COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
 def _copy_codes(
     snap: Rows,
     root: Path,
-    pre: images.Preprocess,
+    pre: Preprocess,
     model,
     views,
     options: BuildOptions,
@@ -449,7 +454,7 @@ def _copy_codes(
     kept, made = copies.copies_of([root / snap.entries[r].path for r in rows], snap.ids[rows], max_side=side)
     if not made:
         return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32)
-    pixels = np.stack([images.preprocess(img, pre) for img in made])
+    pixels = np.stack([preprocess(img, pre) for img in made])
     return rows[kept], embed_mod.embed(model, pixels, options.device, views=views)
 
 
@@ -529,7 +534,7 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
 class Source:
     """Where the model comes from: the index's own, a user-supplied file, or one to train."""
 
-    pre: images.Preprocess  # the model input the images are decoded to
+    pre: Preprocess  # the model input the images are decoded to
     train: bool  # train a new one on the decoded images
     info: ModelRecord | None = None  # None when training
     model: Any = None  # the loaded model, when it already had to be loaded (--model)
@@ -540,18 +545,18 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
         from . import model as model_mod
 
         model, info = model_mod.load(options.model)
-        pre = images.Preprocess(model.config.image_size, model.config.channels)
+        pre = Preprocess(model.config.image_size, model.config.channels)
         return Source(pre, False, _model_info(model, info["sha256"], info["extra"], Path(options.model)), model)
     if old is not None and not options.retrain:
         # the index's own model: loaded (torch and all) only if something needs embedding
         path = store.model_path(index_dir, old.meta.model.sha256)
         if not path.exists():
             raise SimsearchError(f"{path}: the index's model is missing; rebuild with --retrain")
-        return Source(images.Preprocess.from_dict(old.meta.preprocess), False, old.meta.model)
+        return Source(Preprocess.from_dict(old.meta.preprocess), False, old.meta.model)
     if not files:
         raise SimsearchError("no images to train a model on")
-    probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
+    probed = probe(files)
+    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     return Source(pre, True)
 
 
@@ -655,13 +660,13 @@ def train_model(
     out = Path(out)
     timer = _Timer()
     report = UpdateReport(index="", root=str(Path(root).resolve()))
-    files, problems = images.discover(root)
+    files, problems = discover(root)
     for p, r in problems:
         log(f"skipped {p}: {r}")
     if not files:
         raise SimsearchError(f"{root}: no images found")
-    probed = images.probe(files)
-    pre = images.Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
+    probed = probe(files)
+    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
     with timer("decode"):
         pixels, _good, _infos, bad = _decode(files, pre, options.workers, progress)
     for i, reason in bad:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import images
+from .decode import load, read_file
 from .errors import ImageError, SimsearchError
+from .preprocess import Preprocess, from_array, preprocess
 from .store import Snapshot, manifest_path
 
 
@@ -67,7 +68,7 @@ def describe(item: Any) -> str:
     return f"<{type(item).__name__}>"
 
 
-def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_path: dict[str, int]) -> _Resolved:
+def resolve(snap: Snapshot, item: Any, root: Path, pre: Preprocess, by_path: dict[str, int]) -> _Resolved:
     if isinstance(item, bool):
         raise SimsearchError(f"cannot query by {item!r}")
     if isinstance(item, (int, np.integer)):
@@ -85,21 +86,21 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: images.Preprocess, by_pa
         row = _indexed_row(p, root, snap, by_path)
         if row is not None:
             return _Resolved(vector=np.asarray(snap.vectors[row]), self_id=int(snap.ids[row]))
-        data = images.read_file(p)
+        data = read_file(p)
         row = snap.row_of_sha256().get(hashlib.sha256(data).hexdigest())
         if row is not None:  # the same bytes as an indexed file elsewhere: its stored vector, exactly
             return _Resolved(vector=np.asarray(snap.vectors[row]))
-        return _Resolved(pixels=images.load(data, pre, name=p))
+        return _Resolved(pixels=load(data, pre, name=p))
     if isinstance(item, np.ndarray):
         try:
-            return _Resolved(pixels=images.from_array(item, pre))
+            return _Resolved(pixels=from_array(item, pre))
         except ValueError as e:
             raise SimsearchError(f"query array: {e}") from None
     from PIL import Image
 
     if isinstance(item, Image.Image):
         try:
-            return _Resolved(pixels=images.preprocess(item, pre))
+            return _Resolved(pixels=preprocess(item, pre))
         except Exception as e:
             raise ImageError(describe(item), f"cannot convert image ({e})") from None
     raise SimsearchError(f"cannot query by a {type(item).__name__}: pass a path, PIL image, numpy array or indexed id")
@@ -183,7 +184,7 @@ def vectors_for(
     snap: Snapshot,
     items: Sequence[Any],
     root: Path,
-    pre: images.Preprocess,
+    pre: Preprocess,
     encoder: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, list[int | None]]:
     """Cosine-ready vectors (Q, D) for ``items`` (images encoded in one batch) and each item's own id, if indexed."""
@@ -206,7 +207,7 @@ def query_batch(
     items: Sequence[Any],
     k: int,
     root: Path,
-    pre: images.Preprocess,
+    pre: Preprocess,
     encoder: Callable[[np.ndarray], np.ndarray],
     include_self: bool = False,
 ) -> list[list[Hit]]:

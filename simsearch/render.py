@@ -85,7 +85,7 @@ def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.Path
     """One row per query: the query image, then its neighbours, each captioned with rank and score.
 
     ``rows``: (query source: path | bytes | PIL image | numpy array | None, label, hits).
-    Every tile is drawn the way the model sees the image (:func:`images.to_display`:
+    Every tile is drawn the way the model sees the image (:func:`preprocess.to_display`:
     EXIF-oriented, transparency composited onto white), scaled to fit the square
     tile with its aspect ratio kept and letterboxed on white.
     """
@@ -127,21 +127,22 @@ def _tile(src: Any, thumb: int):
     a grey "unreadable" tile when it cannot be drawn."""
     from PIL import Image, ImageDraw
 
-    from . import images
+    from .decode import open_image
+    from .preprocess import Preprocess, to_display
 
     try:
         if isinstance(src, Image.Image):
-            img = images.to_display(src)
+            img = to_display(src)
         elif src is not None and hasattr(src, "shape"):  # numpy array (or array-like with a shape)
             import numpy as np
 
-            img = images.to_display(np.asarray(src))
+            img = to_display(np.asarray(src))
         elif src is None:
             raise ValueError("no image")
         else:
             # draft: big JPEGs decode at reduced scale, still >= the tile (as load() does for the model)
-            pre = images.Preprocess(thumb, 3) if 1 <= thumb <= 8192 else None
-            img = images.to_display(images.open_image(src, pre=pre))
+            pre = Preprocess(thumb, 3) if 1 <= thumb <= 8192 else None
+            img = to_display(open_image(src, pre=pre))
         w, h = img.size
         scale = thumb / max(w, h)
         size = (min(thumb, max(1, round(w * scale))), min(thumb, max(1, round(h * scale))))

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import migrations
+from .crashpoints import crash_point
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
 from .meta import FORMAT_VERSION, Counts, FaissRecord, IndexMeta
 
@@ -51,26 +52,6 @@ if TYPE_CHECKING:
 
 DEFAULT_INDEX = Path("indexes") / "default"
 GEN_PREFIX = "gen-"
-
-
-def crash_point(name: str) -> None:
-    """Crash-test hook: ``SIMSEARCH_CRASH_AT=name[:n]`` SIGKILLs this process the n-th time
-    (default 1st) execution reaches ``name``. The kill tests use it to stop a run at exact
-    points (training, embedding, index write, manifest write); it costs one dict lookup otherwise."""
-    spec = os.environ.get("SIMSEARCH_CRASH_AT")
-    if not spec:
-        return
-    target, _, nth = spec.partition(":")
-    if target != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_crash_counts: dict[str, int] = {}
 
 
 def manifest_path(path: str | os.PathLike, root: Path) -> str | None:

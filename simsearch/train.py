@@ -38,8 +38,8 @@ import torch
 from torch.nn import functional as F
 
 from . import device as dev
+from .crashpoints import crash_point
 from .model import OBJECTIVES, AutoEncoder, ModelConfig, SiameseHead, build, reconstruction_loss
-from .store import crash_point
 
 Progress = Callable[..., None]
 

@@ -76,3 +76,8 @@ def write(path: Path, img: Image.Image, fmt: str = "PNG", **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode(img, fmt, **kw))
     return path
+
+
+def noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    """Seeded random RGB pixels."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))

@@ -12,8 +12,9 @@ from PIL import Image, ImageDraw
 from synth import FAST
 
 import simsearch
-from simsearch import copies, evaluate, images
+from simsearch import copies, evaluate
 from simsearch.constants import COPY_STRENGTHS
+from simsearch.preprocess import to_display
 
 
 def picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:
@@ -176,7 +177,7 @@ def test_jpeg_copy_bytes_differ_but_query_works(clipart):
     index, root, _ = clipart
     with Image.open(root / "pic_005.png") as im:
         buf = io.BytesIO()
-        images.to_display(im).save(buf, "JPEG", quality=90)
+        to_display(im).save(buf, "JPEG", quality=90)
     hits = index.query(Image.open(io.BytesIO(buf.getvalue())), k=1)
     assert hits[0].path == "pic_005.png"
 

@@ -1,5 +1,6 @@
-"""HEIC/HEIF (phone photos, via pillow-heif) and AVIF (Pillow with libavif): discovered always,
-decoded when this installation can, otherwise skipped with a reason naming what would read them.
+"""Which formats are read (simsearch.formats): the image extensions discovered; HEIC/HEIF (phone
+photos, via pillow-heif) and AVIF (Pillow with libavif): discovered always, decoded when this
+installation can, otherwise skipped with a reason naming what would read them.
 
 All inputs are generated here; nothing is downloaded.
 """
@@ -15,9 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from simsearch import images
+from simsearch import formats, pool
+from simsearch.decode import load, open_image
+from simsearch.discover import discover
 from simsearch.errors import ImageError, SimsearchError
-from simsearch.images import IMAGE_EXTENSIONS, Preprocess, decode_files, discover, load, open_image
+from simsearch.formats import IMAGE_EXTENSIONS
+from simsearch.pool import decode_files
+from simsearch.preprocess import Preprocess, preprocess, probe
 
 PRE = Preprocess(32, 3, "stretch")
 HEIF_REASON = "HEIC/HEIF needs the pillow-heif package (pip install pillow-heif)"
@@ -42,7 +47,7 @@ def blocks(w: int = 64, h: int = 48) -> Image.Image:
 
 def heic_bytes(img: Image.Image, **kw) -> bytes:
     pytest.importorskip("pillow_heif")
-    if not images._HEIF_READABLE:
+    if not formats._HEIF_READABLE:
         pytest.skip("pillow-heif present but its opener could not be registered")
     buf = io.BytesIO()
     img.save(buf, format="HEIF", quality=90, **kw)
@@ -56,10 +61,27 @@ def avif_bytes(img: Image.Image) -> bytes:
 
 
 def assert_close(arr: np.ndarray, img: Image.Image, mean_tol: float = 6.0, max_tol: int = 60) -> None:
-    expected = images.preprocess(img, PRE).astype(np.int16)
+    expected = preprocess(img, PRE).astype(np.int16)
     diff = np.abs(arr.astype(np.int16) - expected)
     assert diff.mean() <= mean_tol, diff.mean()
     assert diff.max() <= max_tol, diff.max()
+
+
+# ---------------------------------------------------------------- extensions
+
+
+def test_image_extensions_cover_common_formats():
+    assert isinstance(IMAGE_EXTENSIONS, frozenset)
+    for ext in (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"):
+        assert ext in IMAGE_EXTENSIONS
+    assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)
+
+
+def test_image_extensions_exclude_write_only_and_stub_formats():
+    # PDF is save-only in Pillow; HDF5/BUFR/GRIB are stubs without a decoder;
+    # MPEG only parses a header.
+    for ext in (".pdf", ".h5", ".bufr", ".grib", ".mpg"):
+        assert ext not in IMAGE_EXTENSIONS
 
 
 # ---------------------------------------------------------------- discovery
@@ -117,7 +139,7 @@ def test_heic_exif_orientation_applied_once(tmp_path):
 
 
 def test_heic_in_decode_worker_processes(tmp_path, monkeypatch):
-    """Workers started with 'spawn' only have what importing simsearch.images registers."""
+    """Workers started with 'spawn' only have what importing simsearch.pool (→ decode → formats) registers."""
     import multiprocessing
 
     data = heic_bytes(blocks())
@@ -125,7 +147,7 @@ def test_heic_in_decode_worker_processes(tmp_path, monkeypatch):
     for i in range(4):
         paths.append(tmp_path / f"{i}.heic")
         paths[-1].write_bytes(data)
-    monkeypatch.setattr(images, "_mp_context", lambda: multiprocessing.get_context("spawn"))
+    monkeypatch.setattr(pool, "_mp_context", lambda: multiprocessing.get_context("spawn"))
     out = list(decode_files(paths, PRE, workers=2, chunksize=1))
     assert [reason for _, _, reason, _ in out] == [None] * 4
     assert_close(out[0][1], blocks())
@@ -152,7 +174,7 @@ def test_jpeg_named_heic_still_decodes(tmp_path):
 
 
 def test_heic_without_pillow_heif_is_skipped_with_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "_HEIF_READABLE", False)
+    monkeypatch.setattr(formats, "_HEIF_READABLE", False)
     path = tmp_path / "IMG_0001.heic"
     path.write_bytes(HEIC_HEADER)
     files, problems = discover(tmp_path)
@@ -164,41 +186,42 @@ def test_heic_without_pillow_heif_is_skipped_with_reason(tmp_path, monkeypatch):
 
 
 def test_a_folder_of_unreadable_heic_names_the_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "_HEIF_READABLE", False)
+    monkeypatch.setattr(formats, "_HEIF_READABLE", False)
     for i in range(3):
         (tmp_path / f"IMG_{i}.heic").write_bytes(HEIC_HEADER)
     with pytest.raises(SimsearchError, match="no readable images among 3 files .*pillow-heif"):
-        images.probe(discover(tmp_path)[0])
+        probe(discover(tmp_path)[0])
 
 
 def test_real_heic_without_pillow_heif_is_skipped_with_reason(tmp_path, monkeypatch):
     data = heic_bytes(blocks())
-    monkeypatch.setattr(images, "_HEIF_READABLE", False)
+    monkeypatch.setattr(formats, "_HEIF_READABLE", False)
     with pytest.raises(ImageError) as ei:
         load(data, PRE)
     assert ei.value.reason == HEIF_REASON
 
 
 def test_avif_without_libavif_is_skipped_with_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "_AVIF_READABLE", False)
+    monkeypatch.setattr(formats, "_AVIF_READABLE", False)
     path = tmp_path / "new.avif"
     path.write_bytes(AVIF_HEADER)
     (res,) = list(decode_files(discover(tmp_path)[0], PRE, workers=1))
     assert res[2] == AVIF_REASON
 
 
-def test_images_imports_and_reports_without_pillow_heif(tmp_path):
-    """pillow-heif is a dependency, but images.py must work (and say why) when it is missing."""
+def test_reading_works_and_reports_without_pillow_heif(tmp_path):
+    """pillow-heif is a dependency, but formats.py and the modules that read images must work (and
+    say why) when it is missing."""
     (tmp_path / "x.heic").write_bytes(HEIC_HEADER)
     code = textwrap.dedent(
         f"""
         import sys
         sys.modules["pillow_heif"] = None  # import pillow_heif -> ImportError
-        from simsearch import images
-        assert not images._HEIF_READABLE
-        assert ".heic" in images.IMAGE_EXTENSIONS
-        files, _ = images.discover({str(tmp_path)!r})
-        (res,) = images.decode_files(files, images.Preprocess(16, 3), workers=1)
+        from simsearch import discover, formats, pool, preprocess
+        assert not formats._HEIF_READABLE
+        assert ".heic" in formats.IMAGE_EXTENSIONS
+        files, _ = discover.discover({str(tmp_path)!r})
+        (res,) = pool.decode_files(files, preprocess.Preprocess(16, 3), workers=1)
         print(res[2])
         assert "torch" not in sys.modules and "faiss" not in sys.modules
         """
@@ -221,8 +244,8 @@ def test_images_imports_and_reports_without_pillow_heif(tmp_path):
     ],
 )
 def test_container_sniffing(head, kind):
-    assert images._heif_container(head + b"\x00" * 32) == kind
+    assert formats._heif_container(head + b"\x00" * 32) == kind
 
 
 def test_container_sniffing_short_input():
-    assert images._heif_container(b"\x00\x00\x00\x18ftypheic") is None
+    assert formats._heif_container(b"\x00\x00\x00\x18ftypheic") is None

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, features
 
+from simsearch.decode import load, open_image
 from simsearch.errors import ImageError
-from simsearch.images import Preprocess, load, open_image, preprocess
+from simsearch.preprocess import Preprocess, preprocess
 
 # A decode that takes this long on a few-KB input is a hang, not slowness.
 # faulthandler fires from a C-level thread, so it also catches loops inside

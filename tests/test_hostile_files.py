@@ -17,9 +17,12 @@ import pytest
 from PIL import Image, features
 from synth import encode, write
 
-from simsearch import images
+from simsearch import decode
+from simsearch.decode import load, open_image
+from simsearch.discover import discover
 from simsearch.errors import ImageError
-from simsearch.images import Preprocess, decode_files, discover, load, open_image
+from simsearch.pool import decode_files
+from simsearch.preprocess import Preprocess
 
 RGB = Preprocess(16, 3)
 GRAY = Preprocess(16, 1)
@@ -457,7 +460,7 @@ def test_file_changing_while_indexing_is_read_once(tmp_path, monkeypatch):
                 os.replace(replacement, p)  # anybody opening again sees new content
         return fd
 
-    monkeypatch.setattr(images.os, "open", os_open_then_replace)
+    monkeypatch.setattr(decode.os, "open", os_open_then_replace)
     ((_i, arr, reason, info),) = decode_files([p], GRAY, workers=1)
     assert opens == [p]  # exactly one open of the path
     assert reason is None
@@ -483,7 +486,7 @@ def test_load_path_reads_file_once(tmp_path, monkeypatch):
             calls.append(("Image.open", os.fspath(fp)))
         return real_image_open(fp, *a, **k)
 
-    monkeypatch.setattr(images.os, "open", count_os_open)
+    monkeypatch.setattr(decode.os, "open", count_os_open)
     monkeypatch.setattr(Image, "open", count_image_open)
     assert uniform(load(p, GRAY), 77)
     assert calls == [("os.open", str(p))]

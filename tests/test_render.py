@@ -1,5 +1,5 @@
-"""Contact sheets draw each image the way the model sees it: decoded by images.open_image,
-transparency composited onto white (images.to_display), aspect ratio kept in the tile."""
+"""Contact sheets draw each image the way the model sees it: decoded by decode.open_image,
+transparency composited onto white (preprocess.to_display), aspect ratio kept in the tile."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simsearch import images
 from simsearch.errors import ImageError
+from simsearch.preprocess import to_display
 from simsearch.query import Hit
 from simsearch.render import contact_sheet
 
@@ -99,12 +99,12 @@ def test_unreadable_sources_get_a_placeholder(tmp_path):
 
 def test_to_display():
     rgba = transparent_with_red_square()
-    out = images.to_display(rgba)
+    out = to_display(rgba)
     assert out.mode == "RGB" and out.size == rgba.size
     assert out.getpixel((0, 0)) == WHITE and out.getpixel((30, 30)) == RED
-    assert images.to_display(Image.new("I;16", (4, 4), 65535)).getpixel((0, 0)) == WHITE
-    assert images.to_display(np.ones((3, 5))).size == (5, 3)
+    assert to_display(Image.new("I;16", (4, 4), 65535)).getpixel((0, 0)) == WHITE
+    assert to_display(np.ones((3, 5))).size == (5, 3)
     with pytest.raises(ValueError):
-        images.to_display(np.ones((5, 5, 7)))
+        to_display(np.ones((5, 5, 7)))
     with pytest.raises(ImageError):
-        images.to_display(Image.new("RGB", (0, 3)))
+        to_display(Image.new("RGB", (0, 3)))

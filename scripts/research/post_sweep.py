@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 from tune_post import arg_parser, split  # noqa: E402
 
 import simsearch  # noqa: E402
-from simsearch import images, postprocess  # noqa: E402
+from simsearch import postprocess  # noqa: E402
+from simsearch.discover import discover  # noqa: E402
 from simsearch.evaluate import encode_labels, label_of, rank_metrics  # noqa: E402
 from simsearch.indexer import BuildOptions, _decode  # noqa: E402
 
@@ -79,7 +80,7 @@ def main() -> int:
         )
         g_raw, g_ids = idx._snap.vectors, idx.ids()
         g_labels = [label_of(p) for p in idx.paths()]
-        q_paths, _ = images.discover(q_dir)
+        q_paths, _ = discover(q_dir)
         pixels, _, _, bad = _decode(list(q_paths), idx.preprocess, 0, None)
         assert not bad, bad[:3]
         q_raw = idx._encode(pixels)
