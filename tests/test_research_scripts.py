@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESEARCH = ROOT / "scripts" / "research"
 
 
-@pytest.mark.parametrize("script", ["tune_post.py", "post_sweep.py", "train_sweep.py"])
+@pytest.mark.parametrize(
+    "script",
+    ["tune_post.py", "post_sweep.py", "train_sweep.py", "frozen/fmnist_probe.py", "frozen/post_probe.py"],
+)
 def test_research_script_help(script):
     r = subprocess.run(
         [sys.executable, str(RESEARCH / script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
