@@ -27,10 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simsearch import evaluate, images  # noqa: E402
-from simsearch.train import OBJECTIVES, TrainConfig  # noqa: E402
+from simsearch import evaluate, images
+from simsearch.train import OBJECTIVES, TrainConfig
 
 
 def log(msg: str) -> None:
@@ -97,9 +95,8 @@ def simsearch_row(
         "index_s": round(build_s, 1),
         **m,
     }
-    log(
-        f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)"
-    )
+    trained = f"train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)"
+    log(f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  {trained}")
     return row
 
 
