@@ -15,7 +15,7 @@ thumbnails (cosine of mean-centred pixels), pHash and dHash (``imagehash``,
 64-bit, Hamming distance; ties broken at random, counted as expected value).
 
     python scripts/bench_neardup.py --half dev
-    python scripts/bench_neardup.py --half test --keep-index indexes/clipart-test
+    python scripts/bench_neardup.py --half test --index indexes/clipart-test   # keep the index; --reuse scores it again
 """
 
 from __future__ import annotations

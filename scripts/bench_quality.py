@@ -27,13 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from simsearch import evaluate  # noqa: E402
-from simsearch.discover import discover  # noqa: E402
-from simsearch.pool import decode_files  # noqa: E402
-from simsearch.preprocess import Preprocess  # noqa: E402
-from simsearch.train import OBJECTIVES, TrainConfig  # noqa: E402
+from simsearch import discover, evaluate, pool, preprocess
+from simsearch.train import OBJECTIVES, TrainConfig
 
 
 def log(msg: str) -> None:
@@ -41,13 +36,13 @@ def log(msg: str) -> None:
 
 
 def decode_split(folder: Path, limit: int | None, seed: int):
-    paths, _ = discover(folder)
+    paths, _ = discover.discover(folder)
     if limit and len(paths) > limit:
         rng = np.random.default_rng(seed)
         paths = [paths[i] for i in np.sort(rng.choice(len(paths), limit, replace=False))]
-    pre = Preprocess(28, 1)
+    pre = preprocess.Preprocess(28, 1)
     pix = np.empty((len(paths), 1, 28, 28), np.uint8)
-    for i, arr, reason, _ in decode_files(paths, pre):
+    for i, arr, reason, _ in pool.decode_files(paths, pre):
         if arr is None:
             raise SystemExit(f"{paths[i]}: {reason}")
         pix[i] = arr
@@ -100,9 +95,8 @@ def simsearch_row(
         "index_s": round(build_s, 1),
         **m,
     }
-    log(
-        f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)"
-    )
+    trained = f"train {rep.trained['seconds']:.0f}s ({rep.trained['epochs']} epochs)"
+    log(f"{objective}: {m['P@10']:.3f} / {m['mAP']:.3f}  {trained}")
     return row
 
 
@@ -110,7 +104,7 @@ def existing_index_row(path: Path, test_dir: Path, ks, limit=None) -> dict:
     import simsearch
 
     idx = simsearch.Index.open(path)
-    train = idx.meta["model"].get("train") or {}
+    train = idx.meta.model.train or {}
     m = evaluate.evaluate_index(idx, str(test_dir), ks=ks, limit=limit)
     log(f"{path}: {m['P@10']:.3f} / {m['mAP']:.3f}")
     return {

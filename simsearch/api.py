@@ -214,7 +214,7 @@ class Index:
         encoder (no torch import: fast cold queries); larger batches and GPUs through torch."""
         views = self.views
         if len(pixels) <= self.NUMPY_MAX_BATCH and self.device in ("auto", "cpu"):
-            enc = self._numpy_encoder()
+            enc = self.numpy_encoder()
             if enc is not None:
                 x = shifted_views(pixels, views)
                 if len(x) > 16:
@@ -225,7 +225,10 @@ class Index:
 
         return embed(self.model, pixels, self.device, views=views)
 
-    def _numpy_encoder(self):
+    def numpy_encoder(self):
+        """The torch-free encoder (``numpy_encoder.NumpyEncoder``) that encodes query batches of up to
+        ``NUMPY_MAX_BATCH`` images on the CPU, or None when the index has no intact numpy export of its
+        model (then queries go through torch)."""
         if self._np_encoder is None:
             m = self._snap.meta.model
             path = store.model_path(self.path, m.sha256).with_suffix(".npz")

@@ -12,6 +12,7 @@ see them. Every query ranks the *whole* gallery by cosine similarity:
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,6 +161,39 @@ def _embed_paths(index, paths, progress=None) -> np.ndarray:
     if bad:
         raise ValueError(f"{len(bad)} evaluation images could not be read, e.g. {paths[bad[0][0]]}: {bad[0][1]}")
     return index.embed_pixels(pixels)
+
+
+def split_folder(folder: str | os.PathLike, out: str | os.PathLike, n_queries: int = 10_000) -> tuple[Path, Path]:
+    """Split a labelled folder into queries and gallery: ``(out/queries, out/gallery)``, folders of
+    symlinks to the images that keep their class folders (labels). The first ``n_queries`` images in
+    file-name order (ties: by path) query, the rest are the gallery.
+
+    On Fashion-MNIST as ``scripts/fetch_fashion_mnist.py`` writes it (files numbered 00000-59999 across
+    the class folders) this is the validation split of the research scripts: train images 00000-09999
+    query 10000-59999. A split already under ``out`` is reused as it is.
+    """
+    from . import images
+
+    out = Path(out)
+    queries, gallery = out / "queries", out / "gallery"
+    if queries.is_dir() and gallery.is_dir():
+        return queries, gallery
+    folder = Path(folder)
+    paths, _ = images.discover(folder)
+    paths = sorted(paths, key=lambda p: (p.name, p.as_posix()))
+    partial = out / ".partial"  # an interrupted split is redone, not reused
+    shutil.rmtree(partial, ignore_errors=True)
+    for part in ("queries", "gallery"):
+        (partial / part).mkdir(parents=True)
+    for i, p in enumerate(paths):
+        dst = partial / ("queries" if i < n_queries else "gallery") / p.relative_to(folder)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(p.resolve(), dst)
+    for part, final in (("queries", queries), ("gallery", gallery)):
+        shutil.rmtree(final, ignore_errors=True)
+        (partial / part).rename(final)
+    partial.rmdir()
+    return queries, gallery
 
 
 # ---------------------------------------------------------------- near-copies

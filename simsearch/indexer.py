@@ -286,9 +286,7 @@ def update(
         for s in report.skipped:
             log(f"skipped {s['path']}: {s['reason']}")
         if not files and old is None:
-            raise SimsearchError(
-                f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)"
-            )
+            raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
 
         source = _choose_model(index_dir, old, files, options)
         todo = plan(

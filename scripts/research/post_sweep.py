@@ -1,11 +1,12 @@
 """Sweep post-processing variants on the VALIDATION split, embedding only once.
 
-Like tune_post.py (train 00000-09999 = queries, 10000-59999 = gallery, labels
-for scoring only), but the raw codes of queries and gallery are computed once
+Like tune_post.py (``simsearch.evaluate.split_folder``: train 00000-09999 =
+queries, 10000-59999 = gallery, labels for scoring only), but the raw codes of
+queries and gallery are computed once (``Index.codes``, ``Index.encode_pixels``)
 and every variant re-fits `simsearch.postprocess` on the gallery codes in
 memory, so a sweep costs one fit + one exact ranking per variant.
 
-    python scripts/research/post_sweep.py --model indexes/fashion-mnist/models/<sha>.pt \
+    python scripts/research/post_sweep.py --model indexes/fashion-mnist/models/<sha>.pt \\
         --variants default,b0.75,k20
 
 Variant names: see VARIANTS below ("key=value+key=value" also works, e.g.
@@ -15,6 +16,7 @@ their anchors like queries instead of using their own graph coordinates.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -22,17 +24,12 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from tune_post import arg_parser, split  # noqa: E402
-
-import simsearch  # noqa: E402
-from simsearch import postprocess  # noqa: E402
-from simsearch.discover import discover  # noqa: E402
-from simsearch.evaluate import encode_labels, label_of, rank_metrics  # noqa: E402
-from simsearch.indexer import BuildOptions, _decode  # noqa: E402
+import simsearch
+from simsearch import discover, pool, postprocess, preprocess
+from simsearch.evaluate import encode_labels, label_of, rank_metrics, split_folder
+from simsearch.indexer import BuildOptions
 
 BASE = postprocess.PostConfig()
 VARIANTS = {
@@ -70,20 +67,33 @@ def parse_variant(name: str) -> postprocess.PostConfig:
     return replace(BASE, **kw)
 
 
+def decode(paths: list[Path], pre: preprocess.Preprocess) -> np.ndarray:
+    """Preprocessed pixels (N, C, S, S) of image files; every one must decode."""
+    pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
+    for i, arr, reason, _info in pool.decode_files(paths, pre):
+        if arr is None:
+            raise SystemExit(f"{paths[i]}: {reason}")
+        pixels[i] = arr
+    return pixels
+
+
 def main() -> int:
-    a = arg_parser().parse_args()
-    q_dir, g_dir = split(a.train, a.work)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="the trained model file (models/<sha>.pt of an index)")
+    ap.add_argument("--train", type=Path, default=Path("data/fashion-mnist/train"), help="Fashion-MNIST train folder")
+    ap.add_argument("--work", type=Path, default=Path("data/fmnist-val"), help="where the split's symlinks go")
+    ap.add_argument("--variants", default="default", help="comma-separated, of: " + ",".join(VARIANTS))
+    a = ap.parse_args()
+    q_dir, g_dir = split_folder(a.train, a.work)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         idx = simsearch.Index.build(
             g_dir, Path(tmp) / "idx", options=BuildOptions(model=a.model, post=replace(BASE, diffusion=False))
         )
-        g_raw, g_ids = idx._snap.vectors, idx.ids()
+        g_raw, g_ids = idx.codes(), idx.ids()
         g_labels = [label_of(p) for p in idx.paths()]
-        q_paths, _ = discover(q_dir)
-        pixels, _, _, bad = _decode(list(q_paths), idx.preprocess, 0, None)
-        assert not bad, bad[:3]
-        q_raw = idx._encode(pixels)
+        q_paths, _ = discover.discover(q_dir)
+        q_raw = idx.encode_pixels(decode(q_paths, idx.preprocess))
         print(f"# embedded {len(q_raw)} queries, {len(g_raw)} gallery in {time.perf_counter() - t:.0f}s", flush=True)
     ql, gl = encode_labels([label_of(p) for p in q_paths], g_labels)
     for name in a.variants.split(","):
@@ -91,10 +101,8 @@ def main() -> int:
         cfg = parse_variant(name.removesuffix("/proj"))
         t = time.perf_counter()
         post = postprocess.fit(g_raw, g_ids, cfg)
-        g = post.search_vectors(g_raw, g_ids)
-        if project_gallery and post.diffusion:  # gallery placed like queries (through its anchors)
-            b = post.base(g_raw)
-            g = postprocess._l2n(np.hstack([b, cfg.weight * post._coords_projected(b)]))
+        # without ids, gallery images are placed through their anchors like queries (/proj)
+        g = post.search_vectors(g_raw, None if project_gallery else g_ids)
         q = post.search_vectors(q_raw)
         m = rank_metrics(q, g, ql, gl, ks=(1, 10))
         print(

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Training settings compared on the Fashion-MNIST VALIDATION split, through the product.
 
-Validation: train images 00000-09999 query, 10000-59999 are the gallery (labels =
-class folders, scoring only). Each config trains a model on the gallery with
-``simsearch.Index.build`` (``BuildOptions.train`` overrides ``TrainConfig``),
-then ``simsearch.evaluate`` scores the queries. Prints one JSON line per config.
+Validation (``simsearch.evaluate.split_folder``): train images 00000-09999
+query, 10000-59999 are the gallery (labels = class folders, scoring only). Each
+config trains a model on the gallery with ``simsearch.Index.build``
+(``BuildOptions.train`` overrides ``TrainConfig``), then ``simsearch.evaluate``
+scores the queries. Prints one JSON line per config.
 
     python scripts/research/train_sweep.py --epochs 30 --device cuda \\
         --config base='{}' --config inv='{"invariance": 0.5}'
@@ -23,24 +24,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tune_post import split  # the same validation split (this folder is on sys.path when run as a script)
 
 import simsearch
-from simsearch.evaluate import evaluate_index
+from simsearch.evaluate import evaluate_index, split_folder
 from simsearch.indexer import BuildOptions
 
 
 def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     import torch
 
+    from simsearch import model as M
     from simsearch import train as T
 
     out = {"config": name}
     for size, ch in ((28, 1), (64, 3)):
         tcfg = T.TrainConfig(**cfg)
         mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch)
-        model = T.build(mcfg).to(memory_format=torch.channels_last)
-        head = T.SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature) if tcfg.invariance > 0 else None
+        model = M.build(mcfg).to(memory_format=torch.channels_last)
+        head = M.SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature) if tcfg.invariance > 0 else None
         params = list(model.parameters()) + (list(head.parameters()) if head else [])
         opt = torch.optim.AdamW(params, lr=1e-3)
         gen = torch.Generator().manual_seed(0)
@@ -73,7 +74,7 @@ def main() -> int:
         for name, cfg in configs.items():
             print(json.dumps(probe(name, cfg)), flush=True)
         return 0
-    q, g = split(a.train, a.work)
+    q, g = split_folder(a.train, a.work)
     for name, cfg in configs.items():
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()

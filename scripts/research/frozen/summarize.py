@@ -1,4 +1,4 @@
-"""Print runs.jsonl as a markdown table."""
+"""Print the frozen probe's runs.jsonl (fmnist_probe.py) as a markdown table."""
 
 import json
 import sys
@@ -27,11 +27,14 @@ KEYS = [
     "noise",
     "threads",
 ]
-path = sys.argv[1] if len(sys.argv) > 1 else "scripts/research/runs.jsonl"
+path = sys.argv[1] if len(sys.argv) > 1 else "scripts/research/frozen/runs.jsonl"
 for line in open(path):
     r = json.loads(line)
     a = r["args"]
     flags = " ".join(f"{k}={a[k]}" for k in KEYS if k in a)
-    head = f"| {a.get('tag', '')} | {r.get('split')} | {flags} | {r.get('epochs_done', '-')} | {r.get('sec_per_epoch', '-')} |"
+    head = (
+        f"| {a.get('tag', '')} | {r.get('split')} | {flags} | {r.get('epochs_done', '-')} "
+        f"| {r.get('sec_per_epoch', '-')} |"
+    )
     res = " ".join(f"{v}: {m['P@1']:.3f}/{m['P@10']:.3f}/{m['mAP']:.3f};" for v, m in r["results"].items())
     print(head + " " + res + " |")

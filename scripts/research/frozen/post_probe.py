@@ -4,14 +4,10 @@ Gallery kNN graph is computed once and reused (DBA, iterated DBA = graph smoothi
 Labels only for metrics."""
 
 import argparse
-import os
-import sys
 import time
 
+import fmnist_probe as fp  # the probe beside this file (a script's own folder is on sys.path)
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
-import fmnist_probe as fp
 
 ap = argparse.ArgumentParser()
 ap.add_argument("emb")

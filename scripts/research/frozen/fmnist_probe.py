@@ -13,7 +13,7 @@ Validation protocol (default): queries = train[0:10000), gallery = train[10000:6
 The model is always trained on all 60k train images (no labels).
 
 Example:
-  python scripts/research/fmnist_probe.py --obj nce --width 32 --epochs 6 --budget 450
+  python scripts/research/frozen/fmnist_probe.py --obj nce --width 32 --epochs 6 --budget 450
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def main():
     ap.add_argument("--final", action="store_true", help="test queries vs full train gallery")
     ap.add_argument("--post", default="c,c+dba10a3+qe10a3")
     ap.add_argument("--tag", default="")
-    ap.add_argument("--jsonl", default="scripts/research/runs.jsonl")
+    ap.add_argument("--jsonl", default="scripts/research/frozen/runs.jsonl")
     ap.add_argument("--save", default="", help="save model state_dict here")
     ap.add_argument("--save-emb", default="", help="save (query, gallery) raw embeddings")
     ap.add_argument("--load-emb", default="", help="skip training: post-process/evaluate saved embeddings")
@@ -427,7 +427,10 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
-    log = lambda s: print(s, flush=True)
+
+    def log(s):
+        print(s, flush=True)
+
     log("args: " + " ".join(sys.argv[1:]))
     xtr, ytr = load_split("train")
     if a.final:

@@ -1,0 +1,48 @@
+"""Smoke tests for the research scripts (scripts/research/): each runs from the repository root as a plain
+script and prints its help; the validation split they share (``evaluate.split_folder``) is checked here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simsearch.evaluate import split_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+RESEARCH = ROOT / "scripts" / "research"
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["tune_post.py", "post_sweep.py", "train_sweep.py", "frozen/fmnist_probe.py", "frozen/post_probe.py"],
+)
+def test_research_script_help(script):
+    r = subprocess.run(
+        [sys.executable, str(RESEARCH / script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("usage:")
+
+
+def test_split_folder_puts_the_first_files_by_name_in_queries(tmp_path):
+    src = tmp_path / "train"
+    for i in range(12):  # numbered across class folders, as fetch_fashion_mnist.py writes them
+        p = src / ("bag", "coat", "shirt")[i % 3] / f"{i:05d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(p)
+    q, g = split_folder(src, tmp_path / "split", n_queries=5)
+    queries = sorted(p.relative_to(q).as_posix() for p in q.rglob("*.png"))
+    gallery = sorted(p.relative_to(g).as_posix() for p in g.rglob("*.png"))
+    assert sorted(Path(p).name for p in queries) == [f"{i:05d}.png" for i in range(5)]
+    assert len(gallery) == 7 and not set(queries) & set(gallery)
+    assert "bag/00000.png" in queries and "coat/00007.png" in gallery  # class folders (labels) kept
+    assert (q / "bag" / "00000.png").resolve() == (src / "bag" / "00000.png").resolve()
+    # an existing split is reused as it is
+    assert split_folder(src, tmp_path / "split", n_queries=8) == (q, g)
+    assert len(list(q.rglob("*.png"))) == 5
+    assert not (tmp_path / "split" / ".partial").exists()
