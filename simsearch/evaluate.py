@@ -172,14 +172,14 @@ def split_folder(folder: str | os.PathLike, out: str | os.PathLike, n_queries: i
     the class folders) this is the validation split of the research scripts: train images 00000-09999
     query 10000-59999. A split already under ``out`` is reused as it is.
     """
-    from . import images
+    from .discover import discover
 
     out = Path(out)
     queries, gallery = out / "queries", out / "gallery"
     if queries.is_dir() and gallery.is_dir():
         return queries, gallery
     folder = Path(folder)
-    paths, _ = images.discover(folder)
+    paths, _ = discover(folder)
     paths = sorted(paths, key=lambda p: (p.name, p.as_posix()))
     partial = out / ".partial"  # an interrupted split is redone, not reused
     shutil.rmtree(partial, ignore_errors=True)

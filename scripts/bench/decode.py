@@ -67,7 +67,7 @@ def compare_loaders(key: str, label: str, paths: list[Path], pre, reps: int, sou
 
 
 def row_decode(ctx: Ctx) -> list[dict]:
-    from simsearch.images import Preprocess
+    from simsearch.preprocess import Preprocess
 
     pngs, source = ctx.pngs()
     rows = compare_loaders("1a", "28×28 gray PNG", pngs, Preprocess(28, 1), ctx.a.reps, source)

@@ -35,7 +35,7 @@ def row_embed(ctx: Ctx) -> list[dict]:
             f"encoder {n_params / 1e6:.2f} M params; 1 warm-up call",
         )
     )
-    from simsearch.images import tta_views_for
+    from simsearch.views import tta_views_for
 
     views = tta_views_for(28)
     log(f"row 2: embedding {n} images on cpu with the default {len(views)} test-time views ({reps} reps)")
