@@ -57,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "bce"  # reconstruction loss: bce | mse
     val_fraction: float = 0.05
-    patience: int = 4  # epochs without validation improvement before stopping
+    patience: int = 4  # epochs without validation improvement before stopping (at least a tenth of the run)
     seed: int = 0
     # objective knobs
     noise_std: float = 0.0  # dae: Gaussian noise on the input
@@ -315,6 +315,135 @@ def _signature(mcfg: ModelConfig, tcfg: TrainConfig, pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+CHECKPOINT_EVERY = 10.0  # seconds between training checkpoints (a crash loses at most this much)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run is and when it stops (``schedule``)."""
+
+    batch: int
+    steps_per_epoch: int
+    max_epochs: int
+    total_steps: int
+    warmup: int  # steps of linear learning-rate warm-up
+    patience: int  # epochs without validation improvement before stopping
+    budget: float  # seconds (inf = no limit)
+
+
+def schedule(tcfg: TrainConfig, n_train: int) -> Schedule:
+    batch = min(tcfg.batch_size, n_train)
+    steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BatchNorm, InfoNCE)
+    max_epochs = epoch_cap(tcfg, steps_per_epoch)
+    total = steps_per_epoch * max_epochs
+    return Schedule(
+        batch=batch,
+        steps_per_epoch=steps_per_epoch,
+        max_epochs=max_epochs,
+        total_steps=total,
+        warmup=min(200, total // 20 + 1),
+        patience=max(tcfg.patience, math.ceil(max_epochs / 10)),  # tiny epochs: judge on more than a few steps
+        budget=tcfg.time_budget if tcfg.time_budget and tcfg.time_budget > 0 else math.inf,
+    )
+
+
+def epoch_cap(tcfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs to train: ``max_epochs``, raised so that a small folder still gets ``min_steps`` steps."""
+    return max(tcfg.max_epochs, math.ceil(tcfg.min_steps / steps_per_epoch))
+
+
+def get_lr(peak: float, step: int, warmup: int, progress: float) -> float:
+    """Learning rate: linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to 0 as
+    ``progress`` (the larger of steps done / planned and seconds spent / time budget) goes 0 → 1."""
+    return peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def split_validation(pixels: np.ndarray, tcfg: TrainConfig, rng: np.random.Generator):
+    """→ (validation, training) uint8 tensors: a random ``val_fraction`` held out (none under 50 images)."""
+    data = torch.from_numpy(np.ascontiguousarray(pixels))
+    order = rng.permutation(len(data))
+    n_val = int(len(data) * tcfg.val_fraction) if len(data) >= 50 else 0
+    return data[order[:n_val]], data[order[n_val:]]
+
+
+@dataclass
+class Run:
+    """A training run's state from epoch to epoch: what a checkpoint saves and a re-run resumes."""
+
+    model: AutoEncoder
+    head: SiameseHead | None  # the invariance branch: training-only, never saved with the model
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    elapsed: float = 0.0  # seconds trained before this process (a resumed run)
+    best_loss: float = math.inf
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    finished: str | None = None  # how a completed run stopped
+
+
+def start_run(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, gen: torch.Generator) -> Run:
+    model = build(mcfg).to(device)
+    if device.type in ("cuda", "cpu"):  # faster convolutions (CPU: ~20% per step, measured)
+        model = model.to(memory_format=torch.channels_last)
+    head = None
+    if tcfg.objective == "dae" and tcfg.invariance > 0:
+        head = SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature).to(device)
+    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    return Run(model, head, opt, gen)
+
+
+def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, device, scaler, t0, progress):
+    """One pass over the training images (or until the time budget runs out);
+    → (mean of each loss part over the steps taken, steps taken, last learning rate, out of time)."""
+    perm = torch.randperm(len(trn), generator=run.gen)
+    sums: dict[str, float] = {}
+    done, lr, step = 0, 0.0, run.epoch * sch.steps_per_epoch
+    for b in range(sch.steps_per_epoch):
+        elapsed = time.perf_counter() - t0
+        if elapsed > sch.budget:
+            return _means(sums, done), done, lr, True
+        lr = get_lr(tcfg.lr, step, sch.warmup, max(step / sch.total_steps, elapsed / sch.budget))
+        for g in run.opt.param_groups:
+            g["lr"] = lr
+        x = dev.to_device(trn[perm[b * sch.batch : (b + 1) * sch.batch]], device)
+        with dev.autocast(device):
+            loss, parts = objective_loss(run.model, x, tcfg, run.gen, run.head)
+        run.opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(run.opt)
+            scaler.update()
+        else:
+            loss.backward()
+            run.opt.step()
+        step += 1
+        done += 1
+        for k, v in {"loss": loss.item(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if progress:
+            progress("train", b + 1, sch.steps_per_epoch, epoch=run.epoch + 1, loss=sums["loss"] / done)
+    return _means(sums, done), done, lr, False
+
+
+def _means(sums: dict[str, float], n: int) -> dict[str, float]:
+    return {k: v / n for k, v in sums.items()} if n else {}
+
+
+def validate(run: Run, val: torch.Tensor, device: torch.device, tcfg: TrainConfig) -> float:
+    """Validation objective after an epoch; remembers the best weights and counts epochs without improvement."""
+    model, head = run.model, run.head
+    loss = _val_loss(model, val, device, 1024) if head is None else _val_objective(model, head, val, device, tcfg)
+    if loss < run.best_loss - 1e-5:
+        run.best_loss, run.bad_epochs = loss, 0
+        run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        run.bad_epochs += 1
+    return loss
+
+
 def train(
     pixels: np.ndarray,
     mcfg: ModelConfig,
@@ -331,145 +460,74 @@ def train(
     device = device if isinstance(device, torch.device) else dev.pick_device(device)
     torch.manual_seed(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
-    rng = np.random.default_rng(tcfg.seed)
-
-    data = torch.from_numpy(np.ascontiguousarray(pixels))
-    order = rng.permutation(len(data))
-    n_val = int(len(data) * tcfg.val_fraction) if len(data) >= 50 else 0
-    val, trn = data[order[:n_val]], data[order[n_val:]]
-    batch = min(tcfg.batch_size, len(trn))
-    steps_per_epoch = max(1, len(trn) // batch)  # drop the ragged last batch (BatchNorm, InfoNCE)
-    max_epochs = epoch_cap(tcfg, steps_per_epoch)
-    total_steps = steps_per_epoch * max_epochs
-
-    model = build(mcfg).to(device)
-    if device.type in ("cuda", "cpu"):  # faster convolutions (CPU: ~20% per step, measured)
-        model = model.to(memory_format=torch.channels_last)
-    # the invariance branch is training-only: it is checkpointed, never saved with the model
-    head = None
-    if tcfg.objective == "dae" and tcfg.invariance > 0:
-        head = SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature).to(device)
-    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    val, trn = split_validation(pixels, tcfg, np.random.default_rng(tcfg.seed))
+    sch = schedule(tcfg, len(trn))
+    run = start_run(mcfg, tcfg, device, gen)
     scaler = torch.amp.GradScaler("cuda") if dev.needs_grad_scaler(device) else None
 
-    history: list[dict] = []
-    best = (math.inf, None)
-    epoch, elapsed_before, bad_epochs, start_epoch = 0, 0.0, 0, 0
     sig = _signature(mcfg, tcfg, pixels)
     ckpt_path = Path(checkpoint) if checkpoint else None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = _load_checkpoint(ckpt_path, sig)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            if head is not None and state.get("head"):
-                head.load_state_dict(state["head"])
-            opt.load_state_dict(state["opt"])
-            gen.set_state(state["gen"])
-            history, epoch, elapsed_before = state["history"], state["epoch"], state["elapsed"]
-            best = (state["best_loss"], state["best_state"])
-            bad_epochs, start_epoch = state["bad_epochs"], state["epoch"]
-            if state.get("finished"):  # the run had completed: nothing left to train
-                model.eval()
-                return TrainResult(model.cpu(), epoch, elapsed_before, state["finished"], history, start_epoch)
+    start_epoch = _resume(run, ckpt_path, sig) if ckpt_path is not None else 0
+    if run.finished:  # the run had completed: nothing left to train
+        run.model.eval()
+        return TrainResult(run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch)
 
-    budget = tcfg.time_budget if tcfg.time_budget and tcfg.time_budget > 0 else math.inf
-    warmup = min(200, total_steps // 20 + 1)
-    t0 = time.perf_counter() - elapsed_before
-    step = epoch * steps_per_epoch
+    t0 = time.perf_counter() - run.elapsed
+    saved = -math.inf  # when the last checkpoint was written
     stopped_by = "epochs"
-    model.train()
-    while epoch < max_epochs:
-        perm = torch.randperm(len(trn), generator=gen)
-        sums: dict[str, float] = {}
-        done = 0
-        for b in range(steps_per_epoch):
-            elapsed = time.perf_counter() - t0
-            if elapsed > budget:
-                stopped_by = "time"
-                break
-            lr = get_lr(tcfg.lr, step, warmup, max(step / total_steps, elapsed / budget))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x = dev.to_device(trn[perm[b * batch : (b + 1) * batch]], device)
-            with dev.autocast(device):
-                loss, parts = objective_loss(model, x, tcfg, gen, head)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            step += 1
-            done += 1
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if progress:
-                progress("train", b + 1, steps_per_epoch, epoch=epoch + 1, loss=sums["loss"] / done)
+    run.model.train()
+    while run.epoch < sch.max_epochs:
+        losses, done, lr, out_of_time = train_epoch(run, trn, sch, tcfg, device, scaler, t0, progress)
         if done == 0:
+            stopped_by = "time" if out_of_time else stopped_by
             break
-        epoch += 1
-        row = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 2), "lr": lr}
-        row.update({k: v / done for k, v in sums.items()})
-        if n_val:
-            row["val_loss"] = (
-                _val_loss(model, val, device, 1024) if head is None else _val_objective(model, head, val, device, tcfg)
-            )
-            if row["val_loss"] < best[0] - 1e-5:
-                best, bad_epochs = (row["val_loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
-            else:
-                bad_epochs += 1
-        history.append(row)
+        run.epoch += 1
+        row = {"epoch": run.epoch, "seconds": round(time.perf_counter() - t0, 2), "lr": lr, **losses}
+        if len(val):
+            row["val_loss"] = validate(run, val, device, tcfg)
+        run.history.append(row)
         if progress:
-            progress("epoch", epoch, max_epochs, **row)
+            progress("epoch", run.epoch, sch.max_epochs, **row)
         if ckpt_path is not None:
-            _save_checkpoint(
-                ckpt_path, sig, model, head, opt, gen, history, epoch, time.perf_counter() - t0, best, bad_epochs
-            )
+            if time.perf_counter() - saved >= CHECKPOINT_EVERY:  # tiny epochs: not a file write each
+                _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
+                saved = time.perf_counter()
             crash_point("train-epoch")
-        if stopped_by == "time":
+        if out_of_time:
+            stopped_by = "time"
             break
-        if n_val and bad_epochs >= tcfg.patience:
+        if len(val) and run.bad_epochs >= sch.patience:
             stopped_by = "early-stop"
             break
     # with a time budget the cosine schedule ends at the deadline, so the last epoch is
     # usually the best; keep the best validation epoch only if early stopping kicked in
-    if stopped_by == "early-stop" and best[1] is not None:
-        model.load_state_dict(best[1])
+    if stopped_by == "early-stop" and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
     if ckpt_path is not None:
-        _save_checkpoint(
-            ckpt_path,
-            sig,
-            model,
-            head,
-            opt,
-            gen,
-            history,
-            epoch,
-            time.perf_counter() - t0,
-            best,
-            bad_epochs,
-            stopped_by,
-        )
-    model.eval()
-    model = model.to(memory_format=torch.contiguous_format).cpu()
-    return TrainResult(model, epoch, time.perf_counter() - t0, stopped_by, history, start_epoch)
+        run.finished = stopped_by
+        _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
+    run.model.eval()
+    model = run.model.to(memory_format=torch.contiguous_format).cpu()
+    return TrainResult(model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch)
 
 
-def epoch_cap(tcfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Epochs to train: ``max_epochs``, raised so that a small folder still gets ``min_steps`` steps."""
-    return max(tcfg.max_epochs, math.ceil(tcfg.min_steps / steps_per_epoch))
+def _resume(run: Run, path: Path, sig: str) -> int:
+    """Load a checkpoint of the same run into ``run`` (if there is one); → the epoch it resumes from."""
+    state = _load_checkpoint(path, sig) if path.exists() else None
+    if state is None:
+        return 0
+    run.model.load_state_dict(state["model"])
+    if run.head is not None and state.get("head"):
+        run.head.load_state_dict(state["head"])
+    run.opt.load_state_dict(state["opt"])
+    run.gen.set_state(state["gen"])
+    run.history, run.epoch, run.elapsed = state["history"], state["epoch"], state["elapsed"]
+    run.best_loss, run.best_state, run.bad_epochs = state["best_loss"], state["best_state"], state["bad_epochs"]
+    run.finished = state.get("finished")
+    return run.epoch
 
 
-def get_lr(peak: float, step: int, warmup: int, progress: float) -> float:
-    """Learning rate: linear warm-up over ``warmup`` steps, then a cosine from ``peak`` to 0 as
-    ``progress`` (the larger of steps done / planned and seconds spent / time budget) goes 0 → 1."""
-    return peak * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def _save_checkpoint(path, sig, model, head, opt, gen, history, epoch, elapsed, best, bad_epochs, finished=None):
+def _save_checkpoint(path: Path, sig: str, run: Run, elapsed: float) -> None:
     import io
 
     from .store import atomic_write_bytes
@@ -478,17 +536,17 @@ def _save_checkpoint(path, sig, model, head, opt, gen, history, epoch, elapsed, 
     torch.save(
         {
             "signature": sig,
-            "model": model.state_dict(),
-            "head": head.state_dict() if head is not None else None,
-            "opt": opt.state_dict(),
-            "gen": gen.get_state(),
-            "history": history,
-            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "head": run.head.state_dict() if run.head is not None else None,
+            "opt": run.opt.state_dict(),
+            "gen": run.gen.get_state(),
+            "history": run.history,
+            "epoch": run.epoch,
             "elapsed": elapsed,
-            "best_loss": best[0],
-            "best_state": best[1],
-            "bad_epochs": bad_epochs,
-            "finished": finished,
+            "best_loss": run.best_loss,
+            "best_state": run.best_state,
+            "bad_epochs": run.bad_epochs,
+            "finished": run.finished,
         },
         buf,
     )
