@@ -10,28 +10,26 @@ import pytest
 from click.testing import CliRunner
 from synth import make_image
 
-import simsearch
 from simsearch import store
 from simsearch.cli import cli
 from simsearch.errors import IndexFormatError
 
-
-@pytest.fixture
-def index(corpus, tmp_path, fast_options):
-    return simsearch.Index.build(corpus, tmp_path / "idx", options=fast_options)
+# test_verify_clean_index reads the session's shared index; the others corrupt, migrate, update or
+# lock an index, so they take a private copy of it and of its corpus (conftest.index_copy).
 
 
 def verify(idx, *extra):
     return CliRunner().invoke(cli, ["verify", "--index", str(idx), "--json", *extra], obj={})
 
 
-def test_verify_clean_index(index):
-    res = verify(index.path)
+def test_verify_clean_index(shared_index):
+    res = verify(shared_index.path)
     d = json.loads(res.stdout)
     assert res.exit_code == 0 and d["ok"] and d["images"] == 60 and d["problems"] == []
 
 
-def test_verify_finds_corruption(index):
+def test_verify_finds_corruption(index_copy):
+    index = index_copy
     p = store.current_generation(index.path) / "vectors.npy"
     data = bytearray(p.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the last vector: same size, different content
@@ -42,7 +40,8 @@ def test_verify_finds_corruption(index):
     assert any("vectors.npy" in x["where"] and "sha256" in x["what"] for x in d["problems"])
 
 
-def test_verify_finds_missing_model_and_drifted_files(index, corpus):
+def test_verify_finds_missing_model_and_drifted_files(index_copy):
+    index, corpus = index_copy, index_copy.root
     (corpus / "disc" / "disc_000.png").unlink()
     res = verify(index.path)
     d = json.loads(res.stdout)
@@ -52,7 +51,8 @@ def test_verify_finds_missing_model_and_drifted_files(index, corpus):
     assert res.exit_code == 1 and "model file missing" in res.stdout
 
 
-def test_older_format_is_migrated_on_open(index, monkeypatch):
+def test_older_format_is_migrated_on_open(index_copy, monkeypatch):
+    index = index_copy
     gen = store.current_generation(index.path)
     meta = json.loads((gen / "meta.json").read_text())
     meta["format_version"] = 0
@@ -72,7 +72,8 @@ def test_older_format_is_migrated_on_open(index, monkeypatch):
     assert snap.meta["format_version"] == 1 and snap.meta["metric"] == "cosine"
 
 
-def test_readers_during_writes_see_complete_versions(index, corpus):
+def test_readers_during_writes_see_complete_versions(index_copy):
+    index, corpus = index_copy, index_copy.root
     rng = np.random.default_rng(0)
     extra = []
     for i in range(4):
@@ -110,7 +111,8 @@ def test_readers_during_writes_see_complete_versions(index, corpus):
     assert len(index) == 64
 
 
-def test_second_writer_cli_message(index, corpus):
+def test_second_writer_cli_message(index_copy):
+    index, corpus = index_copy, index_copy.root
     with store.write_lock(index.path):
         res = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(index.path)], obj={})
     assert res.exit_code == 1 and "being written by" in res.stderr and "--wait" in res.stderr
