@@ -1,6 +1,6 @@
-"""Synthetic test images: three visually distinct classes (discs, squares,
-horizontal stripes) with random position, size and noise, so a trained model
-has something real to find. Generated, never downloaded.
+"""Synthetic test data, generated, never downloaded: images of three visually distinct classes
+(discs, squares, horizontal stripes) with random position, size and noise, so a trained model
+has something real to find; and index snapshots of random vectors (``make_snapshot``).
 """
 
 from __future__ import annotations
@@ -81,3 +81,34 @@ def write(path: Path, img: Image.Image, fmt: str = "PNG", **kw) -> Path:
 def noise(w: int, h: int, seed: int = 0) -> Image.Image:
     """Seeded random RGB pixels."""
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def make_snapshot(n=200, d=16, seed=0):
+    """A store.Snapshot of ``n`` random ``d``-dim vectors with non-contiguous ids, a flat FAISS spec
+    and one skipped file, ready for store.write (which builds and tunes its FAISS index)."""
+    from simsearch.meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
+    from simsearch.postprocess import PostProcess
+    from simsearch.store import Entry, Snapshot
+
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, d)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) * 3 + 5  # stable ids need not be contiguous
+    entries = [Entry(int(i), f"dir/img_{i}.png", 100 + int(i), 10**9 * int(i), f"{int(i):064x}") for i in ids]
+    meta = IndexMeta(
+        corpus_root="/nowhere",
+        preprocess={"size": 28, "channels": 1, "fit": "center-crop"},
+        model=ModelRecord(sha256="0" * 64, config={}),
+        embedding=EmbeddingRecord(dim=d),
+        post=PostRecord(sha256="", config={}),
+        search=SearchRecord(dim=d),
+        faiss=FaissRecord(factory="IDMap2,Flat", type="flat"),
+        next_id=int(ids.max()) + 1,
+    )
+    return Snapshot(
+        meta=meta,
+        ids=ids,
+        vectors=vecs,
+        entries=entries,
+        skipped=[{"path": "bad.png", "reason": "empty file"}],
+        post=PostProcess.centring_only(vecs.mean(0)),
+    )

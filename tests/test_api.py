@@ -10,14 +10,13 @@ from synth import make_image
 import simsearch
 from simsearch.errors import SimsearchError
 
-
-@pytest.fixture
-def index(corpus, tmp_path, fast_options):
-    return simsearch.Index.build(corpus, tmp_path / "idx", options=fast_options)
+# Tests that only read take the session's shared index (conftest.shared_index, shared_corpus); tests that
+# change the index or its folder take a private copy of both (conftest.index_copy, corpus = index.root).
 
 
-def test_build_report_and_info(index, corpus):
-    r = index.last_report
+def test_build_report_and_info(shared_build, shared_index):
+    index, corpus = shared_index, shared_build.corpus
+    r = shared_build.report
     assert (r.added, r.updated, r.removed, r.unchanged, len(r.skipped)) == (60, 0, 0, 0, 0)
     assert r.trained["epochs"] >= 1 and set(r.timings) >= {"decode", "train", "embed", "write"}
     info = index.info()
@@ -25,7 +24,8 @@ def test_build_report_and_info(index, corpus):
     assert index.root == corpus.resolve()
 
 
-def test_query_by_every_kind_of_input(index, corpus):
+def test_query_by_every_kind_of_input(shared_index, shared_corpus):
+    index, corpus = shared_index, shared_corpus
     path = corpus / "stripes" / "stripes_004.png"
     by_path = index.query(path, k=5)
     assert len(by_path) == 5 and all(isinstance(h, simsearch.Hit) for h in by_path)
@@ -48,7 +48,8 @@ def test_query_by_every_kind_of_input(index, corpus):
     assert [h.id for h in index.query(path, k=5, include_self=True)][0] == own_id
 
 
-def test_stored_vectors_match_fresh_encoding(index, corpus):
+def test_stored_vectors_match_fresh_encoding(shared_index, shared_corpus):
+    index, corpus = shared_index, shared_corpus
     path = corpus / "disc" / "disc_007.png"
     stored = index.embed([path])  # indexed: stored vector
     with Image.open(path) as im:
@@ -56,13 +57,15 @@ def test_stored_vectors_match_fresh_encoding(index, corpus):
     assert np.allclose(stored, fresh, atol=1e-4)
 
 
-def test_query_batch_equals_single_queries(index, corpus):
+def test_query_batch_equals_single_queries(shared_index, shared_corpus):
+    index, corpus = shared_index, shared_corpus
     items = [corpus / "disc" / "disc_001.png", corpus / "square" / "square_001.png", 3]
     batch = index.query_batch(items, k=4)
     assert [[h.id for h in hits] for hits in batch] == [[h.id for h in index.query(it, k=4)] for it in items]
 
 
-def test_search_is_exact(index):
+def test_search_is_exact(shared_index):
+    index = shared_index
     v = index.vectors()
     q = v[:7]
     exact = np.argsort(-(q @ v.T), axis=1, kind="stable")[:, :10]
@@ -71,7 +74,8 @@ def test_search_is_exact(index):
     assert got == [list(ids[row]) for row in exact]
 
 
-def test_add_and_remove(index, corpus):
+def test_add_and_remove(index_copy):
+    index, corpus = index_copy, index_copy.root
     rng = np.random.default_rng(1)
     new = [corpus / "disc" / f"extra_{i}.png" for i in range(2)]
     for p in new:
@@ -90,15 +94,17 @@ def test_add_and_remove(index, corpus):
         index.add([outside])
 
 
-def test_update_after_changes_and_reopen(index, corpus, tmp_path):
+def test_update_after_changes_and_reopen(index_copy):
+    index, corpus = index_copy, index_copy.root
     (corpus / "square" / "square_000.png").unlink()
     r = index.update()
     assert (r.added, r.removed, r.unchanged) == (0, 1, 59)
-    again = simsearch.Index.open(tmp_path / "idx")
+    again = simsearch.Index.open(index.path)
     assert len(again) == 59 and again.meta.model.sha256 == index.meta.model.sha256
 
 
-def test_bad_queries(index, tmp_path):
+def test_bad_queries(shared_index, tmp_path):
+    index = shared_index
     with pytest.raises(SimsearchError, match="file not found"):
         index.query(tmp_path / "nope.png")
     with pytest.raises(SimsearchError, match="positive"):
@@ -149,7 +155,8 @@ def test_ivf_index_updates_in_place(tmp_path, fast_options):
     assert np.array_equal(got[:, 0], exact[:, 0])
 
 
-def test_queries_use_the_numpy_encoder_and_agree_with_torch(index, corpus):
+def test_queries_use_the_numpy_encoder_and_agree_with_torch(shared_index, shared_corpus):
+    index, corpus = shared_index, shared_corpus  # (a fresh Index object: the attribute set below stays in this test)
     from PIL import Image
 
     with Image.open(corpus / "disc" / "disc_003.png") as im:
@@ -161,7 +168,8 @@ def test_queries_use_the_numpy_encoder_and_agree_with_torch(index, corpus):
     assert np.allclose(np_vec, torch_vec, atol=1e-4)
 
 
-def test_cold_query_does_not_import_torch(index, corpus, tmp_path):
+def test_cold_query_does_not_import_torch(shared_index, tmp_path):
+    index = shared_index
     import subprocess
     import sys
 
@@ -177,12 +185,12 @@ def test_cold_query_does_not_import_torch(index, corpus, tmp_path):
     assert out.returncode == 0, out.stderr
 
 
-def test_index_with_user_model_is_self_contained(corpus, tmp_path, fast_options):
+def test_index_with_user_model_is_self_contained(shared_index, shared_corpus, tmp_path, fast_options):
     from dataclasses import replace
 
-    first = simsearch.Index.build(corpus, tmp_path / "a", options=fast_options)
+    first, corpus = shared_index, shared_corpus  # built with fast_options: trained its own model
     sha = first.meta.model.sha256
-    model_file = tmp_path / "a" / "models" / f"{sha}.pt"
+    model_file = first.path / "models" / f"{sha}.pt"
     copy = tmp_path / "m.pt"
     copy.write_bytes(model_file.read_bytes())
     second = simsearch.Index.build(corpus, tmp_path / "b", options=replace(fast_options, model=str(copy)))
@@ -192,7 +200,8 @@ def test_index_with_user_model_is_self_contained(corpus, tmp_path, fast_options)
     assert [h.id for h in second.query(ext, k=5)] == [h.id for h in first.query(ext, k=5)]
 
 
-def test_test_time_views_are_recorded_and_switchable(index, corpus):
+def test_test_time_views_are_recorded_and_switchable(index_copy):
+    index, corpus = index_copy, index_copy.root
     from dataclasses import replace
 
     from simsearch.indexer import BuildOptions

@@ -31,15 +31,22 @@ def counts(stderr: str) -> dict[str, int]:
 
 
 @pytest.fixture
-def built(corpus, tmp_path):
+def built(shared_index, shared_corpus):
+    """(corpus, index dir) of the session's shared index: for tests that only read it."""
+    return shared_corpus, shared_index.path
+
+
+@pytest.fixture
+def built_copy(index_copy):
+    """(corpus, index dir): a private copy of the shared index and its corpus, for tests that change them."""
+    return index_copy.root, index_copy.path
+
+
+def test_index_query_update_cycle(corpus, tmp_path):
+    # built here with the command line, from nothing (the other tests share an index built once)
     idx = tmp_path / "idx"
     res = run("index", corpus, "--index", idx, *FAST_CLI)
     assert counts(res.stderr) == {"added": 60, "updated": 0, "removed": 0, "unchanged": 0, "skipped": 0}
-    return corpus, idx
-
-
-def test_index_query_update_cycle(built, tmp_path):
-    corpus, idx = built
     q = corpus / "disc" / "disc_000.png"
     res = run("query", q, "--index", idx, "-k", "5")
     lines = res.stdout.splitlines()
@@ -73,8 +80,8 @@ def test_index_query_update_cycle(built, tmp_path):
     assert counts(res.stderr) == {"added": 0, "updated": 0, "removed": 0, "unchanged": 61, "skipped": 0}
 
 
-def test_touch_without_change_is_not_an_update(built):
-    corpus, idx = built
+def test_touch_without_change_is_not_an_update(built_copy):
+    corpus, idx = built_copy
     p = corpus / "disc" / "disc_001.png"
     t = time.time() + 100
     os.utime(p, (t, t))
@@ -191,8 +198,8 @@ def test_every_command_help_has_an_example():
         assert "Example" in res.stdout, cmd
 
 
-def test_empty_index_after_every_file_is_deleted(built):
-    corpus, idx = built
+def test_empty_index_after_every_file_is_deleted(built_copy):
+    corpus, idx = built_copy
     for p in corpus.rglob("*.png"):
         p.unlink()
     res = run("index", corpus, "--index", idx, *FAST_CLI)

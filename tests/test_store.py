@@ -8,38 +8,10 @@ import os
 
 import numpy as np
 import pytest
+from synth import make_snapshot
 
 from simsearch import store
 from simsearch.errors import IndexFormatError, IndexLockedError, IndexNotFoundError
-from simsearch.meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
-from simsearch.store import Entry, Snapshot
-
-
-def make_snapshot(n=200, d=16, seed=0) -> Snapshot:
-    rng = np.random.default_rng(seed)
-    vecs = rng.normal(size=(n, d)).astype(np.float32)
-    ids = np.arange(n, dtype=np.int64) * 3 + 5  # stable ids need not be contiguous
-    entries = [Entry(int(i), f"dir/img_{i}.png", 100 + int(i), 10**9 * int(i), f"{int(i):064x}") for i in ids]
-    meta = IndexMeta(
-        corpus_root="/nowhere",
-        preprocess={"size": 28, "channels": 1, "fit": "center-crop"},
-        model=ModelRecord(sha256="0" * 64, config={}),
-        embedding=EmbeddingRecord(dim=d),
-        post=PostRecord(sha256="", config={}),
-        search=SearchRecord(dim=d),
-        faiss=FaissRecord(factory="IDMap2,Flat", type="flat"),
-        next_id=int(ids.max()) + 1,
-    )
-    from simsearch.postprocess import PostProcess
-
-    return Snapshot(
-        meta=meta,
-        ids=ids,
-        vectors=vecs,
-        entries=entries,
-        skipped=[{"path": "bad.png", "reason": "empty file"}],
-        post=PostProcess.centring_only(vecs.mean(0)),
-    )
 
 
 def test_round_trip(tmp_path):
@@ -159,32 +131,3 @@ def test_second_writer_is_refused_or_waits(tmp_path):
         p.join(10)
     with store.write_lock(tmp_path, wait=True, timeout=5):
         pass
-
-
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
-def test_index_types_build_tune_and_round_trip(tmp_path, kind):
-    snap = make_snapshot(n=3000, d=16, seed=3)
-    from simsearch.ann import choose
-
-    snap.meta = snap.meta.with_(faiss=FaissRecord(**choose(kind, 3000, 16)))
-    store.write(tmp_path, snap)
-    back = store.read(tmp_path)
-    spec = back.meta.faiss
-    assert spec.type == kind and 0 <= spec.recall_at_10 <= 1
-    if kind in ("flat", "ivf", "hnsw"):
-        assert spec.recall_at_10 >= 0.95  # tuned until it reaches the target
-    q = back.search_vectors()[:50]
-    _, got = back.faiss_index.search(q, 10)
-    exact = back.ids[np.argsort(-(q @ back.search_vectors().T), axis=1, kind="stable")[:, :10]]
-    from simsearch.ann import recall
-
-    measured = recall(got, exact)
-    assert measured >= (0.9 if kind != "ivfpq" else 0.3)
-
-
-def test_auto_index_type_is_exact_for_small_corpora_and_ivf_above():
-    from simsearch import ann
-
-    assert ann.choose("auto", ann.AUTO_FLAT_MAX - 1, 256)["type"] == "flat"
-    big = ann.choose("auto", 70_000, 256)
-    assert big["type"] == "ivf" and big["factory"] == "IVF1024,Flat"

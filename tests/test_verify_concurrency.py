@@ -6,31 +6,28 @@ import json
 import threading
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 from synth import make_image
 
-import simsearch
 from simsearch import store
 from simsearch.cli import cli
 
-
-@pytest.fixture
-def index(corpus, tmp_path, fast_options):
-    return simsearch.Index.build(corpus, tmp_path / "idx", options=fast_options)
+# test_verify_clean_index reads the session's shared index; the others corrupt, migrate, update or
+# lock an index, so they take a private copy of it and of its corpus (conftest.index_copy).
 
 
 def verify(idx, *extra):
     return CliRunner().invoke(cli, ["verify", "--index", str(idx), "--json", *extra], obj={})
 
 
-def test_verify_clean_index(index):
-    res = verify(index.path)
+def test_verify_clean_index(shared_index):
+    res = verify(shared_index.path)
     d = json.loads(res.stdout)
     assert res.exit_code == 0 and d["ok"] and d["images"] == 60 and d["problems"] == []
 
 
-def test_verify_finds_corruption(index):
+def test_verify_finds_corruption(index_copy):
+    index = index_copy
     p = store.current_generation(index.path) / "vectors.npy"
     data = bytearray(p.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the last vector: same size, different content
@@ -41,7 +38,8 @@ def test_verify_finds_corruption(index):
     assert any("vectors.npy" in x["where"] and "sha256" in x["what"] for x in d["problems"])
 
 
-def test_verify_finds_missing_model_and_drifted_files(index, corpus):
+def test_verify_finds_missing_model_and_drifted_files(index_copy):
+    index, corpus = index_copy, index_copy.root
     (corpus / "disc" / "disc_000.png").unlink()
     res = verify(index.path)
     d = json.loads(res.stdout)
@@ -51,7 +49,8 @@ def test_verify_finds_missing_model_and_drifted_files(index, corpus):
     assert res.exit_code == 1 and "model file missing" in res.stdout
 
 
-def test_readers_during_writes_see_complete_versions(index, corpus):
+def test_readers_during_writes_see_complete_versions(index_copy):
+    index, corpus = index_copy, index_copy.root
     rng = np.random.default_rng(0)
     extra = []
     for i in range(4):
@@ -89,7 +88,8 @@ def test_readers_during_writes_see_complete_versions(index, corpus):
     assert len(index) == 64
 
 
-def test_second_writer_cli_message(index, corpus):
+def test_second_writer_cli_message(index_copy):
+    index, corpus = index_copy, index_copy.root
     with store.write_lock(index.path):
         res = CliRunner().invoke(cli, ["index", str(corpus), "--index", str(index.path)], obj={})
     assert res.exit_code == 1 and "being written by" in res.stderr and "--wait" in res.stderr

@@ -1,0 +1,137 @@
+"""simsearch.ann: which FAISS index, how it is built and tuned, and its recall against exact search.
+
+The checks against exact search follow faiss's contrib tests: each index type on random unit
+vectors, its results compared with brute-force (numpy) inner-product search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synth import make_snapshot
+
+from simsearch import ann, store
+from simsearch.constants import INDEX_TYPES
+from simsearch.meta import FaissRecord
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
+def test_index_types_build_tune_and_round_trip(tmp_path, kind):
+    snap = make_snapshot(n=3000, d=16, seed=3)
+    snap.meta = snap.meta.with_(faiss=FaissRecord(**ann.choose(kind, 3000, 16)))
+    store.write(tmp_path, snap)
+    back = store.read(tmp_path)
+    spec = back.meta.faiss
+    assert spec.type == kind and 0 <= spec.recall_at_10 <= 1
+    if kind in ("flat", "ivf", "hnsw"):
+        assert spec.recall_at_10 >= 0.95  # tuned until it reaches the target
+    q = back.search_vectors()[:50]
+    _, got = back.faiss_index.search(q, 10)
+    exact = back.ids[np.argsort(-(q @ back.search_vectors().T), axis=1, kind="stable")[:, :10]]
+    measured = ann.recall(got, exact)
+    assert measured >= (0.9 if kind != "ivfpq" else 0.3)
+
+
+def test_auto_index_type_is_exact_for_small_corpora_and_ivf_above():
+    assert ann.choose("auto", ann.AUTO_FLAT_MAX - 1, 256)["type"] == "flat"
+    big = ann.choose("auto", 70_000, 256)
+    assert big["type"] == "ivf" and big["factory"] == "IVF1024,Flat"
+
+
+# ------------------------------------------------------------------ against exact search
+
+D, NB, NQ, K = 16, 3000, 2000, 10
+
+
+def unit_vectors(rng: np.random.Generator, n: int, d: int = D) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product search: (scores, row numbers in ``xb``), best first."""
+    scores = xq @ xb.T
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+def intersection(got: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per query: the fraction of the true top-k found in the returned top-k (faiss's knn_intersection_measure,
+    per row; written out here rather than taken from ann.recall, which is under test)."""
+    return np.array([len(np.intersect1d(g, t)) / t.shape[0] for g, t in zip(got, truth)])
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """NB indexed unit vectors with non-contiguous ids, and NQ new unit queries, in dimension D."""
+    rng = np.random.default_rng(1234)
+    xb = unit_vectors(rng, NB)
+    ids = np.arange(NB, dtype=np.int64) * 7 + 11
+    xq = unit_vectors(rng, NQ)
+    return xb, ids, xq
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            kind,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="ann.tune measures HNSW's recall with indexed vectors as the queries; the greedy graph "
+                "search finds their neighbourhoods more easily than a new query's, so the recorded recall_at_10 "
+                "overstates a new query's (reported on issue #9)",
+            ),
+        )
+        if kind == "hnsw"
+        else kind
+        for kind in INDEX_TYPES
+    ],
+)
+def test_every_index_type_against_exact_search(vectors, kind):
+    xb, ids, xq = vectors
+    spec = ann.choose(kind, NB, D)
+    index = ann.build(xb, ids, spec)
+    spec = ann.tune(index, xb, ids, spec)
+    assert spec["type"] == (kind if kind != "auto" else "flat") and index.ntotal == NB
+
+    ref_scores, ref_rows = exact_knn(xq, xb, K)
+    scores, got = ann.search(index, xq, K)
+    assert np.isin(got, ids).all()  # every query gets K neighbours, all of them indexed ids
+    if spec["type"] == "flat":
+        # exact search: the same neighbours in the same order, with the same scores (to float32 rounding)
+        assert spec["recall_at_10"] == 1.0
+        np.testing.assert_array_equal(got, ids[ref_rows])
+        np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-6)
+        return
+    per_query = intersection(got, ids[ref_rows])
+    # The tuner's figure is a mean over its sample of spec["recall_sample"] queries, this one over NQ new
+    # queries: allow three standard errors of the difference of the two means, no more.
+    assert spec["recall_sample"] > 0
+    error = per_query.std() * np.sqrt(1 / spec["recall_sample"] + 1 / NQ)
+    measured = per_query.mean()
+    assert measured >= spec["recall_at_10"] - 3 * error, (
+        f"{spec['factory']} {spec['params']}: recall@{K} of new queries {measured:.4f} "
+        f"is below the {spec['recall_at_10']:.4f} the tuner recorded (± {error:.4f})"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ann.tune tries nprobe in powers of two up to nlist, so never nlist itself when nlist is not a power of "
+    "two: on 500 vectors (IVF12) it stops at nprobe=8, below the target, where nprobe=12 is exact (reported on "
+    "issue #9)",
+)
+def test_ivf_tuning_reaches_the_target_when_searching_every_list_would():
+    rng = np.random.default_rng(0)
+    xb = unit_vectors(rng, 500, d=32)  # in 16 dimensions 8 of 12 lists happen to be enough
+    ids = np.arange(500, dtype=np.int64)
+    spec = ann.choose("ivf", 500, 32)
+    index = ann.build(xb, ids, spec)
+    nlist = index.nlist
+    ann.apply_params(index, {"nprobe": nlist})  # every list: exact search
+    _, rows = exact_knn(xb, xb, K)
+    _, got = index.search(xb, K)
+    assert intersection(got, ids[rows]).mean() == 1.0  # so the target is reachable
+    spec = ann.tune(index, xb, ids, spec)
+    assert spec["recall_at_10"] >= ann.TARGET_RECALL, (spec["factory"], spec["params"], spec["recall_at_10"])
