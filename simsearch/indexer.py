@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .pool import decode_files
 from .preprocess import Preprocess, preprocess, probe
 from .store import Entry, Snapshot
 from .views import tta_views_for
+
+if TYPE_CHECKING:
+    from .postprocess import PostConfig
 
 Progress = Callable[..., None]
 
@@ -53,7 +56,7 @@ class BuildOptions:
     rebuild: bool = False  # ignore the existing index entirely (fresh build)
     wait: bool = False  # wait for another writer instead of failing
     index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
-    post: object = None  # postprocess.PostConfig; None = the default (whitening + diffusion)
+    post: PostConfig | None = None  # None = the default (whitening + diffusion)
     tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
     train: dict | None = None  # further TrainConfig fields (e.g. {"invariance": 0.5}); research and ablations
 
@@ -114,7 +117,9 @@ class _Timer:
 def _decode(paths: list[Path], pre: Preprocess, workers: int, progress: Progress | None):
     """Decode ``paths``: (pixels (M,C,S,S) uint8 of the good ones, their positions, infos, problems)."""
     pixels = np.empty((len(paths), pre.channels, pre.size, pre.size), np.uint8)
-    good, infos, problems = [], {}, []
+    good: list[int] = []
+    infos: dict[int, dict] = {}
+    problems: list[tuple[int, str]] = []
     for i, arr, reason, info in decode_files(paths, pre, workers=workers):
         if arr is None:
             problems.append((i, reason or "unreadable"))
@@ -408,7 +413,8 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
     post = postprocess.fit(snap.vectors, snap.ids, cfg, log)
     record = None
     if calibration is not None and cfg.copies and len(snap) >= 2:
-        originals, copy_raw = _copy_codes(snap, *calibration, options)
+        root, pre, model, views = calibration
+        originals, copy_raw = _copy_codes(snap, root, pre, model, views, options)
         keys = np.array([e.sha256 for e in snap.entries])
         record = postprocess.calibrate(post, snap.vectors, keys, originals, copy_raw)
         if record.get("placement"):
@@ -449,7 +455,7 @@ def _copy_codes(
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(snap), size=min(n, len(snap)), replace=False))
     side = max(256, 4 * pre.size)  # copies made from an original reduced to 4× the model input: fast enough
-    kept, made = copies.copies_of([root / snap.entries[r].path for r in rows], snap.ids[rows], max_side=side)
+    kept, made = copies.copies_of([root / snap.entries[r].path for r in rows], snap.ids[rows].tolist(), max_side=side)
     if not made:
         return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32)
     pixels = np.stack([preprocess(img, pre) for img in made])
@@ -573,7 +579,7 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
 
     if len(pixels) < 2:
         raise SimsearchError(f"need at least 2 readable images to train a model, found {len(pixels)}")
-    tkw = {
+    tkw: dict[str, Any] = {
         k: v
         for k, v in dict(
             objective=options.objective,
@@ -611,7 +617,7 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
     return res.model, trained
 
 
-def _save_model(model, trained: dict, index_dir: Path) -> dict:
+def _save_model(model, trained: dict, index_dir: Path) -> ModelRecord:
     """Store a freshly trained model content-addressed under ``index_dir/models``; → model info."""
     from . import model as model_mod
 
