@@ -43,8 +43,32 @@ class IndexNotFoundError(SimsearchError):
     """No index exists at the given location."""
 
 
+def rebuild_hint(folder: str = "") -> str:
+    """The advice for an index that only a rebuild repairs; ``folder``: the argument to show
+    (e.g. ``"FOLDER"``), none by default."""
+    return f"rebuild with `simsearch index {folder + ' ' if folder else ''}--rebuild`"
+
+
+REBUILD_HINT = rebuild_hint()  # rebuild with `simsearch index --rebuild`
+
+
 class IndexFormatError(SimsearchError):
     """The index on disk is from a newer format, corrupt or inconsistent."""
+
+    @classmethod
+    def rebuild(cls, path: object, problem: str) -> IndexFormatError:
+        """``PATH: PROBLEM; rebuild with `simsearch index --rebuild```: damage only a rebuild repairs."""
+        return cls(f"{path}: {problem}; {REBUILD_HINT}")
+
+    @classmethod
+    def corrupt(cls, path: object, why: object) -> IndexFormatError:
+        """``PATH: corrupt (WHY); rebuild with …``"""
+        return cls.rebuild(path, f"corrupt ({why})")
+
+    @classmethod
+    def missing(cls, path: object) -> IndexFormatError:
+        """``PATH: missing; rebuild with …``"""
+        return cls.rebuild(path, "missing")
 
 
 class ModelMismatchError(SimsearchError):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .errors import SimsearchError
+from .errors import SimsearchError, rebuild_hint
 
 
 @dataclass
@@ -55,7 +55,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         elif store.file_sha256(p) != rec["sha256"]:
             problems.append(Problem(str(p), "content does not match its recorded sha256 (corrupted)"))
     if problems:
-        return summary, problems + [Problem(str(index_dir), "rebuild with `simsearch index FOLDER --rebuild`")]
+        return summary, problems + [Problem(str(index_dir), rebuild_hint("FOLDER"))]
 
     # 2. structure: ids ↔ vectors ↔ manifest ↔ FAISS
     try:
