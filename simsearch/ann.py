@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
+from .constants import AUTO_FLAT_MAX
 from .constants import INDEX_TYPES as TYPES
 
-AUTO_FLAT_MAX = 20_000  # above this a full scan costs more than ~1 ms per query
 TARGET_RECALL = 0.95
 RECALL_SAMPLE = 500
 

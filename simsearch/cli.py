@@ -14,7 +14,7 @@ import traceback
 import click
 
 from . import __version__
-from .constants import COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
+from .constants import AUTO_FLAT_MAX, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
 from .errors import SimsearchError
 
 INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
@@ -168,7 +168,8 @@ def _with(options):
     "--index-type",
     type=click.Choice(INDEX_TYPES),
     default=None,
-    help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.",
+    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, else IVF). "
+    "Default: keep the index's.",
 )
 @click.option(
     "--tta/--no-tta",

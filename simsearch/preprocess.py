@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from simsearch.constants import FITS
 from simsearch.errors import ImageError, SimsearchError, one_line
 from simsearch.formats import _head, _missing_codec
 
@@ -31,7 +32,6 @@ __all__ = ["FITS", "Preprocess", "from_array", "preprocess", "probe", "to_displa
 
 _IMAGE_NAME = "<image>"
 
-FITS = ("center-crop", "pad", "stretch")
 _MAX_SIZE = 8192  # sanity bound for Preprocess.size
 
 
