@@ -1,5 +1,5 @@
 """Exceptions that reach the user as one clear line (CLI exit code 1), and the helpers that
-make such a line from an exception's text (``one_line``, ``oserror_reason``)."""
+make such a line from an exception's text (``one_line``, ``oserror_reason``, ``printable``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def one_line(text: str, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def printable(text: str) -> str:
+    """``text`` as any UTF-8 terminal can print it: the bytes of a file name that are not UTF-8
+    (which ``os.fsdecode`` leaves as lone surrogates) become ``\\xff``-style escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def oserror_reason(exc: OSError) -> str:

@@ -25,3 +25,13 @@ def test_no_module_spells_the_rebuild_hint_itself():
     pkg = Path(simsearch.__file__).parent
     spelled = [p.name for p in pkg.glob("*.py") if p.name != "errors.py" and "rebuild with `" in p.read_text()]
     assert spelled == []
+
+
+def test_printable_shows_bytes_that_are_not_utf8_as_escapes():
+    import os
+
+    from simsearch.errors import printable
+
+    assert printable(os.fsdecode(b"caf\xe9 \xff.png")) == "caf\\xe9 \\xff.png"
+    assert printable("café 写真.png") == "café 写真.png"
+    assert printable("odd \ud800") == "odd \\ud800"  # a surrogate that stands for no byte
