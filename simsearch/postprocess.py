@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import configs
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,11 @@ class PostConfig:
     copies: bool = True  # calibrate a near-copy threshold and place copies at their original (step 4)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PostConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return configs.from_dict(cls, d)
 
 
 ANCHOR_IVF_MIN = 20_000  # fewer anchors: an exact scan is fast enough
