@@ -264,6 +264,10 @@ def current_generation(index_dir: Path) -> Path | None:
     return index_dir / name
 
 
+def _no_index(index_dir: Path) -> IndexNotFoundError:
+    return IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+
+
 def exists(index_dir: Path) -> bool:
     return (Path(index_dir) / "CURRENT").exists()
 
@@ -272,7 +276,7 @@ def read_meta(index_dir: Path, gen: Path | None = None) -> IndexMeta:
     """meta.json of generation ``gen`` (default: the live one), migrated to the current format."""
     gen = gen or current_generation(index_dir)
     if gen is None:
-        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+        raise _no_index(index_dir)
     path = gen / "meta.json"
     try:
         meta = json.loads(path.read_text())
@@ -311,7 +315,7 @@ class _Vanished(Exception):
 def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
     gen = current_generation(index_dir)  # resolve CURRENT once: everything below reads this generation
     if gen is None:
-        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+        raise _no_index(index_dir)
     meta = read_meta(index_dir, gen)
 
     def need(name: str) -> Path:
@@ -511,9 +515,9 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
         except (OSError, ValueError):
             return  # can't tell what is referenced: delete nothing
         sha = meta["model"]["sha256"]
-        used |= {f"{sha}.pt", f"{sha}.npz"}
+        used |= {model_path(index_dir, sha).name, numpy_model_path(index_dir, sha).name}
         if meta.get("post"):
-            used.add(f"{meta['post']['sha256']}.post.npz")
+            used.add(post_path(index_dir, meta["post"]["sha256"]).name)
     models = index_dir / "models"
     if models.is_dir() and used:
         for m in models.iterdir():
@@ -523,6 +527,11 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
 
 def model_path(index_dir: Path, sha256: str) -> Path:
     return Path(index_dir) / "models" / f"{sha256}.pt"
+
+
+def numpy_model_path(index_dir: Path, sha256: str) -> Path:
+    """The torch-free export of model ``sha256`` (``numpy_encoder``)."""
+    return model_path(index_dir, sha256).with_suffix(".npz")
 
 
 def disk_usage(index_dir: Path) -> int:

@@ -95,7 +95,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         problems.append(Problem(str(mp), "model file missing: queries by image cannot be encoded"))
     elif store.file_sha256(mp) != sha:
         problems.append(Problem(str(mp), "model file does not match its hash (corrupted)"))
-    npz = mp.with_suffix(".npz")
+    npz = store.numpy_model_path(index_dir, sha)
     if meta.model.numpy_sha256 and (not npz.exists() or store.file_sha256(npz) != meta.model.numpy_sha256):
         problems.append(
             Problem(
