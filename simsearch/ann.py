@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
+from .constants import AUTO_FLAT_MAX
 from .constants import INDEX_TYPES as TYPES
 
-AUTO_FLAT_MAX = 20_000  # above this a full scan costs more than ~1 ms per query
 TARGET_RECALL = 0.95
 RECALL_SAMPLE = 500
 
@@ -38,12 +38,18 @@ def choose(kind: str, n: int, d: int) -> dict:
         return {"type": "flat", "factory": "IDMap2,Flat"}
     if kind == "hnsw":
         return {"type": "hnsw", "factory": "IDMap2,HNSW32"}
-    nlist = int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
-    nlist = min(nlist, max(1, n // 39))  # k-means wants ≥ 39 points per cell
+    nlist = ivf_cells(n)
     if kind == "ivf":
         return {"type": "ivf", "factory": f"IVF{nlist},Flat"}
     m = next(m for m in (d // 4, d // 8, d // 2, d) if m >= 1 and d % m == 0)
     return {"type": "ivfpq", "factory": f"IVF{nlist},PQ{m}x8"}
+
+
+def ivf_cells(n: int) -> int:
+    """Number of inverted lists (k-means cells) for ``n`` vectors: the power of two nearest
+    4·√n, in 16..65536, but no more than n / 39 (k-means wants ≥ 39 points per cell)."""
+    nlist = int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
+    return min(nlist, max(1, n // 39))
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, spec: dict, seed: int = 0):
@@ -91,48 +97,76 @@ def apply_params(index, params: dict) -> None:
 def tune(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, target: float = TARGET_RECALL, seed: int = 0) -> dict:
     """Pick the cheapest search parameter reaching ``target`` recall@10 against exact search on a
     sample of the vectors; → spec with ``params``, ``recall_at_10`` and ``recall_sample``."""
-    import faiss
-
     spec = dict(spec)
-    n = len(vectors)
-    if n == 0 or spec["type"] == "flat":
+    k = min(10, len(vectors) - 1)
+    if k < 1 or spec["type"] == "flat":
         spec.update(params={}, recall_at_10=1.0, recall_sample=0)
         return spec
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, min(RECALL_SAMPLE, n), replace=False))
-    q = np.ascontiguousarray(vectors[rows], dtype=np.float32)
-    ids = np.asarray(ids)
-    k = min(10, n - 1)
-    if k < 1:
-        spec.update(params={}, recall_at_10=1.0, recall_sample=0)
-        return spec
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    _, truth = exact.search(q, k + 1)
-    # each sample query is an indexed vector: leave it out of both lists, so recall is that of
-    # a new query (a query finding itself would flatter the index)
-    truth_ids = _drop_self(np.where(truth >= 0, ids[np.clip(truth, 0, n - 1)], -1), ids[rows], k)
+    q, self_ids, truth = ground_truth(vectors, ids, k, RECALL_SAMPLE, seed)
     name, values = (
         ("efSearch", [16, 32, 64, 128, 256, 512, 1024])
         if spec["type"] == "hnsw"
-        else ("nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v <= _nlist(index)])
+        else ("nprobe", [v for v in NPROBES if v <= _nlist(index)])
     )
+    v, r, _ = sweep(index, name, values, q, self_ids, truth, target, min_gain=0.002)
+    spec.update(params={name: v}, recall_at_10=round(float(r), 4), recall_sample=len(q))
+    return spec
+
+
+def ground_truth(vectors: np.ndarray, ids: np.ndarray, k: int, sample: int, seed: int = 0):
+    """Queries for measuring recall: ``sample`` of the ``vectors`` (at random, in their order);
+    → (queries, their ids, their exact top-``k`` ids by inner product). Each query is an indexed
+    vector: it is left out of its own list (:func:`drop_self`), so recall is that of a new query
+    (a query finding itself would flatter the index)."""
+    import faiss
+
+    n = len(vectors)
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    q = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, truth = exact.search(q, k + 1)
+    ids = np.asarray(ids)
+    return q, ids[rows], drop_self(np.where(truth >= 0, ids[np.clip(truth, 0, n - 1)], -1), ids[rows], k)
+
+
+NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # the nprobe values a sweep tries
+
+
+def sweep(
+    index,
+    name: str,
+    values,
+    queries: np.ndarray,
+    self_ids: np.ndarray,
+    truth: np.ndarray,
+    target: float,
+    min_gain: float | None = None,
+) -> tuple | None:
+    """Try search parameter ``name`` at each of ``values`` (cheapest first) until recall@k
+    against ``truth`` (k = its width) reaches ``target``; → (value, recall, seconds per query)
+    of the setting kept, which is left applied to ``index`` (None when ``values`` is empty).
+
+    Each query is an indexed vector, id ``self_ids[i]``: it is left out of its own list, as
+    :func:`drop_self` leaves it out of ``truth``. ``min_gain``: stop as soon as a step gains
+    less than this below the target (e.g. PQ's quantisation error caps recall) and keep the
+    cheaper setting; without it, the last value is kept when none reaches the target."""
+    k = truth.shape[1]
     best = None
     for v in values:
         apply_params(index, {name: v})
         t = time.perf_counter()
-        _, got = index.search(q, k + 1)
-        dt = (time.perf_counter() - t) / len(q)
-        r = recall(_drop_self(got, ids[rows], k), truth_ids)
-        if best is not None and r < best[1] + 0.002 and best[1] < target:
-            break  # no longer improving (e.g. PQ's quantisation error caps it): keep the cheaper setting
+        _, got = index.search(queries, k + 1)
+        dt = (time.perf_counter() - t) / len(queries)
+        r = recall(drop_self(got, self_ids, k), truth)
+        if min_gain is not None and best is not None and r < best[1] + min_gain and best[1] < target:
+            break  # no longer improving: keep the cheaper setting
         best = (v, r, dt)
         if r >= target:
             break
-    v, r, dt = best
-    apply_params(index, {name: v})
-    spec.update(params={name: v}, recall_at_10=round(float(r), 4), recall_sample=len(q))
-    return spec
+    if best is not None:
+        apply_params(index, {name: best[0]})
+    return best
 
 
 def index_ids(index) -> np.ndarray:
@@ -156,7 +190,9 @@ def _nlist(index) -> int:
         return 1 << 30
 
 
-def _drop_self(lists: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
+def drop_self(lists: np.ndarray, self_ids: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` ids of each row of ``lists`` other than that row's own id ``self_ids[i]``
+    (a query that is an indexed vector finds itself; -1 pads a short row)."""
     out = np.full((len(lists), k), -1, dtype=np.int64)
     for i, (row, me) in enumerate(zip(lists, self_ids)):
         kept = row[row != me][:k]

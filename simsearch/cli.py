@@ -14,8 +14,8 @@ import traceback
 import click
 
 from . import __version__
-from .constants import COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
-from .errors import SimsearchError
+from .constants import AUTO_FLAT_MAX, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
+from .errors import SimsearchError, printable
 
 INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
 
@@ -43,7 +43,7 @@ class _Group(click.Group):
 
 def _printable(msg: str) -> str:
     """One line, printable on any terminal (non-UTF-8 file names become \\x escapes)."""
-    return " ".join(msg.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(" ".join(msg.splitlines()))
 
 
 def _common(f):
@@ -168,7 +168,8 @@ def _with(options):
     "--index-type",
     type=click.Choice(INDEX_TYPES),
     default=None,
-    help="FAISS index: auto (exact below 20k images, else IVF), flat, ivf, hnsw, ivfpq. Default: keep the index's.",
+    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, else IVF). "
+    "Default: keep the index's.",
 )
 @click.option(
     "--tta/--no-tta",
@@ -290,7 +291,7 @@ def train(folder, out, channels, **train_kw):
         f"trained {res['objective']} model on {res['images']} images ({res['input']}): "
         f"{res['epochs']} epochs in {res['seconds']:.0f}s (stopped by {res['stopped_by']})"
     )
-    click.echo(f"{out}  sha256:{res['sha256'][:16]}")
+    click.echo(printable(f"{out}  sha256:{res['sha256'][:16]}"))
 
 
 # ------------------------------------------------------------------ query
@@ -365,9 +366,9 @@ def info(index_path, as_json, skipped):
     if skipped:
         rows = idx.skipped()
         if as_json:
-            click.echo("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+            click.echo("\n".join(json.dumps(r) for r in rows))  # ASCII: odd bytes as \udcXX escapes
         else:
-            click.echo("\n".join(f"{r['path']}: {r['reason']}" for r in rows) or "(no skipped files)")
+            click.echo(printable("\n".join(f"{r['path']}: {r['reason']}" for r in rows)) or "(no skipped files)")
         return
     d = idx.info()
     if as_json:
@@ -377,7 +378,7 @@ def info(index_path, as_json, skipped):
     d["disk"] = human_bytes(d.pop("disk_bytes"))
     d["model_sha256"] = d["model_sha256"][:16]
     d.pop("preprocess")
-    click.echo(kv_table(d))
+    click.echo(printable(kv_table(d)))
 
 
 # ------------------------------------------------------------------ eval
@@ -494,9 +495,11 @@ def verify(index_path, no_files, as_json):
         click.echo(json.dumps({**summary, "ok": not errors, "problems": [p.__dict__ for p in problems]}))
     else:
         for p in problems:
-            click.echo(str(p), err=True)
+            click.echo(printable(str(p)), err=True)
         if not errors:
-            click.echo(f"ok: {summary['index']} ({summary.get('images', 0)} images, {summary.get('generation')})")
+            click.echo(
+                printable(f"ok: {summary['index']} ({summary.get('images', 0)} images, {summary.get('generation')})")
+            )
     if errors:
         raise SimsearchError(f"{summary['index']}: {len(errors)} problem(s) found")
 

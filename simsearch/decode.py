@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from simsearch.errors import ImageError, one_line, oserror_reason
 from simsearch.formats import _missing_codec
-from simsearch.preprocess import Preprocess, preprocess
+from simsearch.preprocess import Preprocess, check_pixels, preprocess
 
 __all__ = ["load", "open_image", "read_file"]
 
@@ -168,14 +168,11 @@ def _decode(data: bytes, name: Any, pre: Preprocess | None = None) -> Image.Imag
             w, h = img.size
             if limit is not None and w * h > limit:
                 raise ImageError(name, _too_large(w, h))
-            if w <= 0 or h <= 0:
-                raise ImageError(name, f"image has no pixels ({w}x{h})")
+            check_pixels(img, name)
             if pre is not None and img.format in ("JPEG", "MPO"):
                 img.draft(_draft_mode(pre), (pre.size, pre.size))
             img.load()
-            w, h = img.size
-            if w <= 0 or h <= 0:
-                raise ImageError(name, f"image has no pixels ({w}x{h})")
+            check_pixels(img, name)  # again: a draft may have changed the size
             img = _apply_exif_orientation(img)
     except ImageError:
         raise

@@ -15,8 +15,10 @@ from .errors import SimsearchError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """cuda > mps > cpu for ``auto``; an explicit name must be available."""
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """cuda > mps > cpu for ``auto``; an explicit name must be available; a ``torch.device`` as it is."""
+    if isinstance(name, torch.device):
+        return name
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():

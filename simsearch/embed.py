@@ -5,6 +5,7 @@ Post-processing into cosine-ready vectors lives in ``postprocess.py`` (no torch)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -18,6 +19,17 @@ from .views import mean_over_views, shifted_views
 
 def default_batch_size(device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 512
+
+
+@contextlib.contextmanager
+def _evaluating(model: AutoEncoder, device: torch.device):
+    """The model in eval mode on ``device`` for a block; its training flag is restored after."""
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
@@ -38,7 +50,7 @@ def embed(
 
 
 def _chunks(pixels: np.ndarray, batch_size: int | None, device, views: int = 1) -> Iterable[np.ndarray]:
-    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    device = dev.pick_device(device)
     bs = batch_size or max(1, default_batch_size(device) // views)
     if len(pixels) == 0:
         yield pixels
@@ -57,13 +69,11 @@ def embed_batches(
 ) -> Iterable[np.ndarray]:
     """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch
     (``views``: see ``embed``)."""
-    device = device if isinstance(device, torch.device) else dev.pick_device(device)
-    was_training = model.training
-    model.eval().to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    device = dev.pick_device(device)
     done = 0
-    try:
+    with _evaluating(model, device):
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
         for batch in batches:
             if len(batch) == 0:
                 yield np.zeros((0, model.config.latent_dim), np.float32)
@@ -77,8 +87,6 @@ def embed_batches(
             done += len(batch)
             if progress:
                 progress("embed", done, total or done)
-    finally:
-        model.train(was_training)
 
 
 @torch.inference_mode()
@@ -87,16 +95,12 @@ def reconstruct(
 ) -> np.ndarray:
     """uint8 (N, C, H, W) → the autoencoder's reconstruction, uint8 (N, C, H, W) (the decoder's
     sigmoid output; from μ for a VAE)."""
-    device = device if isinstance(device, torch.device) else dev.pick_device(device)
-    was_training = model.training
-    model.eval().to(device)
+    device = dev.pick_device(device)
     out = []
-    try:
+    with _evaluating(model, device):
         for batch in _chunks(pixels, batch_size, device):
             x = dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device)
             with dev.autocast(device):
                 y = torch.sigmoid(model(x).float())
             out.append(y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, *pixels.shape[1:]), np.uint8)

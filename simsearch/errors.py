@@ -1,5 +1,5 @@
 """Exceptions that reach the user as one clear line (CLI exit code 1), and the helpers that
-make such a line from an exception's text (``one_line``, ``oserror_reason``)."""
+make such a line from an exception's text (``one_line``, ``oserror_reason``, ``printable``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def one_line(text: str, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def printable(text: str) -> str:
+    """``text`` as any UTF-8 terminal can print it: the bytes of a file name that are not UTF-8
+    (which ``os.fsdecode`` leaves as lone surrogates) become ``\\xff``-style escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def oserror_reason(exc: OSError) -> str:
@@ -43,8 +52,32 @@ class IndexNotFoundError(SimsearchError):
     """No index exists at the given location."""
 
 
+def rebuild_hint(folder: str = "") -> str:
+    """The advice for an index that only a rebuild repairs; ``folder``: the argument to show
+    (e.g. ``"FOLDER"``), none by default."""
+    return f"rebuild with `simsearch index {folder + ' ' if folder else ''}--rebuild`"
+
+
+REBUILD_HINT = rebuild_hint()  # rebuild with `simsearch index --rebuild`
+
+
 class IndexFormatError(SimsearchError):
     """The index on disk is from a newer format, corrupt or inconsistent."""
+
+    @classmethod
+    def rebuild(cls, path: object, problem: str) -> IndexFormatError:
+        """``PATH: PROBLEM; rebuild with `simsearch index --rebuild```: damage only a rebuild repairs."""
+        return cls(f"{path}: {problem}; {REBUILD_HINT}")
+
+    @classmethod
+    def corrupt(cls, path: object, why: object) -> IndexFormatError:
+        """``PATH: corrupt (WHY); rebuild with …``"""
+        return cls.rebuild(path, f"corrupt ({why})")
+
+    @classmethod
+    def missing(cls, path: object) -> IndexFormatError:
+        """``PATH: missing; rebuild with …``"""
+        return cls.rebuild(path, "missing")
 
 
 class ModelMismatchError(SimsearchError):

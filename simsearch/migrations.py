@@ -28,9 +28,8 @@ def m001_fill_v1(meta: dict, gen: Path) -> dict:
     calibration, the next free id, the FAISS request and the search record were added one by
     one, and readers filled in what an older file lacked. This step fills it in once."""
     if not meta.get("post"):
-        raise IndexFormatError(
-            f"{gen / 'meta.json'}: written before post-processing was stored (a pre-0.1 development "
-            "build); rebuild with `simsearch index --rebuild`"
+        raise IndexFormatError.rebuild(
+            gen / "meta.json", "written before post-processing was stored (a pre-0.1 development build)"
         )
     out = dict(meta)
     emb = dict(out.get("embedding") or {})
@@ -75,10 +74,7 @@ def migrate(meta: dict, gen: Path, steps: list[tuple[int, Step]] | None = None) 
     while version < FORMAT_VERSION:
         step = by_version.get(version)
         if step is None:
-            raise IndexFormatError(
-                f"{gen / 'meta.json'}: index format {version} is too old to migrate; "
-                "rebuild with `simsearch index --rebuild`"
-            )
+            raise IndexFormatError.rebuild(gen / "meta.json", f"index format {version} is too old to migrate")
         applied = list(meta.get("migrations") or [])
         meta = step(meta, gen)
         meta["migrations"] = applied + [step.__name__]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import configs
 from .constants import OBJECTIVES  # noqa: F401 — re-exported: the training objectives
 from .errors import ModelMismatchError, SimsearchError
 
@@ -66,12 +67,11 @@ class ModelConfig:
         return [min(self.width * 2 ** (i + 1), self.max_width) for i in range(self.n_down)]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return configs.from_dict(cls, d)
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int, transpose: bool = False) -> nn.Sequential:

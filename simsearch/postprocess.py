@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import configs
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,16 @@ class PostConfig:
     copies: bool = True  # calibrate a near-copy threshold and place copies at their original (step 4)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PostConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return configs.from_dict(cls, d)
 
 
 ANCHOR_IVF_MIN = 20_000  # fewer anchors: an exact scan is fast enough
 ANCHOR_RECALL = 0.99  # recall of a new image's k anchor neighbours the inverted lists must reach
+ANCHOR_NPROBE_MAX = 256  # the largest nprobe tried before scanning every cell
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
@@ -309,31 +311,21 @@ def _anchor_index(anchors, centroids, lists, nprobe):
 def _fit_anchor_lists(anchors: np.ndarray, k: int, sample: int = 1000, seed: int = 0):
     """k-means cells over the anchors and the smallest nprobe whose k-NN lists reach
     ``ANCHOR_RECALL`` against exact search (on a sample of anchors, each leaving itself out)."""
-    import math
-
     import faiss
 
-    from .ann import _drop_self, recall
+    from .ann import NPROBES, ground_truth, ivf_cells, sweep
 
     m, d = anchors.shape
-    nlist = int(min(2 ** round(math.log2(4 * math.sqrt(m))), m // 39))
+    nlist = ivf_cells(m)
     km = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, verbose=False)
     km.train(np.ascontiguousarray(anchors, dtype=np.float32))
     _, a = km.index.search(np.ascontiguousarray(anchors, dtype=np.float32), 1)
     centroids, lists = km.centroids.astype(np.float32), a.ravel().astype(np.int32)
-    rows = np.sort(np.random.default_rng(seed).choice(m, min(sample, m), replace=False))
-    q = np.ascontiguousarray(anchors[rows], dtype=np.float32)
-    exact = _anchor_index(anchors, None, None, None)
-    truth = _drop_self(exact.search(q, k + 1)[1], rows, k)
+    q, rows, truth = ground_truth(anchors, np.arange(m), k, sample, seed)
     index = _anchor_index(anchors, centroids, lists, 1)
-    nprobe = nlist
-    for p in (1, 2, 4, 8, 16, 32, 64, 128, 256):
-        if p >= nlist:
-            break
-        index.nprobe = p
-        if recall(_drop_self(index.search(q, k + 1)[1], rows, k), truth) >= ANCHOR_RECALL:
-            nprobe = p
-            break
+    tried = [p for p in NPROBES if p < nlist and p <= ANCHOR_NPROBE_MAX]
+    best = sweep(index, "nprobe", tried, q, rows, truth, ANCHOR_RECALL)
+    nprobe = best[0] if best is not None and best[1] >= ANCHOR_RECALL else nlist  # else: every cell
     return centroids, lists, np.array(nprobe, np.int64)
 
 

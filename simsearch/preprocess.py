@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from simsearch.constants import FITS
 from simsearch.errors import ImageError, SimsearchError, one_line
 from simsearch.formats import _head, _missing_codec
 
@@ -31,7 +32,6 @@ __all__ = ["FITS", "Preprocess", "from_array", "preprocess", "probe", "to_displa
 
 _IMAGE_NAME = "<image>"
 
-FITS = ("center-crop", "pad", "stretch")
 _MAX_SIZE = 8192  # sanity bound for Preprocess.size
 
 
@@ -180,6 +180,22 @@ def _fit(img: Image.Image, size: int, fit: str) -> Image.Image:
     return img.resize((size, size), resample, box=box, reducing_gap=3.0)
 
 
+def check_pixels(img: Image.Image, name: object = _IMAGE_NAME) -> None:
+    """ImageError unless ``img`` has at least one pixel."""
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(name, f"image has no pixels ({w}x{h})")
+
+
+def _checked_base(img: Image.Image) -> Image.Image:
+    """:func:`_to_base`, failing as the user sees it (ImageError: no pixels, unsupported mode)."""
+    check_pixels(img)
+    try:
+        return _to_base(img)
+    except (ValueError, OSError, KeyError) as exc:
+        raise ImageError(_IMAGE_NAME, f"unsupported image mode {img.mode}: {one_line(str(exc), 80)}") from None
+
+
 def preprocess(img: Image.Image, pre: Preprocess) -> np.ndarray:
     """Any-mode PIL image → C-contiguous uint8 array of shape (channels, size, size).
 
@@ -188,14 +204,7 @@ def preprocess(img: Image.Image, pre: Preprocess) -> np.ndarray:
     Grayscale uses Pillow's ITU-R 601-2 luminance.  Raises ImageError for
     images that cannot be converted (no pixels, unsupported mode).
     """
-    w, h = img.size
-    if w <= 0 or h <= 0:
-        raise ImageError(_IMAGE_NAME, f"image has no pixels ({w}x{h})")
-    try:
-        base = _to_base(img)
-    except (ValueError, OSError, KeyError) as exc:
-        raise ImageError(_IMAGE_NAME, f"unsupported image mode {img.mode}: {one_line(str(exc), 80)}") from None
-    out = _fit(base, pre.size, pre.fit)
+    out = _fit(_checked_base(img), pre.size, pre.fit)
     target = "L" if pre.channels == 1 else "RGB"
     if out.mode != target:
         out = out.convert(target)
@@ -278,14 +287,8 @@ def to_display(img: Image.Image | np.ndarray) -> Image.Image:
     """
     if isinstance(img, np.ndarray):
         img = _array_image(img)
-    w, h = img.size
-    if w <= 0 or h <= 0:
-        raise ImageError(_IMAGE_NAME, f"image has no pixels ({w}x{h})")
-    try:
-        base = _to_base(img)
-        return base if base.mode == "RGB" else base.convert("RGB")
-    except (ValueError, OSError, KeyError) as exc:
-        raise ImageError(_IMAGE_NAME, f"unsupported image mode {img.mode}: {one_line(str(exc), 80)}") from None
+    base = _checked_base(img)
+    return base if base.mode == "RGB" else base.convert("RGB")
 
 
 # --------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .errors import printable
 from .query import Hit
 
 
-def display_path(p: str | os.PathLike) -> str:
-    """Relative to the working directory when below it, else absolute; never raises on odd bytes."""
+def shown_path(p: str | os.PathLike) -> str:
+    """Relative to the working directory when below it, else absolute; the same str otherwise
+    (a name that is not UTF-8 keeps its surrogate escapes: ``os.fsencode`` gives back its bytes)."""
     p = os.fspath(p)
     try:
         rel = os.path.relpath(p)
@@ -23,7 +25,12 @@ def display_path(p: str | os.PathLike) -> str:
             p = rel
     except ValueError:
         pass
-    return p.encode("utf-8", "backslashreplace").decode("utf-8")
+    return p
+
+
+def display_path(p: str | os.PathLike) -> str:
+    """:func:`shown_path` for people: bytes that are not UTF-8 shown as ``\\xff`` escapes."""
+    return printable(shown_path(p))
 
 
 def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
@@ -42,24 +49,26 @@ def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
 
 
 def json_lines(results: Sequence[tuple[str, list[Hit]]]) -> str:
+    """One JSON object per query. ASCII only: a path that is not UTF-8 keeps its surrogate
+    escapes as ``\\udcff`` JSON escapes, so ``os.fsencode(json.loads(line)[...]["path"])``
+    gives back the file name's bytes exactly."""
     out = []
     for label, hits in results:
         out.append(
             json.dumps(
                 {
-                    "query": display_path(label),
+                    "query": shown_path(label),
                     "hits": [
                         {
                             "rank": h.rank,
                             "score": round(h.score, 6),
                             "id": h.id,
-                            "path": display_path(h.abspath),
-                            "relpath": display_path(h.path),
+                            "path": shown_path(h.abspath),
+                            "relpath": shown_path(h.path),
                         }
                         for h in hits
                     ],
-                },
-                ensure_ascii=False,
+                }
             )
         )
     return "\n".join(out)
@@ -160,7 +169,7 @@ def _tile(src: Any, thumb: int):
 
 def _short(s: str, px: int) -> str:
     n = max(4, px // 6)
-    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    s = printable(s)
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

@@ -260,10 +260,12 @@ def current_generation(index_dir: Path) -> Path | None:
     except OSError as e:
         raise IndexFormatError(f"{index_dir / 'CURRENT'}: cannot read ({e.strerror or e})") from None
     if not name.startswith(GEN_PREFIX) or "/" in name:
-        raise IndexFormatError(
-            f"{index_dir / 'CURRENT'}: corrupt (names {name!r}); rebuild with `simsearch index --rebuild`"
-        )
+        raise IndexFormatError.corrupt(index_dir / "CURRENT", f"names {name!r}")
     return index_dir / name
+
+
+def _no_index(index_dir: Path) -> IndexNotFoundError:
+    return IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
 
 
 def exists(index_dir: Path) -> bool:
@@ -274,25 +276,23 @@ def read_meta(index_dir: Path, gen: Path | None = None) -> IndexMeta:
     """meta.json of generation ``gen`` (default: the live one), migrated to the current format."""
     gen = gen or current_generation(index_dir)
     if gen is None:
-        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+        raise _no_index(index_dir)
     path = gen / "meta.json"
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
         if not gen.exists():
             raise _Vanished() from None
-        raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
+        raise IndexFormatError.missing(path) from None
     except (OSError, ValueError) as e:
-        raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
+        raise IndexFormatError.corrupt(path, e) from None
     if not isinstance(meta, dict):
         raise IndexFormatError(f"{path}: not a simsearch index (not a JSON object)")
     meta = migrations.migrate(meta, gen)
     try:
         return IndexMeta.from_json(meta)
     except (KeyError, TypeError, ValueError) as e:
-        raise IndexFormatError(
-            f"{path}: corrupt (bad or missing {e}); rebuild with `simsearch index --rebuild`"
-        ) from None
+        raise IndexFormatError.corrupt(path, f"bad or missing {e}") from None
 
 
 def read(index_dir: str | os.PathLike, load_faiss: bool = True, _retries: int = 3) -> Snapshot:
@@ -315,7 +315,7 @@ class _Vanished(Exception):
 def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
     gen = current_generation(index_dir)  # resolve CURRENT once: everything below reads this generation
     if gen is None:
-        raise IndexNotFoundError(f"{index_dir}: no index here (build one with `simsearch index DIR`)")
+        raise _no_index(index_dir)
     meta = read_meta(index_dir, gen)
 
     def need(name: str) -> Path:
@@ -323,11 +323,11 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
         if not p.exists():
             if not gen.exists():
                 raise _Vanished()
-            raise IndexFormatError(f"{p}: missing; rebuild with `simsearch index --rebuild`")
+            raise IndexFormatError.missing(p)
         return p
 
     def corrupt(name: str, why: object) -> IndexFormatError:
-        return IndexFormatError(f"{gen / name}: corrupt ({why}); rebuild with `simsearch index --rebuild`")
+        return IndexFormatError.corrupt(gen / name, why)
 
     try:
         ids = np.load(need("ids.npy"), allow_pickle=False)
@@ -384,17 +384,17 @@ def read_post(index_dir: Path, meta: IndexMeta) -> PostProcess:
     try:
         data = path.read_bytes()
     except OSError:
-        raise IndexFormatError(f"{path}: missing; rebuild with `simsearch index --rebuild`") from None
+        raise IndexFormatError.missing(path) from None
     import hashlib
 
     if hashlib.sha256(data).hexdigest() != sha:
-        raise IndexFormatError(f"{path}: corrupt (hash mismatch); rebuild with `simsearch index --rebuild`")
+        raise IndexFormatError.corrupt(path, "hash mismatch")
     import io
 
     try:
         return PostProcess.from_file(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 — any unreadable npz is the same problem to a user
-        raise IndexFormatError(f"{path}: corrupt ({e}); rebuild with `simsearch index --rebuild`") from None
+        raise IndexFormatError.corrupt(path, e) from None
 
 
 def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
@@ -408,14 +408,9 @@ def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         why = next((line for line in first if "Error" in line or "error" in line), first[0] if first else "unreadable")
-        raise IndexFormatError(
-            f"{path}: corrupt FAISS index ({why.strip()[:120]}); rebuild with `simsearch index --rebuild`"
-        ) from None
+        raise IndexFormatError.rebuild(path, f"corrupt FAISS index ({why.strip()[:120]})") from None
     if index.ntotal != n or index.d != dim:
-        raise IndexFormatError(
-            f"{path}: FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}; "
-            "rebuild with `simsearch index --rebuild`"
-        )
+        raise IndexFormatError.rebuild(path, f"FAISS index holds {index.ntotal}×{index.d}, manifest {n}×{dim}")
     ann.apply_params(index, params or {})
     return index
 
@@ -429,7 +424,7 @@ def _read_manifest(path: Path) -> tuple[list[Entry], list[dict]]:
         finally:
             con.close()
     except sqlite3.Error as e:
-        raise IndexFormatError(f"{path}: corrupt manifest ({e}); rebuild with `simsearch index --rebuild`") from None
+        raise IndexFormatError.rebuild(path, f"corrupt manifest ({e})") from None
     entries = [Entry(int(i), os.fsdecode(bytes(p)), int(s), int(m), h) for i, p, s, m, h in rows]
     return entries, [{"path": os.fsdecode(bytes(p)), "reason": r} for p, r in skipped]
 
@@ -520,9 +515,9 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
         except (OSError, ValueError):
             return  # can't tell what is referenced: delete nothing
         sha = meta["model"]["sha256"]
-        used |= {f"{sha}.pt", f"{sha}.npz"}
+        used |= {model_path(index_dir, sha).name, numpy_model_path(index_dir, sha).name}
         if meta.get("post"):
-            used.add(f"{meta['post']['sha256']}.post.npz")
+            used.add(post_path(index_dir, meta["post"]["sha256"]).name)
     models = index_dir / "models"
     if models.is_dir() and used:
         for m in models.iterdir():
@@ -532,6 +527,11 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
 
 def model_path(index_dir: Path, sha256: str) -> Path:
     return Path(index_dir) / "models" / f"{sha256}.pt"
+
+
+def numpy_model_path(index_dir: Path, sha256: str) -> Path:
+    """The torch-free export of model ``sha256`` (``numpy_encoder``)."""
+    return model_path(index_dir, sha256).with_suffix(".npz")
 
 
 def disk_usage(index_dir: Path) -> int:

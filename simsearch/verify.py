@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .errors import SimsearchError
+from .errors import SimsearchError, rebuild_hint
 
 
 @dataclass
@@ -55,7 +55,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         elif store.file_sha256(p) != rec["sha256"]:
             problems.append(Problem(str(p), "content does not match its recorded sha256 (corrupted)"))
     if problems:
-        return summary, problems + [Problem(str(index_dir), "rebuild with `simsearch index FOLDER --rebuild`")]
+        return summary, problems + [Problem(str(index_dir), rebuild_hint("FOLDER"))]
 
     # 2. structure: ids ↔ vectors ↔ manifest ↔ FAISS
     try:
@@ -95,7 +95,7 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
         problems.append(Problem(str(mp), "model file missing: queries by image cannot be encoded"))
     elif store.file_sha256(mp) != sha:
         problems.append(Problem(str(mp), "model file does not match its hash (corrupted)"))
-    npz = mp.with_suffix(".npz")
+    npz = store.numpy_model_path(index_dir, sha)
     if meta.model.numpy_sha256 and (not npz.exists() or store.file_sha256(npz) != meta.model.numpy_sha256):
         problems.append(
             Problem(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Timing, faster, fmt, have_threadpoolctl, human_bytes, log, ms, row, single_thread, timeit
+from .common import Timing, faster, fmt, have_threadpoolctl, log, ms, row, single_thread, timeit
 from .context import Ctx
 
 
@@ -109,6 +109,7 @@ def row_ann(ctx: Ctx) -> list[dict]:
     import faiss
 
     from simsearch import ann
+    from simsearch.render import human_bytes
 
     a = ctx.a
     n, nq, d, k = a.n_vectors, a.n_queries, 128, 10

@@ -107,11 +107,3 @@ def fmt(v: float | None) -> str:
 
 def ms(seconds: float) -> str:
     return fmt(seconds * 1e3) + " ms"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{fmt(n)} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -26,6 +26,8 @@ def machine_info() -> list[str]:
     import PIL
     import torch
 
+    from simsearch.render import human_bytes
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -39,7 +41,7 @@ def machine_info() -> list[str]:
     try:
         meminfo = Path("/proc/meminfo").read_text().splitlines()
         kb = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
+        mem = f", {human_bytes(kb * 1024)} RAM"
     except (OSError, StopIteration, ValueError):
         pass
     try:
