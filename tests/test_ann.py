@@ -76,20 +76,7 @@ def vectors():
 
 @pytest.mark.parametrize(
     "kind",
-    [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ann.tune measures HNSW's recall with indexed vectors as the queries; the greedy graph "
-                "search finds their neighbourhoods more easily than a new query's, so the recorded recall_at_10 "
-                "overstates a new query's (reported on issue #9)",
-            ),
-        )
-        if kind == "hnsw"
-        else kind
-        for kind in INDEX_TYPES
-    ],
+    [kind for kind in INDEX_TYPES],
 )
 def test_every_index_type_against_exact_search(vectors, kind):
     xb, ids, xq = vectors
@@ -119,12 +106,6 @@ def test_every_index_type_against_exact_search(vectors, kind):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ann.tune tries nprobe in powers of two up to nlist, so never nlist itself when nlist is not a power of "
-    "two: on 500 vectors (IVF12) it stops at nprobe=8, below the target, where nprobe=12 is exact (reported on "
-    "issue #9)",
-)
 def test_ivf_tuning_reaches_the_target_when_searching_every_list_would():
     rng = np.random.default_rng(0)
     xb = unit_vectors(rng, 500, d=32)  # in 16 dimensions 8 of 12 lists happen to be enough
