@@ -30,13 +30,14 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import configs
 from . import device as dev
 from .crashpoints import crash_point
 from .model import OBJECTIVES, AutoEncoder, ModelConfig, SiameseHead, build, reconstruction_loss
@@ -94,12 +95,11 @@ class TrainConfig:
             raise ValueError("batch_size must be ≥ 2")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return configs.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return configs.from_dict(cls, d)
 
 
 @dataclass
@@ -147,8 +147,19 @@ def random_affine(
     theta[:, 1, 0], theta[:, 1, 1] = sx * sin, sy * cos
     theta[:, 0, 2] = 2 * shift * u()
     theta[:, 1, 2] = 2 * shift * u()
+    return _warp(x, theta, "border")
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Resample each image through its 2×3 affine ``theta`` (bilinear)."""
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def _pick(b: int, prob: float, gen: torch.Generator) -> torch.Tensor | None:
+    """Which of ``b`` samples an edit applied with probability ``prob`` touches (None: none)."""
+    pick = torch.rand(b, generator=gen) < prob
+    return pick if pick.any() else None
 
 
 def photometric(x: torch.Tensor, light: float, saturation: float, gen: torch.Generator) -> torch.Tensor:
@@ -169,8 +180,8 @@ def resample_blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
     """With probability ``prob`` per sample: shrink to 50–90% and scale back (the softness of a
     downsized or re-compressed copy)."""
     b, _, h, w = x.shape
-    pick = torch.rand(b, generator=gen) < prob
-    if not pick.any():
+    pick = _pick(b, prob, gen)
+    if pick is None:
         return x
     f = float(torch.empty(1).uniform_(0.5, 0.9, generator=gen))
     small = F.interpolate(
@@ -184,9 +195,8 @@ def resample_blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
 def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float = 0.2) -> torch.Tensor:
     """With probability ``prob`` per sample: shrink by up to ``amount`` about a random point and fill
     the border with white, black or the image's corner colour (a padded or letterboxed copy)."""
-    b = x.shape[0]
-    pick = torch.rand(b, generator=gen) < prob
-    if not pick.any():
+    pick = _pick(x.shape[0], prob, gen)
+    if pick is None:
         return x
     n = int(pick.sum())
     f = 1 + amount * torch.rand(n, generator=gen)  # sampling grid scale > 1: the picture shrinks
@@ -197,9 +207,8 @@ def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float
     xs = x[pick]
     fill = torch.where(choice == 0, 1.0, 0.0).to(x.device, x.dtype).view(n, 1, 1, 1).expand(-1, x.shape[1], 1, 1)
     fill = torch.where((choice == 2).to(x.device).view(n, 1, 1, 1), xs[:, :, :1, :1], fill)
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(xs.shape), align_corners=False)
     out = x.clone()
-    out[pick] = F.grid_sample(xs - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    out[pick] = _warp(xs - fill, theta, "zeros") + fill
     return out
 
 
@@ -267,41 +276,46 @@ def objective_loss(
 
 
 @torch.no_grad()
-def _val_loss(model: AutoEncoder, pixels: torch.Tensor, device: torch.device, batch: int) -> float:
-    """Plain reconstruction loss on held-out images: comparable across objectives and epochs."""
-    model.eval()
+def _held_out_mean(modules, pixels: torch.Tensor, device, batch: int, ragged: bool, per_image) -> float:
+    """Mean over held-out images of ``per_image(x)`` (a batch's summed loss), in eval mode;
+    ``ragged``: include the last, smaller batch."""
+    for m in modules:
+        m.eval()
     total, n = 0.0, 0
-    for i in range(0, len(pixels), batch):
+    for i in range(0, len(pixels) if ragged else len(pixels) - batch + 1, batch):
         x = dev.to_device(pixels[i : i + batch], device)
-        with dev.autocast(device):
-            logits = model(x)
-        total += F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum").item() / x[0].numel()
+        total += per_image(x)
         n += len(x)
-    model.train()
+    for m in modules:
+        m.train()
     return total / max(n, 1)
 
 
-@torch.no_grad()
+def _val_loss(model: AutoEncoder, pixels: torch.Tensor, device: torch.device, batch: int) -> float:
+    """Plain reconstruction loss on held-out images: comparable across objectives and epochs."""
+
+    def summed(x):
+        with dev.autocast(device):
+            logits = model(x)
+        return F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum").item() / x[0].numel()
+
+    return _held_out_mean([model], pixels, device, batch, True, summed)
+
+
 def _val_objective(
     model: AutoEncoder, head: SiameseHead, pixels: torch.Tensor, device: torch.device, cfg: TrainConfig
 ) -> float:
     """The training objective (reconstruction + invariance) on held-out images, with the same
     corruptions every epoch: with an invariance term, reconstruction alone stops improving long
     before the codes do, so it would end training too early."""
-    model.eval()
-    head.eval()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    total, n = 0.0, 0
-    batch = min(cfg.batch_size, len(pixels))
-    for i in range(0, len(pixels) - batch + 1, batch):
-        x = dev.to_device(pixels[i : i + batch], device)
+
+    def summed(x):
         with dev.autocast(device):
             loss, _ = objective_loss(model, x, cfg, gen, head)
-        total += float(loss) * len(x)
-        n += len(x)
-    model.train()
-    head.train()
-    return total / max(n, 1)
+        return float(loss) * len(x)
+
+    return _held_out_mean([model, head], pixels, device, min(cfg.batch_size, len(pixels)), False, summed)
 
 
 # ---------------------------------------------------------------- loop
@@ -457,7 +471,7 @@ def train(
         raise ValueError(f"pixels shape {pixels.shape} does not fit model input {mcfg.channels}×{mcfg.image_size}²")
     if len(pixels) < 2:
         raise ValueError("need at least 2 images to train a model")
-    device = device if isinstance(device, torch.device) else dev.pick_device(device)
+    device = dev.pick_device(device)
     torch.manual_seed(tcfg.seed)
     gen = torch.Generator().manual_seed(tcfg.seed)
     val, trn = split_validation(pixels, tcfg, np.random.default_rng(tcfg.seed))
