@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ class Index:
         cls, path: str | os.PathLike | None = None, model: str | os.PathLike | None = None, device: str = "auto"
     ) -> Index:
         """Open an existing index. ``model``: a model file that must be the one the index was built with."""
-        path = Path(path) if path is not None else store.default_index_path()
+        path = store.index_path(path)
         snap = store.read(path)
         index = cls(path, snap, device)
         if model is not None:
@@ -84,7 +85,7 @@ class Index:
         Keyword options are ``BuildOptions`` fields (``objective``, ``time_budget``, ``retrain`` …).
         The update report is kept in ``index.last_report``.
         """
-        path = Path(path) if path is not None else store.default_index_path()
+        path = store.index_path(path)
         options = options or BuildOptions(**option_kw)
         report = indexer.update(root, path, options, progress, log)
         index = cls.open(path, device=options.device)
@@ -144,10 +145,7 @@ class Index:
     def model(self):
         """The autoencoder that built this index (loaded on first use; hash verified)."""
         if self._model is None:
-            from . import model as model_mod
-
-            sha = self._snap.meta.model.sha256
-            self._model, _ = model_mod.load(store.model_path(self.path, sha), expected_sha256=sha)
+            self._model = store.load_model(self.path, self._snap.meta.model.sha256)
         return self._model
 
     def __len__(self) -> int:
@@ -217,9 +215,8 @@ class Index:
             enc = self.numpy_encoder()
             if enc is not None:
                 x = shifted_views(pixels, views)
-                if len(x) > 16:
-                    return mean_over_views(enc(x), len(pixels))
-                with _single_thread_blas():  # a few images: thread start-up costs more than it saves
+                # a few images: thread start-up costs more than it saves
+                with _single_thread_blas() if len(x) <= 16 else contextlib.nullcontext():
                     return mean_over_views(enc(x), len(pixels))
         from .embed import embed
 
@@ -231,7 +228,7 @@ class Index:
         model (then queries go through torch)."""
         if self._np_encoder is None:
             m = self._snap.meta.model
-            path = store.model_path(self.path, m.sha256).with_suffix(".npz")
+            path = store.numpy_model_path(self.path, m.sha256)
             self._np_encoder = False
             if m.numpy_sha256 and path.exists() and store.file_sha256(path) == m.numpy_sha256:
                 from .numpy_encoder import NumpyEncoder
@@ -243,10 +240,8 @@ class Index:
     def indexed_item(self, key: str | int) -> int:
         """The id of an indexed image given as an id (``42``/``"42"``) or a path relative to the indexed folder."""
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-            i = int(key)
-            if self._snap.row_of_id(i) is None:
-                raise SimsearchError(f"id {i} is not in the index")
-            return i
+            self._row_of(int(key))
+            return int(key)
         row = self._snap.row_of_path().get(self._rel(key))
         if row is None:
             raise SimsearchError(f"{key}: not in the index {self.path}")
@@ -254,10 +249,13 @@ class Index:
 
     def path_of(self, id: int) -> Path:
         """Absolute path of the indexed image with this id."""
+        return self.root / self._snap.entries[self._row_of(id)].path
+
+    def _row_of(self, id: int) -> int:
         row = self._snap.row_of_id(id)
         if row is None:
             raise SimsearchError(f"id {id} is not in the index")
-        return self.root / self._snap.entries[row].path
+        return row
 
     def source_of(self, item: Any) -> Any:
         """Something a contact sheet can draw for a query item (indexed ids become their file)."""

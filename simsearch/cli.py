@@ -206,7 +206,7 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
         **train_kw,
     )
     bars = _progress()
-    index_path = index_path or str(store.default_index_path())
+    index_path = str(store.index_path(index_path))
     try:
         report = indexer.update(folder, index_path, opts, bars, log=_say if _verbose() else _skip_logger())
     finally:
@@ -489,7 +489,7 @@ def verify(index_path, no_files, as_json):
     from . import store
     from .verify import verify as run_verify
 
-    summary, problems = run_verify(index_path or store.default_index_path(), check_files=not no_files)
+    summary, problems = run_verify(store.index_path(index_path), check_files=not no_files)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
         click.echo(json.dumps({**summary, "ok": not errors, "problems": [p.__dict__ for p in problems]}))

@@ -273,7 +273,7 @@ def update(
     ``files``: only look at these files (inside ``root``) and remove nothing — ``Index.add``.
     Steps: discover → plan → decode → train → embed → assemble → fit → commit."""
     root = Path(root)
-    index_dir = Path(index_dir) if index_dir else store.default_index_path()
+    index_dir = store.index_path(index_dir)
     log = log or (lambda msg: None)
     timer = _Timer()
     with store.write_lock(index_dir, wait=options.wait):
@@ -289,7 +289,7 @@ def update(
         report = UpdateReport(index=str(index_dir), root=str(root_abs))
         report.skipped = [{"path": relpath(p, root_abs), "reason": r} for p, r in problems]
         for s in report.skipped:
-            log(f"skipped {s['path']}: {s['reason']}")
+            _log_skip(log, s["path"], s["reason"])
         if not files and old is None:
             raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
 
@@ -313,7 +313,7 @@ def update(
             dec = decode_step(todo.to_decode, source.pre, options.workers, progress)
         for f, reason in dec.failed:
             report.skipped.append({"path": f.rel, "reason": reason})
-            log(f"skipped {f.rel}: {reason}")
+            _log_skip(log, f.rel, reason)
         changes = sort_decoded(dec, old, todo.reembed)
 
         model, model_info = _model_step(index_dir, old, source, dec.pixels, options, progress, timer, report, log)
@@ -385,9 +385,17 @@ def _model_step(index_dir: Path, old, source, pixels, options, progress, timer, 
 
 
 def _load_model(index_dir: Path, info: ModelRecord):
-    from . import model as model_mod
+    return store.load_model(index_dir, info.sha256)
 
-    return model_mod.load(store.model_path(index_dir, info.sha256), expected_sha256=info.sha256)[0]
+
+def _log_skip(log: Callable[[str], None], path, reason: str) -> None:
+    log(f"skipped {path}: {reason}")  # (cli's progress display recognises this prefix)
+
+
+def _input_for(files: list[Path], options: BuildOptions) -> Preprocess:
+    """The model input for a new model: what the options fix, the rest probed from the corpus."""
+    probed = probe(files)
+    return Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
 
 
 def _embed_step(index_dir, model, info: ModelRecord, pixels, changes: Changes, views, options, progress):
@@ -559,9 +567,7 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
         return Source(Preprocess.from_dict(old.meta.preprocess), False, old.meta.model)
     if not files:
         raise SimsearchError("no images to train a model on")
-    probed = probe(files)
-    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
-    return Source(pre, True)
+    return Source(_input_for(files, options), True)
 
 
 def _model_info(model, sha256: str, extra: dict, source: Path | None = None) -> ModelRecord:
@@ -644,7 +650,7 @@ def _export_numpy(model, info: ModelRecord, index_dir: Path) -> ModelRecord:
     from .numpy_encoder import export
 
     data = export(model)
-    store.atomic_write_bytes(store.model_path(index_dir, info.sha256).with_suffix(".npz"), data)
+    store.atomic_write_bytes(store.numpy_model_path(index_dir, info.sha256), data)
     import hashlib
 
     return replace(info, numpy_sha256=hashlib.sha256(data).hexdigest())
@@ -666,15 +672,14 @@ def train_model(
     report = UpdateReport(index="", root=str(Path(root).resolve()))
     files, problems = discover(root)
     for p, r in problems:
-        log(f"skipped {p}: {r}")
+        _log_skip(log, p, r)
     if not files:
         raise SimsearchError(f"{root}: no images found")
-    probed = probe(files)
-    pre = Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
+    pre = _input_for(files, options)
     with timer("decode"):
         pixels, _good, _infos, bad = _decode(files, pre, options.workers, progress)
     for i, reason in bad:
-        log(f"skipped {files[i]}: {reason}")
+        _log_skip(log, files[i], reason)
     work = out.parent / f".{out.name}.work"
     model, trained = _train(work, pixels, pre, options, progress, timer, report, log)
     sha = model_mod.save(model, out, extra={"train": trained})

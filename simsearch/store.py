@@ -70,6 +70,11 @@ def default_index_path() -> Path:
     return Path(env) if env else DEFAULT_INDEX
 
 
+def index_path(path: str | os.PathLike | None) -> Path:
+    """``path`` as a Path, or the default index (``$SIMSEARCH_INDEX``, else indexes/default)."""
+    return Path(path) if path else default_index_path()
+
+
 # ---------------------------------------------------------------- atomic files
 
 
@@ -523,6 +528,13 @@ def _collect_garbage(index_dir: Path, keep: int) -> None:
         for m in models.iterdir():
             if m.is_file() and m.name not in used:
                 m.unlink(missing_ok=True)
+
+
+def load_model(index_dir: Path, sha256: str):
+    """The index's model (torch, loaded here), its file checked against ``sha256``."""
+    from . import model as model_mod
+
+    return model_mod.load(model_path(index_dir, sha256), expected_sha256=sha256)[0]
 
 
 def model_path(index_dir: Path, sha256: str) -> Path:
