@@ -64,7 +64,8 @@ def build(vectors: np.ndarray, ids: np.ndarray, spec: dict, seed: int = 0):
         sample = x if len(x) <= 256 * 1024 else x[np.sort(rng.choice(len(x), 256 * 1024, replace=False))]
         index.train(sample)
     if spec["type"] == "hnsw":
-        faiss.downcast_index(index.index).hnsw.efConstruction = 64
+        # stub gap: index_factory and downcast_index are typed as the base Index (here: IndexIDMap2, IndexHNSW)
+        faiss.downcast_index(index.index).hnsw.efConstruction = 64  # type: ignore[attr-defined]
     if len(x):
         index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
     apply_params(index, spec.get("params", {}))
@@ -107,7 +108,9 @@ def tune(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, target: float 
     q, self_ids, truth = ground_truth(vectors, ids, k, RECALL_SAMPLE, seed)
     nlist = _nlist(index)
     values = [v for v in NPROBES if v < nlist] + [nlist]  # up to every list: exact search
-    v, r, _ = sweep(index, "nprobe", values, q, self_ids, truth, target, min_gain=0.002)
+    best = sweep(index, "nprobe", values, q, self_ids, truth, target, min_gain=0.002)
+    assert best is not None  # values is never empty: it ends with nlist
+    v, r, _ = best
     spec.update(params={"nprobe": v}, recall_at_10=round(float(r), 4), recall_sample=len(q))
     return spec
 
@@ -135,7 +138,9 @@ def _tune_hnsw(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, k: int, 
         exact.add(np.ascontiguousarray(rest_v, dtype=np.float32))
         truth = rest_ids[exact.search(q, k)[1]]
         probe_index = build(rest_v, rest_ids, spec)
-    v, r, _ = sweep(probe_index, "efSearch", EF_SEARCH, q, self_ids, truth, target, min_gain=0.002)
+    best = sweep(probe_index, "efSearch", EF_SEARCH, q, self_ids, truth, target, min_gain=0.002)
+    assert best is not None  # EF_SEARCH is not empty
+    v, r, _ = best
     apply_params(index, {"efSearch": v})
     spec.update(params={"efSearch": v}, recall_at_10=round(float(r), 4), recall_sample=len(q))
     return spec
@@ -205,6 +210,7 @@ def index_ids(index) -> np.ndarray:
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     ivf = faiss.extract_index_ivf(index)
     inv = ivf.invlists
+    assert inv is not None  # an IVF index always owns inverted lists
     parts = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(ivf.nlist) if inv.list_size(i)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 

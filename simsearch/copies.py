@@ -24,6 +24,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageEnhance
 
@@ -160,8 +161,8 @@ def _jpeg(img: Image.Image, st: Strength, rng: random.Random) -> Image.Image:
 
 def _border(img: Image.Image) -> tuple[int, int, int]:
     """The colour of the top-left pixel: the background, for most pictures."""
-    px = img.getpixel((0, 0))
-    return tuple(px[:3]) if isinstance(px, tuple) else (px, px, px)
+    px = img.getpixel((0, 0))  # an int ('L') or an RGB tuple: copies are made of to_display's output
+    return cast("tuple[int, int, int]", tuple(px[:3]) if isinstance(px, tuple) else (px, px, px))
 
 
 _EDITS = {

@@ -164,7 +164,7 @@ def _decode(data: bytes, name: Any, pre: Preprocess | None = None) -> Image.Imag
             # Pillow warns about EXIF/metadata oddities and about images between
             # MAX_IMAGE_PIXELS and 2x that; the size check below replaces the latter.
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             w, h = img.size
             if limit is not None and w * h > limit:
                 raise ImageError(name, _too_large(w, h))

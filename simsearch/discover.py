@@ -25,7 +25,7 @@ def _rel_key(rel: str) -> bytes:
     return os.fsencode(rel)
 
 
-def discover(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Recursively find image files under ``root``.
 
     Returns ``(files, problems)``.  ``files`` are ``root / relative`` paths whose

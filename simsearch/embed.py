@@ -78,8 +78,8 @@ def embed_batches(
             if len(batch) == 0:
                 yield np.zeros((0, model.config.latent_dim), np.float32)
                 continue
-            x = shifted_views(batch, views)
-            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(x)), device)
+            shifted = shifted_views(batch, views)
+            x = dev.to_device(torch.from_numpy(np.ascontiguousarray(shifted)), device)
             with dev.autocast(device):
                 z = model.encode(x)
             yield mean_over_views(z.float().cpu().numpy(), len(batch))

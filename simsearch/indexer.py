@@ -280,7 +280,7 @@ def update(
         root_abs = root.resolve() if root.is_dir() else root.resolve().parent
         only = files is not None
         with timer("discover"):
-            if only:
+            if files is not None:  # only
                 files, problems = _check_inside(files, root_abs)
             else:
                 files, problems = discover(root)
@@ -487,6 +487,7 @@ def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, n
     if prev is not None and spec["type"] in ("ivf", "ivfpq") and prev.factory == spec["factory"]:
         import faiss
 
+        assert old is not None and old.gen_dir is not None  # prev is old's record; old was read from disk
         index = faiss.read_index(str(old.gen_dir / "index.faiss"))  # writable copy, not the mmap
         old_ids, new_ids = set(old.ids.tolist()), set(snap.ids.tolist())
         new_paths = {rel for rel, _, _ in new_items}
@@ -494,7 +495,8 @@ def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, n
         stale = (old_ids - new_ids) | updated  # vectors to drop
         fresh = (new_ids - old_ids) | updated  # vectors to add
         if stale:
-            index.remove_ids(np.array(sorted(stale), dtype=np.int64))
+            # stub gap: faiss's Python wrapper also takes an id array (the stubs: only an IDSelector)
+            index.remove_ids(np.array(sorted(stale), dtype=np.int64))  # type: ignore[arg-type]
         if fresh:
             rows = np.searchsorted(snap.ids, np.array(sorted(fresh), dtype=np.int64))
             index.add_with_ids(post.search_vectors(snap.vectors[rows], snap.ids[rows]), snap.ids[rows])
@@ -686,6 +688,7 @@ def train_model(
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
+    assert report.trained is not None  # set by _train
     return {
         "path": str(out),
         "sha256": sha,
@@ -729,6 +732,7 @@ def assemble(old: Snapshot | None, todo: Plan, changes: Changes, new_vecs: np.nd
     for rel, info, _row in changes.embed:
         prev = old_rows.get(rel)
         if prev is not None:  # same path, new content: keep its id
+            assert old is not None  # old_rows is empty without it
             report.updated += 1
             eid = int(old.entries[prev].id)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 
@@ -26,6 +27,7 @@ def export(model) -> bytes:
     layers: list[str] = []
 
     def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats=True
         w = conv.weight.detach().double().numpy()
         b = conv.bias.detach().double().numpy() if conv.bias is not None else np.zeros(w.shape[0])
         scale = (bn.weight.detach().double() / (bn.running_var.detach().double() + bn.eps).sqrt()).numpy()
@@ -38,9 +40,9 @@ def export(model) -> bytes:
 
     for i, layer in enumerate(model.encoder.features):
         if isinstance(layer, ResBlock):
-            c1, bn1, _, c2, bn2 = layer.body
-            add_conv(f"l{i}a", c1, bn1)
-            add_conv(f"l{i}b", c2, bn2)
+            c1, bn1, _, c2, bn2 = layer.body  # nn.Sequential: items typed as Module
+            add_conv(f"l{i}a", cast(nn.Conv2d, c1), cast(nn.BatchNorm2d, bn1))
+            add_conv(f"l{i}b", cast(nn.Conv2d, c2), cast(nn.BatchNorm2d, bn2))
             layers.append("res")
         else:  # conv → BN → ReLU
             conv, bn, _ = layer
@@ -51,7 +53,7 @@ def export(model) -> bytes:
     arrays["head.b"] = model.encoder.head.bias.detach().numpy().astype(np.float32)
     arrays["latent_dim"] = np.array(model.config.latent_dim)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # stub gap: **arrays could hold "allow_pickle" (bool)
     return buf.getvalue()
 
 
@@ -76,6 +78,9 @@ def _conv2d(x: np.ndarray, m: np.ndarray, b: np.ndarray, k: int, stride: int, pa
     return out.reshape(bsz, h, wd, o)
 
 
+_Conv = tuple[np.ndarray, np.ndarray, int, int, int]  # _conv2d's (m, b, k, stride, pad)
+
+
 class NumpyEncoder:
     """Runs an exported encoder: uint8 (N,C,H,W) → float32 codes (N, latent_dim)."""
 
@@ -85,13 +90,13 @@ class NumpyEncoder:
         self.latent_dim = int(a["latent_dim"])
         self.head_w, self.head_b = np.ascontiguousarray(a["head.w"].T), a["head.b"]
 
-        def conv(name: str) -> tuple:
+        def conv(name: str) -> _Conv:
             w = a[f"{name}.w"]
             stride, pad = (int(v) for v in a[f"{name}.sp"])
             return _im2col_weights(w), a[f"{name}.b"], w.shape[-1], stride, pad
 
         # [("conv", conv) | ("res", conv_a, conv_b)] in order
-        self.layers = [
+        self.layers: list[tuple[Literal["conv"], _Conv] | tuple[Literal["res"], _Conv, _Conv]] = [
             ("conv", conv(f"l{i}")) if kind == "conv" else ("res", conv(f"l{i}a"), conv(f"l{i}b"))
             for i, kind in enumerate(str(x) for x in a["layers"])
         ]

@@ -181,6 +181,7 @@ def decode_files(
     hard = True
     try:
         while todo or inflight:
+            assert ex is not None  # None only while _isolate runs
             try:
                 while todo and len(inflight) < window:
                     start, group = todo[0]

@@ -38,6 +38,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class PostProcess:
 
     @property
     def dim(self) -> int:
-        return len(self.mean) + (self.U.shape[1] if self.diffusion else 0)
+        return len(self.mean) + (self.U.shape[1] if self.U is not None else 0)
 
     # ------------------------------------------------------------ apply
 
@@ -123,6 +124,7 @@ class PostProcess:
         return _l2n(v)
 
     def _coords_in_sample(self, rows: np.ndarray) -> np.ndarray:
+        assert self.U is not None and self.h is not None  # with diffusion only
         return _l2n(self.U[rows] * np.sqrt(self.h))
 
     def _coords_projected(self, base: np.ndarray) -> np.ndarray:
@@ -132,6 +134,7 @@ class PostProcess:
             )
         from .ann import search
 
+        assert self.U is not None and self.h is not None  # with diffusion only
         sims, nn = search(self._anchor_index, np.ascontiguousarray(base), self.cfg.k)
         w = np.maximum(sims, 0) ** self.cfg.gamma  # (n, k)
         w[nn < 0] = 0
@@ -144,6 +147,7 @@ class PostProcess:
         b = self.base(raw)
         if not self.diffusion:
             return b
+        assert self.U is not None and self.anchor_ids is not None  # fit sets them together
         coords = np.empty((len(b), self.U.shape[1]), np.float32)
         is_anchor = np.zeros(len(b), bool)
         if ids is not None and len(self.anchor_ids):
@@ -193,11 +197,11 @@ class PostProcess:
             if v is not None:
                 arrays[name] = v
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # stub gap: **arrays could hold "allow_pickle" (bool)
         return buf.getvalue()
 
     @classmethod
-    def from_file(cls, path: Path) -> PostProcess:
+    def from_file(cls, path: Path | BinaryIO) -> PostProcess:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
         cfg = PostConfig.from_dict(json.loads(str(a.pop("config"))))
@@ -257,12 +261,12 @@ def calibrate(
     index.add(np.ascontiguousarray(gb))
     kk = min(len(gb), 16)
     sims, nn = index.search(np.ascontiguousarray(gb[originals]), kk)
-    neg = []
+    nearest = []
     for row, s_row, n_row in zip(originals, sims, nn):
         other = [s for s, j in zip(s_row, n_row) if j >= 0 and gallery_keys[j] != gallery_keys[row]]
         if other:
-            neg.append(other[0])
-    neg = np.asarray(neg, np.float32)
+            nearest.append(other[0])
+    neg = np.asarray(nearest, np.float32)
     if len(pos) == 0 or len(neg) == 0:
         return {"copies": int(len(pos)), "threshold": None, "placement": False}
     cand = np.unique(np.concatenate([pos, neg]))
@@ -319,6 +323,7 @@ def _fit_anchor_lists(anchors: np.ndarray, k: int, sample: int = 1000, seed: int
     nlist = ivf_cells(m)
     km = faiss.Kmeans(d, nlist, niter=10, seed=seed, spherical=True, verbose=False)
     km.train(np.ascontiguousarray(anchors, dtype=np.float32))
+    assert km.centroids is not None  # set by train
     _, a = km.index.search(np.ascontiguousarray(anchors, dtype=np.float32), 1)
     centroids, lists = km.centroids.astype(np.float32), a.ravel().astype(np.int32)
     q, rows, truth = ground_truth(anchors, np.arange(m), k, sample, seed)

@@ -85,15 +85,15 @@ class Preprocess:
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
-_WHITE = {"L": 255, "RGB": (255, 255, 255)}
+_WHITE: dict[str, int | tuple[int, int, int]] = {"L": 255, "RGB": (255, 255, 255)}
 
 
 def _scale_to_uint8(img: Image.Image) -> Image.Image:
     """16/32-bit int and float images → 8-bit 'L'."""
     mode = img.mode
     if mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.uint32)
-        out = ((arr + 128) // 257).astype(np.uint8)  # 65535 → 255, 257*k → k
+        wide = np.asarray(img).astype(np.uint32)
+        out = ((wide + 128) // 257).astype(np.uint8)  # 65535 → 255, 257*k → k
         return Image.fromarray(out)
     if mode not in ("I", "F"):
         img = img.convert("F")
@@ -254,6 +254,8 @@ def _array_image(arr: np.ndarray) -> Image.Image:
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"image array is empty (shape {np.shape(arr)})")
     kind = a.dtype.kind
+    lo: float  # int for integer arrays
+    hi: float
     if kind == "b":
         u8 = a.astype(np.uint8) * np.uint8(255)
     elif kind in "iu":

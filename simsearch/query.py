@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -167,7 +167,7 @@ def search(
     out = []
     for qi in range(len(queries)):
         skip = exclude[qi] if qi < len(exclude) else None
-        hits = []
+        hits: list[Hit] = []
         for s, i in zip(scores[qi], ids[qi]):
             if i < 0 or i == skip:
                 continue
@@ -193,7 +193,8 @@ def vectors_for(
     raw = np.zeros((len(items), snap.dim), np.float32)
     todo = [i for i, r in enumerate(resolved) if r.vector is None]
     if todo:
-        raw[todo] = encoder(np.stack([resolved[i].pixels for i in todo]))
+        # a query resolved without a vector has pixels
+        raw[todo] = encoder(np.stack([cast(np.ndarray, resolved[i].pixels) for i in todo]))
     for i, r in enumerate(resolved):
         if r.vector is not None:
             raw[i] = r.vector

@@ -79,7 +79,7 @@ def kv_table(d: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in d.items())
 
 
-def human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -188,7 +188,7 @@ class Snapshot:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
-    post: PostProcess | None = None  # the fitted post-processing (raw codes → search vectors)
+    post: PostProcess = field(kw_only=True)  # the fitted post-processing (raw codes → search vectors)
     _rows_by_path: dict | None = None
     _rows_by_sha: dict | None = None
 
@@ -352,8 +352,10 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
     entries, skipped = _read_manifest(need("manifest.sqlite"))
     if len(entries) != len(ids) or any(e.id != i for e, i in zip(entries, ids.tolist())):
         raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
-    snap = Snapshot(meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen)
-    snap.post = read_post(index_dir, meta)
+    post = read_post(index_dir, meta)
+    snap = Snapshot(
+        meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen, post=post
+    )
     if load_faiss:
         snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta.faiss.params)
     return snap

@@ -244,6 +244,8 @@ def objective_loss(
     obj = cfg.objective
     if obj == "vae":
         mu, logvar = model.encode_stats(x)
+        if logvar is None:  # a plain autoencoder: encode_stats gives (z, None)
+            raise ValueError("objective 'vae' needs a variational model: ModelConfig(variational=True)")
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         rec = reconstruction_loss(model.decode(z), x, cfg.loss)
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()

@@ -34,12 +34,13 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     problems: list[Problem] = []
     summary: dict = {"index": str(index_dir)}
     try:
-        meta = store.read_meta(index_dir)
+        gen = store.current_generation(index_dir)
+        meta = store.read_meta(index_dir, gen)  # this generation's meta (not a newer one's)
     except SimsearchError as e:
         if isinstance(e, store.IndexNotFoundError):
             raise
         return summary, [Problem(str(index_dir), str(e))]
-    gen = store.current_generation(index_dir)
+    assert gen is not None  # without one, read_meta raised IndexNotFoundError
     summary["generation"] = gen.name
 
     # 1. checksums recorded at write time
@@ -111,13 +112,13 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     if check_files:
         root = Path(meta.corpus_root)
         missing = changed = 0
-        for e in snap.entries:
+        for entry in snap.entries:
             try:
-                st = (root / e.path).stat()
+                st = (root / entry.path).stat()
             except OSError:
                 missing += 1
                 continue
-            if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
                 changed += 1
         summary["files_missing"], summary["files_changed"] = missing, changed
         if missing:
