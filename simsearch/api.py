@@ -150,6 +150,19 @@ class Index:
             self._model, _ = model_mod.load(store.model_path(self.path, sha), expected_sha256=sha)
         return self._model
 
+    @property
+    def generation(self) -> str | None:
+        """The version of the index this object holds, e.g. ``"gen-000003"`` (what ``CURRENT`` named when it
+        was opened or last reloaded)."""
+        gen = self._snap.gen_dir
+        return gen.name if gen is not None else None
+
+    def is_stale(self) -> bool:
+        """True when a newer version of the index has been committed (by any process) since this one was
+        read: open it again to see it. Reads only the small ``CURRENT`` file."""
+        cur = store.current_generation(self.path)
+        return cur is not None and cur.name != self.generation
+
     def __len__(self) -> int:
         return len(self._snap)
 

@@ -41,27 +41,21 @@ def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
     return "\n".join(lines)
 
 
+def hit_json(h: Hit) -> dict[str, Any]:
+    """One hit as ``simsearch query --json`` (and ``simsearch serve``'s API) writes it."""
+    return {
+        "rank": h.rank,
+        "score": round(h.score, 6),
+        "id": h.id,
+        "path": display_path(h.abspath),
+        "relpath": display_path(h.path),
+    }
+
+
 def json_lines(results: Sequence[tuple[str, list[Hit]]]) -> str:
     out = []
     for label, hits in results:
-        out.append(
-            json.dumps(
-                {
-                    "query": display_path(label),
-                    "hits": [
-                        {
-                            "rank": h.rank,
-                            "score": round(h.score, 6),
-                            "id": h.id,
-                            "path": display_path(h.abspath),
-                            "relpath": display_path(h.path),
-                        }
-                        for h in hits
-                    ],
-                },
-                ensure_ascii=False,
-            )
-        )
+        out.append(json.dumps({"query": display_path(label), "hits": [hit_json(h) for h in hits]}, ensure_ascii=False))
     return "\n".join(out)
 
 
