@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
 from pathlib import Path
@@ -244,10 +245,14 @@ def create_app(
     def images(
         offset: int = Query(0, ge=0, description="First image (0-based, in id order)."),
         limit: int = Query(48, ge=1, le=MAX_PAGE, description="How many images."),
+        seed: int | None = Query(None, description="Instead of a page: `limit` images at random (same seed, same)."),
     ) -> dict:
-        """The indexed images in id order, one page at a time."""
+        """The indexed images in id order, one page at a time (or a random sample of them)."""
         loaded = holder.get()
-        page = loaded.entries[offset : offset + limit]
+        if seed is None:
+            page = loaded.entries[offset : offset + limit]
+        else:
+            page = random.Random(seed).sample(loaded.entries, min(limit, len(loaded.entries)))
         root = loaded.index.root
         return {
             "total": len(loaded.entries),

@@ -127,16 +127,17 @@ function card(item, { rank, score } = {}) {
   const caption = [];
   if (score != null) {
     const pct = Math.max(0, Math.min(1, score)) * 100;
+    const fill = el("span");
+    fill.style.width = `${pct.toFixed(1)}%`; // CSSOM, not a style attribute: the page's CSP allows no inline styles
     caption.push(el("div", { class: "score", title: `cosine similarity ${score}` },
-      el("span", { class: "score-bar" }, el("span", { style: `width:${pct.toFixed(1)}%` })),
-      el("span", { class: "score-num" }, score.toFixed(3))));
+      el("span", { class: "score-bar" }, fill), el("span", { class: "score-num" }, score.toFixed(3))));
   }
-  const name = item.relpath.split("/");
-  caption.push(el("div", { class: "name", title: item.relpath },
-    name.length > 1 ? el("span", { class: "dir" }, name.slice(0, -1).join("/") + "/") : null,
-    name[name.length - 1]));
-  caption.push(el("a", { class: "orig", href: item.image, target: "_blank", rel: "noopener",
-    title: "Open the original file" }, `id ${item.id} ↗`));
+  const parts = item.relpath.split("/");
+  caption.push(el("div", { class: "name", title: item.relpath }, parts[parts.length - 1]));
+  caption.push(el("div", { class: "meta" },
+    el("span", { class: "dir", title: item.relpath }, parts.length > 1 ? parts.slice(0, -1).join("/") : ""),
+    el("a", { class: "orig", href: item.image, target: "_blank", rel: "noopener",
+      title: `Open the original file (id ${item.id})` }, `id ${item.id} ↗`)));
   return el("li", { class: "card" }, link, el("div", { class: "caption" }, ...caption));
 }
 
@@ -151,7 +152,7 @@ function renderHits(hits, append) {
   else $("grid").replaceChildren(...cards);
 }
 
-function setProbe(src, title, original) {
+function setProbe(src, title, note, original) {
   const probe = $("probe");
   probe.hidden = !src;
   $("drop").classList.toggle("has-probe", Boolean(src));
@@ -160,6 +161,7 @@ function setProbe(src, title, original) {
   t.replaceChildren();
   if (title) {
     t.append(el("span", { class: "label" }, "Searching from "), el("strong", {}, title));
+    if (note) t.append(el("span", { class: "label" }, ` · ${note}`));
     if (original) {
       t.append(" ", el("a", { href: original, target: "_blank", rel: "noopener" }, "original ↗"));
     }
@@ -170,7 +172,7 @@ function setProbe(src, title, original) {
     img.onload = () => { if (img.naturalWidth < 100) img.classList.add("pixelated"); };
     img.src = src;
   }
-  $("drop-hint").querySelector("strong").textContent = src ? "Drop another image" : "Drop an image here";
+  $("drop-word").textContent = src ? "Drop another image" : "Drop an image here";
 }
 
 function setHeader(title, count) {
@@ -183,12 +185,14 @@ function pager(total, page, size) {
   const mk = () => {
     const nav = [];
     const link = (p, text, label) => {
-      const a = el("a", { class: "button", href: `/?browse=1&page=${p}`, "aria-label": label }, text);
+      const a = el("a", { class: "button", href: `/?browse=1&page=${p}`, "aria-label": label }, ...text);
       a.addEventListener("click", (ev) => { ev.preventDefault(); navigate(a.getAttribute("href")); });
       return a;
     };
-    nav.push(page > 1 ? link(page - 1, "← Previous", "previous page") :
-      el("span", { class: "button disabled" }, "← Previous"));
+    const prev = () => ["← ", el("span", { class: "wide-only" }, "Previous")];
+    const next = () => [el("span", { class: "wide-only" }, "Next"), " →"];
+    nav.push(page > 1 ? link(page - 1, prev(), "previous page") :
+      el("span", { class: "button disabled" }, ...prev()));
     const input = el("input", { type: "number", min: "1", max: String(pages), value: String(page),
       "aria-label": "page number", class: "page-input" });
     input.addEventListener("change", () => {
@@ -196,8 +200,8 @@ function pager(total, page, size) {
       navigate(`/?browse=1&page=${p}`);
     });
     nav.push(el("span", { class: "page-of" }, "Page ", input, ` of ${fmtInt(pages)}`));
-    nav.push(page < pages ? link(page + 1, "Next →", "next page") :
-      el("span", { class: "button disabled" }, "Next →"));
+    nav.push(page < pages ? link(page + 1, next(), "next page") :
+      el("span", { class: "button disabled" }, ...next()));
     return nav;
   };
   for (const id of ["pager", "pager-top"]) {
@@ -215,6 +219,7 @@ function updateMore() {
   more.disabled = false;
   more.textContent = "Show more";
   $("download").hidden = !r;
+  $("shuffle").hidden = true;
 }
 
 // ------------------------------------------------------------------ views
@@ -223,26 +228,26 @@ async function showSample(token) {
   state.mode = "sample";
   state.result = null;
   updateMore();
-  setProbe(null, null);
+  setProbe(null);
   hidePager();
   setHeader("Start from an image in the index", "");
-  const total = state.info ? state.info.images : 0;
   const size = pageSize();
-  const offset = total > size ? Math.floor(Math.random() * (total - size)) : 0;
   skeleton(size);
-  const data = await api(`/api/images?offset=${offset}&limit=${size}`);
+  const seed = Math.floor(Math.random() * 1e9);
+  const data = await api(`/api/images?limit=${size}&seed=${seed}`);
   if (token !== state.request) return;
   $("grid").replaceChildren(...data.images.map((it) => card(it)));
   $("count").textContent = data.total
-    ? `a few of ${fmtInt(data.total)} — click one to see its neighbours, or browse them all`
+    ? `${data.images.length} at random of ${fmtInt(data.total)} · click one to see its neighbours`
     : "the index is empty";
+  $("shuffle").hidden = !data.total;
 }
 
 async function showBrowse(page, token) {
   state.mode = "browse";
   state.result = null;
   updateMore();
-  setProbe(null, null);
+  setProbe(null);
   const size = pageSize();
   skeleton(size);
   const data = await api(`/api/images?offset=${(page - 1) * size}&limit=${size}`);
@@ -254,16 +259,16 @@ async function showBrowse(page, token) {
 }
 
 async function showNeighbors(id, token, k) {
-  state.mode = "id";
   hidePager();
   k = k || pageSize();
-  const append = state.result && state.result.id === id && k > state.result.hits.length;
+  const append = state.mode === "id" && state.result && state.result.id === id && k > state.result.hits.length;
   if (!append) { skeleton(k); setHeader("Searching…", ""); }
   const data = await api(`/api/neighbors/${id}?k=${k}`);
   if (token !== state.request) return;
   const first = append ? state.result.hits.length : 0;
+  state.mode = "id";
   state.result = data;
-  setProbe(data.thumb, `${data.relpath} (id ${id})`, data.image);
+  setProbe(data.thumb, data.relpath, `id ${id}`, data.image);
   setHeader("Most similar images", countText(data));
   renderHits(data.hits.slice(first), append);
   updateMore();
@@ -273,35 +278,32 @@ function countText(r) {
   return `${r.hits.length} nearest · ${(r.seconds * 1000).toFixed(0)} ms`;
 }
 
+// Neighbours of an uploaded file; → false when a newer navigation took over meanwhile. Throws on a
+// refused upload (the caller puts back what was shown before).
 async function searchUpload(file, token, k) {
-  state.mode = "upload";
   hidePager();
   k = k || pageSize();
-  const append = state.result && state.upload === file && k > state.result.hits.length;
+  const append = state.mode === "upload" && state.result && state.upload === file && k > state.result.hits.length;
   if (!append) {
+    const url = URL.createObjectURL(file);
+    setProbe(url, file.name || "a pasted image", "uploaded, not stored");
     if (state.uploadUrl) URL.revokeObjectURL(state.uploadUrl);
-    state.uploadUrl = URL.createObjectURL(file);
-    setProbe(state.uploadUrl, file.name || "pasted image");
+    state.uploadUrl = url;
     skeleton(k);
     setHeader("Searching…", "");
   }
-  state.upload = file;
   const form = new FormData();
   form.append("image", file, file.name || "pasted.png");
-  let data;
-  try {
-    data = await api(`/api/query?k=${k}`, { method: "POST", body: form });
-  } catch (e) {
-    if (token !== state.request) return;
-    if (!append) { $("grid").replaceChildren(); setHeader("No results", ""); setProbe(null, null); }
-    throw e;
-  }
-  if (token !== state.request) return;
+  const data = await api(`/api/query?k=${k}`, { method: "POST", body: form });
+  if (token !== state.request) return false;
   const first = append ? state.result.hits.length : 0;
+  state.mode = "upload";
+  state.upload = file;
   state.result = data;
   setHeader("Most similar images", countText(data));
   renderHits(data.hits.slice(first), append);
   updateMore();
+  return true;
 }
 
 // ------------------------------------------------------------------ navigation
@@ -326,11 +328,11 @@ async function route(extra = {}) {
   } catch (e) {
     if (token !== state.request) return;
     if ($("grid").querySelector(".skeleton")) $("grid").replaceChildren();
+    state.result = null;
+    updateMore();
     if (e.status === 404 && params.has("id")) {
-      setProbe(null, null);
+      setProbe(null);
       setHeader("Not found", "");
-      state.result = null;
-      updateMore();
     }
     showMessage(e.message);
   }
@@ -345,7 +347,7 @@ function navigate(url) {
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
-function startUpload(file) {
+async function startUpload(file) {
   if (!file) return;
   if (file.size > state.maxUpload) {
     showMessage(`“${file.name}” is ${fmtSize(file.size)}; this server accepts images up to ` +
@@ -356,10 +358,19 @@ function startUpload(file) {
     showMessage(`“${file.name}” is not an image (${file.type}). Choose a JPEG, PNG, GIF, WebP, … file.`);
     return;
   }
-  state.upload = file;
-  state.result = null;
-  history.pushState({ upload: true }, "", "/");
-  route();
+  const token = ++state.request;
+  clearMessage();
+  try {
+    if (await searchUpload(file, token)) {
+      // one history entry for uploads: the page keeps only the latest image
+      if (history.state && history.state.upload) history.replaceState({ upload: true }, "", "/");
+      else history.pushState({ upload: true }, "", "/");
+    }
+  } catch (e) {
+    if (token !== state.request) return;
+    await route(); // put back what the URL shows
+    showMessage(e.message);
+  }
 }
 
 // ------------------------------------------------------------------ events
@@ -411,7 +422,12 @@ function setupTools() {
       updateMore();
     }
   });
-  $("page-size").addEventListener("change", () => { state.result = null; route(); });
+  $("page-size").addEventListener("change", () => {
+    try { localStorage.setItem("simsearch.pageSize", $("page-size").value); } catch (e) { /* private mode */ }
+    state.result = null;
+    route();
+  });
+  $("shuffle").addEventListener("click", () => route());
   $("download").addEventListener("click", () => {
     const r = state.result;
     if (!r) return;
@@ -435,6 +451,10 @@ function setupTools() {
 }
 
 async function main() {
+  try {
+    const saved = localStorage.getItem("simsearch.pageSize");
+    if (saved && [...$("page-size").options].some((o) => o.value === saved)) $("page-size").value = saved;
+  } catch (e) { /* no storage: the default */ }
   setupDrop();
   setupTools();
   await loadInfo();
