@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install simsearch and everything it needs into the current Python environment.
-#   bash scripts/install.sh          # runtime + test dependencies
+#   bash scripts/install.sh          # runtime + test dependencies, and the serve extra (simsearch serve)
 # torch/torchvision are pinned to the releases this project is tested with
 # (on the project's CI machines pip takes them from local disk).
 set -euo pipefail
@@ -11,7 +11,7 @@ if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
   echo "installing torch + torchvision (pinned) ..." >&2
   "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
 fi
-"$PY" -m pip install -q -e ".[test]"
+"$PY" -m pip install -q -e ".[test,serve]"
 
 # Fashion-MNIST as IDX files (Debian package), for the demo and the real-data tests
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null \
