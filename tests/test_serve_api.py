@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -175,7 +176,8 @@ def test_page_static_files_and_openapi(client):
     assert "/static/app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for asset in ("app.js", "style.css", "favicon.svg"):
-        assert client.get(f"/static/{asset}").status_code == 200
+        r = client.get(f"/static/{asset}")
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache" and r.headers["etag"]
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/api/query", "/api/neighbors/{id}", "/api/images", "/api/info", "/health", "/thumb/{id}", "/image/{id}"):
         assert p in paths
@@ -343,6 +345,19 @@ def test_errors_are_json_for_unknown_routes_and_methods(client):
     assert error_of(client.get("/api/query"), 405)
 
 
+def test_a_bug_is_a_json_500_without_a_traceback(built, monkeypatch):
+    from simsearch.serve.holder import IndexHolder
+
+    _, index = built
+    app = create_app(index)
+    monkeypatch.setattr(IndexHolder, "get", lambda self: 1 / 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    r = TestClient(app, raise_server_exceptions=False).get("/health")
+    assert "internal error (ZeroDivisionError)" in error_of(r, 500)
+
+
 def test_foreign_host_header_is_refused_on_loopback(built):
     _, index = built
     c = make_client(create_app(index, allowed_hosts=loopback_names("127.0.0.1")))
@@ -385,6 +400,23 @@ def test_non_loopback_host_prints_a_warning(built, monkeypatch):
     said.clear()
     run.serve(index, host="127.0.0.1", port=8123, say=said.append)
     assert not any("warning" in s for s in said) and "60 images" in said[-1]
+
+
+def test_open_opens_the_page_in_a_browser(built, monkeypatch):
+    import time
+
+    import uvicorn
+
+    from simsearch.serve import run
+
+    _, index = built
+    opened = []
+    monkeypatch.setattr(run.webbrowser, "open", opened.append)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: time.sleep(1.0))
+    said = []
+    run.serve(index, port=0, open_browser=True, say=said.append)
+    url = said[-1].split(" at ")[1].split()[0]
+    assert opened == [url] and url.startswith("http://127.0.0.1:")
 
 
 def test_port_in_use_is_one_line():

@@ -152,15 +152,17 @@ class Guard:
                     status_code=400,
                 )
                 return await resp(scope, receive, self._with_headers(send))
-        await self.app(scope, receive, self._with_headers(send))
+        await self.app(scope, receive, self._with_headers(send, scope["path"].startswith("/static/")))
 
     @staticmethod
-    def _with_headers(send):
+    def _with_headers(send, revalidate: bool = False):
         async def wrapped(message):
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for k, v in SECURITY_HEADERS.items():
                     headers.setdefault(k, v)
+                if revalidate:  # the page's files: a new simsearch version must not meet a cached old script
+                    headers.setdefault("cache-control", "no-cache")
             await send(message)
 
         return wrapped
