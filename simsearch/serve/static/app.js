@@ -343,6 +343,7 @@ function navigate(url) {
     history.pushState(null, "", url);
   }
   state.result = null;
+  showNotice("");
   route();
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
