@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,34 @@ from .query import Hit
 from .views import mean_over_views, shifted_views
 
 _blas = None
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None
 
 
+@contextlib.contextmanager
 def _single_thread_blas():
     """Limit BLAS to one thread for a block. The controller (which scans the loaded libraries,
-    ~ms) is made once; each limit is then a plain set-threads call."""
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
+    ~ms) is made once; each limit is then a plain set-threads call. The setting is process-wide,
+    so concurrent blocks (the HTTP server's threads) share one limit: the first sets it, the
+    last restores the original."""
+    global _blas, _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
 
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+            _blas = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limit = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 class Index:
@@ -147,6 +165,19 @@ class Index:
         if self._model is None:
             self._model = store.load_model(self.path, self._snap.meta.model.sha256)
         return self._model
+
+    @property
+    def generation(self) -> str | None:
+        """The version of the index this object holds, e.g. ``"gen-000003"`` (what ``CURRENT`` named when it
+        was opened or last reloaded)."""
+        gen = self._snap.gen_dir
+        return gen.name if gen is not None else None
+
+    def is_stale(self) -> bool:
+        """True when a newer version of the index has been committed (by any process) since this one was
+        read: open it again to see it. Reads only the small ``CURRENT`` file."""
+        cur = store.current_generation(self.path)
+        return cur is not None and cur.name != self.generation
 
     def __len__(self) -> int:
         return len(self._snap)

@@ -504,6 +504,74 @@ def verify(index_path, no_files, as_json):
         raise SimsearchError(f"{summary['index']}: {len(errors)} problem(s) found")
 
 
+# ------------------------------------------------------------------ serve
+
+
+def _size(ctx, param, value):
+    from .serve.run import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback lets other machines search the index (a warning is printed).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 = any free port.")
+@click.option(
+    "--max-upload",
+    default="20MB",
+    show_default=True,
+    callback=_size,
+    help="Largest image a client may upload (KB/MB/GB, KiB/MiB/GiB).",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default web browser.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where thumbnails are cached (default: $XDG_CACHE_HOME/simsearch or ~/.cache/simsearch).",
+)
+@_common
+def serve(index_path, host, port, max_upload, open_browser, cache_dir):
+    """Serve a web page and a JSON API to search and browse an index.
+
+    Upload an image or click any indexed one to see its neighbours. The
+    server follows a re-index done meanwhile (`simsearch index` in another
+    terminal) without a restart. Needs the serve extra:
+    pip install 'simsearch[serve]'.
+
+    \b
+    Example:
+      simsearch serve --index indexes/photos --open
+      curl -F image=@boot.png 'http://127.0.0.1:8000/api/query?k=5'
+    """
+    from . import store
+    from .serve import missing_dependency
+
+    missing = missing_dependency()
+    if missing:
+        raise SimsearchError(missing)
+    from .serve.run import serve as run_server
+
+    run_server(
+        index_path or store.default_index_path(),
+        host=host,
+        port=port,
+        max_upload=max_upload,
+        open_browser=open_browser,
+        cache_dir=cache_dir,
+        say=_say,
+    )
+
+
 def main() -> None:  # console-script entry point
     import logging
 

@@ -48,29 +48,24 @@ def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
     return "\n".join(lines)
 
 
+def hit_json(h: Hit) -> dict[str, Any]:
+    """One hit as ``simsearch query --json`` (and ``simsearch serve``'s API) writes it."""
+    return {
+        "rank": h.rank,
+        "score": round(h.score, 6),
+        "id": h.id,
+        "path": shown_path(h.abspath),
+        "relpath": shown_path(h.path),
+    }
+
+
 def json_lines(results: Sequence[tuple[str, list[Hit]]]) -> str:
     """One JSON object per query. ASCII only: a path that is not UTF-8 keeps its surrogate
     escapes as ``\\udcff`` JSON escapes, so ``os.fsencode(json.loads(line)[...]["path"])``
     gives back the file name's bytes exactly."""
     out = []
     for label, hits in results:
-        out.append(
-            json.dumps(
-                {
-                    "query": shown_path(label),
-                    "hits": [
-                        {
-                            "rank": h.rank,
-                            "score": round(h.score, 6),
-                            "id": h.id,
-                            "path": shown_path(h.abspath),
-                            "relpath": shown_path(h.path),
-                        }
-                        for h in hits
-                    ],
-                }
-            )
-        )
+        out.append(json.dumps({"query": shown_path(label), "hits": [hit_json(h) for h in hits]}))
     return "\n".join(out)
 
 

@@ -93,3 +93,21 @@ def test_errors_show_odd_names_readably(odd, tmp_path):
     res = CliRunner().invoke(cli, ["query", os.fsdecode(missing), "--index", str(idx)], obj={})
     assert res.exit_code == 1
     assert res.stderr.strip() == f"Error: {tmp_path}/gone\\xff.png: file not found"
+
+
+def test_http_api_paths_round_trip_too(odd):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from simsearch.serve.app import create_app
+
+    _root, idx, bad, _ = odd
+    client = TestClient(create_app(idx))
+    browse = client.get("/api/images?offset=0&limit=100")
+    assert browse.status_code == 200
+    browse.content.decode("ascii")  # escapes only
+    (entry,) = [x for x in browse.json()["images"] if os.fsencode(x["relpath"]) == b"disc/" + BAD]
+    assert os.fsencode(entry["path"]) == bad
+    hits = client.get(f"/api/neighbors/{entry['id']}?k=12").json()["hits"]
+    others = client.get(f"/api/neighbors/{hits[0]['id']}?k=12").json()["hits"]
+    assert bad in [os.fsencode(h["path"]) for h in others]
