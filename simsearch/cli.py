@@ -128,7 +128,13 @@ _train_options = [
         default=None,
         help="1 = grayscale, 3 = RGB (default: from the corpus).",
     ),
-    click.option("--epochs", "max_epochs", type=click.IntRange(1), default=None, help="Maximum training epochs."),
+    click.option(
+        "--epochs",
+        "max_epochs",
+        type=click.IntRange(1),
+        default=None,
+        help="Training epoch cap (default: 40, raised for a small folder to reach 2,000 steps).",
+    ),
     click.option(
         "--time-budget", type=click.FloatRange(0), default=None, help="Training time limit in seconds (0 = none)."
     ),

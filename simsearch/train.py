@@ -17,10 +17,11 @@ autoencoder family:
               μ is the embedding.
 - ``cae``     contractive: plain AE + penalty on ‖∂z/∂x‖²_F (Hutchinson estimate).
 
-Stops at ``max_epochs``, at the wall-clock ``time_budget`` or when the
+Stops at the epoch cap (``max_epochs``, or 40 raised for a small folder to
+``min_steps`` optimizer steps), at the wall-clock ``time_budget`` or when the
 validation loss stops improving; the learning rate follows a cosine decay
-over whichever of epochs / time runs out first. Checkpoints each epoch so an
-interrupted run resumes.
+over whichever of epochs / time runs out first. Checkpoints (at most every
+10 s) let an interrupted run resume.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ Progress = Callable[..., None]
 @dataclass(frozen=True)
 class TrainConfig:
     objective: str = "dae"
-    max_epochs: int = 40
-    # a small folder gets at least this many optimizer steps (the epoch cap is raised to fit them,
-    # the time budget still binds); 0 = the epoch cap alone decides
-    min_steps: int = 0
+    max_epochs: int | None = None  # None: DEFAULT_EPOCHS, raised for a small folder to min_steps; a number is kept
+    # with the default epoch cap, a small folder gets at least this many optimizer steps (the time
+    # budget still binds; an explicit max_epochs is kept as given). Digits (900 images, 3 steps
+    # an epoch): P@10 +0.011 / +0.013 / +0.019 on three development splits; clip art (4,000
+    # images) level; Fashion-MNIST untouched (40 epochs are 8,900 steps)
+    min_steps: int = 2000
     time_budget: float = 540.0  # seconds of training; 0 = no limit
     batch_size: int = 256
     lr: float = 2e-3
@@ -363,9 +366,15 @@ def schedule(tcfg: TrainConfig, n_train: int) -> Schedule:
     )
 
 
+DEFAULT_EPOCHS = 40
+
+
 def epoch_cap(tcfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Epochs to train: ``max_epochs``, raised so that a small folder still gets ``min_steps`` steps."""
-    return max(tcfg.max_epochs, math.ceil(tcfg.min_steps / steps_per_epoch))
+    """Epochs to train: ``max_epochs`` when given; else ``DEFAULT_EPOCHS``, raised so that a small
+    folder still gets ``min_steps`` optimizer steps."""
+    if tcfg.max_epochs is not None:
+        return tcfg.max_epochs
+    return max(DEFAULT_EPOCHS, math.ceil(tcfg.min_steps / steps_per_epoch))
 
 
 def get_lr(peak: float, step: int, warmup: int, progress: float) -> float:
