@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             rows.append((name, m, "0 s"))
         t = time.perf_counter()
         given = {"time_budget": a.budget, "max_epochs": a.epochs, "train": a.train}
-        opts = BuildOptions(**{k: v for k, v in given.items() if v is not None})
+        opts = BuildOptions.of(**{k: v for k, v in given.items() if v is not None})
         index = simsearch.Index.build(gdir, Path(tmp) / "idx", options=opts)
         info = index.info()
         m = evaluate.evaluate_index(index, str(qdir), ks=ks)

@@ -283,7 +283,7 @@ def main(argv=None) -> int:
         if a.reuse:  # score an index built earlier from this half (e.g. by --index) without rebuilding it
             index = simsearch.Index.open(idx_dir)
         else:
-            index = simsearch.Index.build(root, idx_dir, options=BuildOptions(rebuild=True, **opts))
+            index = simsearch.Index.build(root, idx_dir, options=BuildOptions.of(rebuild=True, **opts))
         info = index.info()
         log(
             f"indexed in {time.perf_counter() - t:.0f}s: {info['input']}, {info['trained_epochs']} epochs, "

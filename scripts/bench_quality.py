@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from simsearch import discover, evaluate, pool, preprocess
-from simsearch.train import OBJECTIVES, TrainConfig
+from simsearch.constants import OBJECTIVES
+from simsearch.settings import TrainConfig
 
 
 def log(msg: str) -> None:
@@ -81,7 +82,7 @@ def simsearch_row(
     idx_dir = (keep / f"fmnist-{objective}") if keep else work / f"idx-{objective}"
     if idx_dir.exists():
         shutil.rmtree(idx_dir)
-    opts = BuildOptions(objective=objective, time_budget=budget, max_epochs=epochs)
+    opts = BuildOptions.of(objective=objective, time_budget=budget, max_epochs=epochs)
     t = time.perf_counter()
     idx = simsearch.Index.build(train_dir, idx_dir, options=opts)
     build_s = time.perf_counter() - t

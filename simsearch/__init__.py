@@ -7,6 +7,7 @@ Data flow, one module per stage::
     decode.py   file or bytes → decoded image, safely (EXIF, pixel limit, one-line errors)
     preprocess.py  decoded image → model input pixels; the Preprocess settings, probe()
     pool.py     many files decoded in crash-isolated worker processes
+    settings.py ModelConfig and TrainConfig (torch-free: BuildOptions holds them)
     model.py    the convolutional autoencoder
     train.py    label-free training on the corpus
     embed.py    pixels → embeddings

@@ -104,7 +104,7 @@ class Index:
         The update report is kept in ``index.last_report``.
         """
         path = store.index_path(path)
-        options = options or BuildOptions(**option_kw)
+        options = options or BuildOptions.of(**option_kw)
         report = indexer.update(root, path, options, progress, log)
         index = cls.open(path, device=options.device)
         index.last_report = report
@@ -112,7 +112,7 @@ class Index:
 
     def update(self, root: str | os.PathLike | None = None, **option_kw) -> UpdateReport:
         """Re-scan the indexed folder (or ``root``): embed new/changed files, drop deleted ones."""
-        report = indexer.update(root or self.root, self.path, BuildOptions(device=self.device, **option_kw))
+        report = indexer.update(root or self.root, self.path, BuildOptions.of(device=self.device, **option_kw))
         self._reload()
         return report
 

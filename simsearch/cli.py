@@ -103,7 +103,7 @@ def cli():
 def _build_options(**kw):
     from .indexer import BuildOptions
 
-    return BuildOptions(**{k: v for k, v in kw.items() if v is not None})
+    return BuildOptions.of(**{k: v for k, v in kw.items() if v is not None})
 
 
 _train_options = [

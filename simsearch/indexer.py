@@ -30,27 +30,28 @@ from .views import tta_views_for
 
 if TYPE_CHECKING:
     from .postprocess import PostConfig
+from .settings import ModelConfig, TrainConfig
 
 Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What ``simsearch index`` / ``Index.build`` may be told; None = choose from the corpus."""
+    """What ``simsearch index`` / ``Index.build`` may be told; None = choose from the corpus.
 
-    objective: str | None = None  # None = TrainConfig default
-    dim: int = 128
+    The training and the model's architecture are their own configs (``settings.TrainConfig``,
+    ``settings.ModelConfig``); the model's input size and channels come from ``size`` /
+    ``channels`` or the corpus, and ``variational`` from the objective. ``BuildOptions.of``
+    takes the flat names the command line uses (``objective``, ``max_epochs``, ``width`` …)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    architecture: ModelConfig = field(default_factory=ModelConfig)
     size: int | None = None  # model input side; None = probe the corpus
     channels: int | None = None  # 1 or 3; None = probe the corpus
-    fit: str | None = None  # how a non-square image becomes square (preprocess.FITS); None = the default
-    width: int | None = None
-    depth: int | None = None
-    max_epochs: int | None = None
-    time_budget: float | None = None  # seconds of training
-    batch_size: int | None = None
-    seed: int = 0
+    fit: str | None = None  # how a non-square image becomes square (constants.FITS); None = the default
     device: str = "auto"
     workers: int = 0  # decode processes; 0 = one per core
+    embed_batch: int | None = None  # images per embedding batch; None = by device
     model: str | None = None  # use this saved model instead of training
     retrain: bool = False  # train a new model even if the index has one
     rebuild: bool = False  # ignore the existing index entirely (fresh build)
@@ -58,7 +59,24 @@ class BuildOptions:
     index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
     post: PostConfig | None = None  # None = the default (whitening + diffusion)
     tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
-    train: dict | None = None  # further TrainConfig fields (e.g. {"invariance": 0.5}); research and ablations
+
+    TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed"}
+    MODEL_NAMES = {"width": "width", "depth": "depth", "dim": "latent_dim"}
+
+    @classmethod
+    def of(cls, train: dict | None = None, **kw) -> BuildOptions:
+        """From flat names as on the command line: ``objective``, ``max_epochs``, ``time_budget``,
+        ``batch_size``, ``seed`` go to the training config (with any ``train`` dict of further
+        TrainConfig fields), ``width``, ``depth``, ``dim`` to the architecture; the rest are fields.
+        A bad value raises SimsearchError; an unknown name, TypeError."""
+        tkw = {k: kw.pop(k) for k in list(kw) if k in cls.TRAIN_NAMES}
+        mkw = {cls.MODEL_NAMES[k]: kw.pop(k) for k in list(kw) if k in cls.MODEL_NAMES}
+        if "batch_size" in tkw:
+            kw.setdefault("embed_batch", tkw["batch_size"])
+        try:
+            return cls(train=TrainConfig(**tkw, **(train or {})), architecture=ModelConfig(**mkw), **kw)
+        except ValueError as e:
+            raise SimsearchError(str(e)) from None
 
 
 @dataclass
@@ -407,7 +425,7 @@ def _embed_step(index_dir, model, info: ModelRecord, pixels, changes: Changes, v
     from . import embed as embed_mod
 
     model = model or _load_model(index_dir, info)
-    bs = options.batch_size and max(options.batch_size, 1)
+    bs = options.embed_batch and max(options.embed_batch, 1)
     return embed_mod.embed(model, pixels[rows], options.device, bs, progress, views), model
 
 
@@ -587,23 +605,13 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
 
     if len(pixels) < 2:
         raise SimsearchError(f"need at least 2 readable images to train a model, found {len(pixels)}")
-    tkw: dict[str, Any] = {
-        k: v
-        for k, v in dict(
-            objective=options.objective,
-            max_epochs=options.max_epochs,
-            time_budget=options.time_budget,
-            batch_size=options.batch_size,
-            seed=options.seed,
-        ).items()
-        if v is not None
-    }
-    tkw.update(options.train or {})
+    tcfg = options.train
     try:
-        tcfg = train_mod.TrainConfig(**tkw)
-        mkw = {k: v for k, v in dict(width=options.width, depth=options.depth).items() if v is not None}
-        mcfg = train_mod.model_config_for(
-            tcfg.objective, image_size=pre.size, channels=pre.channels, latent_dim=options.dim, **mkw
+        mcfg = replace(
+            options.architecture,
+            image_size=pre.size,
+            channels=pre.channels,
+            variational=tcfg.objective == "vae",
         )
     except ValueError as e:
         raise SimsearchError(str(e)) from None

@@ -12,66 +12,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import configs
 from .constants import OBJECTIVES  # noqa: F401 — re-exported: the training objectives
 from .errors import ModelMismatchError, SimsearchError
+from .settings import ModelConfig  # noqa: F401 — the model's settings (torch-free), re-exported
 
 MODEL_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    image_size: int = 28  # input side in px (square)
-    channels: int = 1  # 1 = grayscale, 3 = RGB
-    latent_dim: int = 128  # embedding size
-    width: int = 16  # base width: stage i of the encoder has width·2^(i+1) channels (capped)
-    max_width: int = 256
-    stem: bool = False  # a full-resolution 3×3 conv (width channels) before the first downsampling
-    depth: int = 0  # residual blocks after each downsampling stage
-    variational: bool = False  # encoder predicts (μ, log σ²) instead of z
-
-    def __post_init__(self):
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if not 8 <= self.image_size <= 1024 or self.image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4 in 8..1024, got {self.image_size}")
-        if not 2 <= self.latent_dim <= 4096:
-            raise ValueError(f"latent_dim must be in 2..4096, got {self.latent_dim}")
-        if not 0 <= self.depth <= 4:
-            raise ValueError(f"depth must be in 0..4, got {self.depth}")
-        if not 4 <= self.width <= self.max_width:
-            raise ValueError(f"width must be in 4..{self.max_width}, got {self.width}")
-
-    @property
-    def n_down(self) -> int:
-        """Stride-2 stages: halve while the side is even and > 8, at most 4 (28→14→7, 64→32→16→8)."""
-        n, side = 0, self.image_size
-        while n < 4 and side > 8 and side % 2 == 0:
-            side //= 2
-            n += 1
-        return n
-
-    @property
-    def final_side(self) -> int:
-        return self.image_size >> self.n_down
-
-    def stage_widths(self) -> list[int]:
-        """Channels after each downsampling stage, e.g. [32, 64] for width 16 at 28 px."""
-        return [min(self.width * 2 ** (i + 1), self.max_width) for i in range(self.n_down)]
-
-    def to_dict(self) -> dict:
-        return configs.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        return configs.from_dict(cls, d)
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int, transpose: bool = False) -> nn.Sequential:

@@ -38,71 +38,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import configs
 from . import device as dev
 from .crashpoints import crash_point
-from .model import OBJECTIVES, AutoEncoder, ModelConfig, SiameseHead, build, reconstruction_loss
+from .model import AutoEncoder, ModelConfig, SiameseHead, build, reconstruction_loss
+from .settings import DEFAULT_EPOCHS, TrainConfig, model_config_for  # noqa: F401 — re-exported
 
 Progress = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    objective: str = "dae"
-    max_epochs: int | None = None  # None: DEFAULT_EPOCHS, raised for a small folder to min_steps; a number is kept
-    # with the default epoch cap, a small folder gets at least this many optimizer steps (the time
-    # budget still binds; an explicit max_epochs is kept as given). Digits (900 images, 3 steps
-    # an epoch): P@10 +0.011 / +0.013 / +0.019 on three development splits; clip art (4,000
-    # images) level; Fashion-MNIST untouched (40 epochs are 8,900 steps)
-    min_steps: int = 2000
-    time_budget: float = 540.0  # seconds of training; 0 = no limit
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    loss: str = "bce"  # reconstruction loss: bce | mse
-    val_fraction: float = 0.05
-    patience: int = 4  # epochs without validation improvement before stopping (at least a tenth of the run)
-    seed: int = 0
-    # objective knobs
-    noise_std: float = 0.0  # dae: Gaussian noise on the input
-    mask_prob: float = 0.0  # dae: fraction of input pixels zeroed
-    sparsity: float = 1e-3  # sparse: L1 weight on the code
-    beta: float = 0.5  # vae: KL weight (per latent unit, relative to per-pixel recon)
-    contractive: float = 1e-2  # cae: Jacobian penalty weight
-    # dae corruption, per sample (see ``corrupt_views``): the edits a copy goes through.
-    # Chosen on the clip-art development half and the Fashion-MNIST validation split (README, ablation).
-    shift: float = 0.06  # translation, fraction of the side (±)
-    scale: float = 0.15  # zoom (1 ± scale)
-    flip: bool = True  # horizontal flip, p = 0.5
-    aspect: float = 0.1  # anisotropic stretch (1 ± aspect on one axis)
-    rotate: float = 5.0  # degrees (±)
-    light: float = 0.15  # brightness shift ± light and contrast factor 1 ± light
-    saturation: float = 0.25  # colour saturation factor 1 ± saturation (RGB models)
-    blur: float = 0.3  # probability of a down-and-up resampling (a copy that was shrunk, or re-compressed)
-    pad: float = 0.3  # probability of a border: shrunk by up to 20% onto white, black or the edge colour
-    # invariance: weight of a term between the codes of two corrupted views (0 = off), its kind
-    # (model.SiameseHead: "simsiam" pulls views together, "nce" also pushes other images apart)
-    invariance: float = 0.1
-    invariance_loss: str = "nce"
-    # the second view is encoded without gradient: the branch costs one encoder pass, not three
-    # (28 px: 76 vs 104 ms per step on 2 cores; same clip-art recall, more epochs in the budget)
-    invariance_grad: bool = False
-    temperature: float = 0.2  # nce
-
-    def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r} (choose from {', '.join(OBJECTIVES)})")
-        if self.loss not in ("bce", "mse"):
-            raise ValueError(f"unknown loss {self.loss!r} (bce or mse)")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be ≥ 2")
-
-    def to_dict(self) -> dict:
-        return configs.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return configs.from_dict(cls, d)
 
 
 @dataclass
@@ -113,10 +54,6 @@ class TrainResult:
     stopped_by: str  # "epochs" | "time" | "early-stop"
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
-
-
-def model_config_for(objective: str, **kw) -> ModelConfig:
-    return ModelConfig(variational=(objective == "vae"), **kw)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -366,9 +303,6 @@ def schedule(tcfg: TrainConfig, n_train: int) -> Schedule:
     )
 
 
-DEFAULT_EPOCHS = 40
-
-
 def epoch_cap(tcfg: TrainConfig, steps_per_epoch: int) -> int:
     """Epochs to train: ``max_epochs`` when given; else ``DEFAULT_EPOCHS``, raised so that a small
     folder still gets ``min_steps`` optimizer steps."""
@@ -472,12 +406,14 @@ def validate(run: Run, val: torch.Tensor, device: torch.device, tcfg: TrainConfi
 def train(
     pixels: np.ndarray,
     mcfg: ModelConfig,
-    tcfg: TrainConfig = TrainConfig(),
+    tcfg: TrainConfig | None = None,
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     checkpoint: str | Path | None = None,
 ) -> TrainResult:
-    """Train an autoencoder on uint8 pixels (N, C, H, W); see the module docstring."""
+    """Train an autoencoder on uint8 pixels (N, C, H, W) (``tcfg``: default TrainConfig()); see the
+    module docstring."""
+    tcfg = tcfg or TrainConfig()
     if pixels.ndim != 4 or pixels.shape[1:] != (mcfg.channels, mcfg.image_size, mcfg.image_size):
         raise ValueError(f"pixels shape {pixels.shape} does not fit model input {mcfg.channels}×{mcfg.image_size}²")
     if len(pixels) < 2:

@@ -33,7 +33,7 @@ def corpus(tmp_path) -> Path:
 def fast_options():
     from simsearch.indexer import BuildOptions
 
-    return BuildOptions(**FAST)
+    return BuildOptions.of(**FAST)
 
 
 # ---------------------------------------------------------------- the shared, read-only index
@@ -70,7 +70,7 @@ def shared_build(tmp_path_factory):
     base = tmp_path_factory.mktemp("shared")
     corpus = base / "images"
     write_corpus(corpus)
-    index = simsearch.Index.build(corpus, base / "idx", options=BuildOptions(**FAST))
+    index = simsearch.Index.build(corpus, base / "idx", options=BuildOptions.of(**FAST))
     build = SharedBuild(index.path, corpus, index.last_report, tree_digest(base))
     yield build
     changed = build.changes()

@@ -24,7 +24,7 @@ def build_index(base: Path) -> tuple[Path, Path]:
     corpus = base / "images"
     write_corpus(corpus)
     index = base / "index"
-    simsearch.Index.build(corpus, index, options=BuildOptions(**FAST))
+    simsearch.Index.build(corpus, index, options=BuildOptions.of(**FAST))
     return corpus, index
 
 

@@ -8,6 +8,7 @@ import torch
 
 from simsearch import model as M
 from simsearch import train as T
+from simsearch.constants import OBJECTIVES
 from simsearch.embed import embed
 from simsearch.errors import ModelMismatchError, SimsearchError
 
@@ -44,7 +45,7 @@ def pixels(n=64, size=28, seed=0):
     return rng.integers(0, 256, (n, 1, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("objective", T.OBJECTIVES)
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_every_objective_trains_and_lowers_the_loss(objective):
     data = np.zeros((96, 1, 28, 28), np.uint8)
     data[:, :, 8:20, 8:20] = np.random.default_rng(0).integers(100, 255, (96, 1, 1, 1))  # learnable structure

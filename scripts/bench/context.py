@@ -119,7 +119,7 @@ class Ctx:
 
         if self.a.train_budget is not None:
             kw.setdefault("time_budget", self.a.train_budget)
-        return BuildOptions(**kw)
+        return BuildOptions.of(**kw)
 
     def train_index(self) -> dict:
         def make():

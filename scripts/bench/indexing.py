@@ -16,7 +16,7 @@ def row_index(ctx: Ctx) -> list[dict]:
     trained = rep.trained or {}
     budget = built["options"].time_budget
     if budget is None:
-        from simsearch.train import TrainConfig
+        from simsearch.settings import TrainConfig
 
         budget = TrainConfig().time_budget
     key = "3"

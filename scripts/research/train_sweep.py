@@ -78,7 +78,7 @@ def main() -> int:
     for name, cfg in configs.items():
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            opts = BuildOptions(device=a.device, max_epochs=a.epochs, time_budget=0, train=cfg)
+            opts = BuildOptions.of(device=a.device, max_epochs=a.epochs, time_budget=0, train=cfg)
             idx = simsearch.Index.build(g, Path(tmp) / "idx", options=opts)
             m = evaluate_index(idx, str(q), limit=a.limit_queries)
             print(
