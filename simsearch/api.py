@@ -176,6 +176,23 @@ class Index:
         """Raw encoder codes (N, dim) as stored, before post-processing; row i ↔ ``ids()[i]``."""
         return self._snap.vectors.copy()
 
+    def base_vectors(self, codes: np.ndarray | None = None) -> np.ndarray:
+        """The plain-cosine part of the search space: codes centred, whitened and L2-normalised
+        (no diffusion coordinates), of the indexed images (row i ↔ ``ids()[i]``) or of ``codes``
+        (e.g. from ``encode_pixels``). Inner product = the cosine that near-copy calibration uses."""
+        return self._snap.post.base(self._snap.vectors if codes is None else codes)
+
+    def recon_stats(self) -> np.ndarray | None:
+        """Per-image reconstruction statistics stored at index time (float32 (N, 2), columns
+        ``reconerror.COLUMNS``: mse, detail; row i ↔ ``ids()[i]``; NaN rows for images embedded
+        before format 3), or None when the index stores none (one migrated from format 2)."""
+        return None if self._snap.recon is None else self._snap.recon.copy()
+
+    @property
+    def generation(self) -> str:
+        """Which version of the index is open (its generation directory's name): changes with every write."""
+        return self._snap.gen_dir.name if self._snap.gen_dir is not None else ""
+
     # ------------------------------------------------------------ query
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
