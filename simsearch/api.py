@@ -222,6 +222,21 @@ class Index:
 
         return reconstruct(self.model, np.asarray(pixels, np.uint8), self.device)
 
+    def corrupt(self, pixels: np.ndarray, seed: int = 0) -> np.ndarray:
+        """The model's training corruption (the edits a denoising model learned to undo: shift, zoom,
+        rotation, border, light, softening, noise as its training config recorded them) applied to
+        preprocessed images, deterministic in ``seed``: uint8 (N, C, S, S) in, same out."""
+        import torch
+
+        from . import train
+
+        cfg = train.TrainConfig.from_dict(((self._snap.meta.model.train or {}).get("config")) or {})
+        gen = torch.Generator().manual_seed(int(seed))
+        x = torch.from_numpy(np.asarray(pixels, np.uint8).astype(np.float32) / 255.0)
+        with torch.no_grad():
+            y = train.corrupt_views(x, cfg, gen)
+        return (y.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
     NUMPY_MAX_BATCH = 256
 
     def _encode(self, pixels: np.ndarray) -> np.ndarray:
