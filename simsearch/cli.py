@@ -576,6 +576,8 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
     idx = Index.open(index_path)
     if len(idx) == 0:
         raise SimsearchError(f"{idx.path}: the index is empty")
+    if move_to:
+        dupes_mod.check_destination(idx.root, move_to)  # before any work
     res = dupes_mod.find(idx, threshold, calibrate_n)
     click.echo(_printable(res.calibration.why()), err=True)
     root = idx.root

@@ -349,16 +349,22 @@ def find(
 # ---------------------------------------------------------------- moving
 
 
-def move(result: Result, root: Path, dest: Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
-    """Move every group's non-keepers from ``root`` into ``dest`` (same relative paths); never a
-    keeper, never over an existing file. → the (from, to) moves, made or (``dry_run``) planned.
-    Raises SimsearchError before moving anything when a move is impossible."""
+def check_destination(root: Path, dest: Path) -> tuple[Path, Path]:
+    """(root, dest) resolved; SimsearchError when ``dest`` lies inside the indexed folder."""
     root, dest = Path(root).resolve(), Path(dest).resolve()
     if dest == root or root in dest.parents:
         raise SimsearchError(
             f"{dest}: --move-to must be outside the indexed folder {root} (the next `simsearch index` would index "
             "the moved files again)"
         )
+    return root, dest
+
+
+def move(result: Result, root: Path, dest: Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
+    """Move every group's non-keepers from ``root`` into ``dest`` (same relative paths); never a
+    keeper, never over an existing file. → the (from, to) moves, made or (``dry_run``) planned.
+    Raises SimsearchError before moving anything when a move is impossible."""
+    root, dest = check_destination(root, dest)
     plan = []
     for g in result.groups:
         for m in g.others:

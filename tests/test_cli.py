@@ -182,7 +182,7 @@ def test_help_does_not_import_torch_or_faiss():
     code = (
         "import sys; from simsearch.cli import cli\n"
         "try:\n    cli(['--help'], obj={})\nexcept SystemExit:\n    pass\n"
-        "for cmd in ('index', 'query', 'info', 'train'):\n"
+        "for cmd in sorted(cli.commands):\n"
         "    try:\n        cli([cmd, '--help'], obj={})\n    except SystemExit:\n        pass\n"
         "bad = [m for m in ('torch', 'faiss', 'numpy') if m in sys.modules]\n"
         "assert not bad, bad\n"
