@@ -58,6 +58,7 @@ class Layout:
     grid: tuple[int, int]  # columns, rows
     method: str
     cached: bool = False
+    top: int = 0  # px above the grid in the drawn PNG (its title), set by ``draw``
 
 
 def cache_dir() -> Path:
@@ -174,7 +175,7 @@ def draw(index, lay: Layout, out: str | os.PathLike, thumb: int = 40, colour: bo
     """The map PNG; → (its path, {folder: colour} when coloured)."""
     from PIL import Image, ImageDraw
 
-    from .render import shorten, tile
+    from .render import shorten, tile, wrap
 
     entries = index.entries()
     cols, nrows = lay.grid
@@ -189,11 +190,21 @@ def draw(index, lay: Layout, out: str | os.PathLike, thumb: int = 40, colour: bo
         for i, f in enumerate(sorted(counts, key=lambda f: (-counts[f], f))):
             legend[f] = PALETTE[i] if i < len(PALETTE) else (200, 200, 200)
     leg_h = (16 * ((len(legend) + 3) // 4) + 8) if legend else 0
-    W, H = 2 * pad + cols * step, 2 * pad + nrows * step + leg_h
+    W = max(2 * pad + cols * step, 360)
+    how = {"pca": "the first two principal axes", "tsne": "t-SNE"}[lay.method]
+    title = wrap(
+        f"{len(lay.rows)} of {len(index)} images placed by {how} of their embeddings: images the model finds "
+        "alike lie close." + (" Frame colour: top-level folder." if colour else ""),
+        W - 2 * pad,
+    )
+    top = lay.top = 14 * len(title) + 6
+    H = top + 2 * pad + nrows * step + leg_h
     sheet = Image.new("RGB", (W, H), "white")
     dr = ImageDraw.Draw(sheet)
+    for k, line in enumerate(title):
+        dr.text((pad, pad + 14 * k), line, fill="black")
     for r, (cx, cy), f in zip(lay.rows, lay.cells, folders):
-        x, y = pad + int(cx) * step, pad + int(cy) * step
+        x, y = pad + int(cx) * step, top + pad + int(cy) * step
         if colour:
             inner = thumb - 6
             dr.rectangle([x, y, x + thumb - 1, y + thumb - 1], fill=legend.get(f, (200, 200, 200)))
@@ -201,7 +212,7 @@ def draw(index, lay: Layout, out: str | os.PathLike, thumb: int = 40, colour: bo
         else:
             sheet.paste(tile(index.root / entries[r].path, thumb), (x, y))
     if legend:
-        y0 = pad + nrows * step + 6
+        y0 = top + pad + nrows * step + 6
         colw = max(1, (W - 2 * pad) // 4)
         for i, (f, c) in enumerate(legend.items()):
             x, y = pad + (i % 4) * colw, y0 + 16 * (i // 4)
@@ -218,15 +229,18 @@ def draw(index, lay: Layout, out: str | os.PathLike, thumb: int = 40, colour: bo
 def write_html(
     index, lay: Layout, png: Path, out: str | os.PathLike, thumb: int = 40, server: str | None = None
 ) -> Path:
-    """A self-contained page: the map with pan/zoom; hovering names an image; a click searches from
-    it on the server page (``server``/?id=N) or, without a server, opens the file."""
+    """A self-contained page: the map (``png``, drawn by ``draw`` from ``lay``) with pan/zoom; hovering
+    names an image; a click searches from it on the server page (``server``/?id=N) or, without a
+    server, opens the file."""
     entries = index.entries()
     pad, step = 12, thumb + 2
     items = []
     for r, (cx, cy) in zip(lay.rows, lay.cells):
         e = entries[r]
         href = f"{server.rstrip('/')}/?id={e.id}" if server else (index.root / e.path).resolve().as_uri()
-        items.append({"x": pad + int(cx) * step, "y": pad + int(cy) * step, "id": int(e.id), "p": e.path, "h": href})
+        items.append(
+            {"x": pad + int(cx) * step, "y": lay.top + pad + int(cy) * step, "id": int(e.id), "p": e.path, "h": href}
+        )
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     title = html.escape(f"simsearch map of {index.root} ({len(lay.rows)} of {len(index)} images, {lay.method})")
     page = _HTML.format(

@@ -72,10 +72,22 @@ def show(index, images, out_dir: str | os.PathLike, thumb: int = THUMB, seed: in
         imgs = [pixels[i], recon[i]] + ([noisy[i], fixed[i]] if denoising else [])
         caption = [Path(name).name, f"reconstruction error {err[i]:.4f}"]
         if denoising:
-            caption.append(f"output vs clean input {noisy_err[i]:.4f}")
+            caption.append(f"model output vs the clean input: error {noisy_err[i]:.4f}")
         cells.append((imgs, caption))
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem)[:60]
         png = strips_sheet([(imgs, caption)], out_dir / f"{i + 1:03d}-{stem}.png", labels, thumb)
         shown.append(Shown(name, png, float(err[i]), float(noisy_err[i]) if denoising else None))
-    strips_sheet(cells, out_dir / "reconstructions.png", labels, thumb, columns=1 if denoising else 2)
+    pre = index.preprocess
+    dim = index.meta.embedding.dim
+    title = (
+        f"What the autoencoder keeps of an image. Model input: the image as the model sees it "
+        f"({pre.channels}x{pre.size}x{pre.size}). Reconstruction: redrawn from its {dim}-number code."
+    )
+    if denoising:
+        title += (
+            " Corrupted: a copy with the edits the denoising model was trained to undo (shift, zoom, rotation,"
+            " border, light, blur). Model output: what it makes of that copy."
+        )
+    title += " Error: mean squared difference, pixels 0-1."
+    strips_sheet(cells, out_dir / "reconstructions.png", labels, thumb, columns=1 if denoising else 2, title=title)
     return shown

@@ -137,10 +137,12 @@ def strips_sheet(
     labels: Sequence[str] = (),
     thumb: int = 96,
     columns: int = 0,
+    title: str = "",
 ) -> Path:
     """A sheet of cells, each a strip of images side by side (e.g. an image and its reconstruction)
-    with caption lines under it; ``labels`` name the images of a strip (drawn above each).
-    Images: anything ``contact_sheet`` draws, and model-input arrays (C, H, W) uint8."""
+    with caption lines under it; ``labels`` name the images of a strip (drawn above each), ``title``
+    (wrapped) heads the sheet. Images: anything ``contact_sheet`` draws, and model-input arrays
+    (C, H, W) uint8."""
     from PIL import Image, ImageDraw
 
     per = max((len(imgs) for imgs, _ in cells), default=1)
@@ -150,11 +152,16 @@ def strips_sheet(
     lines = max((len(c) for _, c in cells), default=0)
     cw = per * thumb + (per - 1) * gap
     ch = head + thumb + 4 + 12 * lines
-    sheet = Image.new("RGB", (pad + columns * (cw + 2 * pad), pad + rows * (ch + pad)), "white")
+    width = pad + columns * (cw + 2 * pad)
+    heading = wrap(title, width - 2 * pad) if title else []
+    top = 14 * len(heading) + (8 if heading else 0)
+    sheet = Image.new("RGB", (width, top + pad + rows * (ch + pad)), "white")
     draw = ImageDraw.Draw(sheet)
+    for k, line in enumerate(heading):
+        draw.text((pad, pad + 14 * k), line, fill="black")
     for i, (imgs, caption) in enumerate(cells):
         x0 = pad + (i % columns) * (cw + 2 * pad)
-        y0 = pad + (i // columns) * (ch + pad)
+        y0 = top + pad + (i // columns) * (ch + pad)
         for j, img in enumerate(imgs):
             x = x0 + j * (thumb + gap)
             if labels and j < len(labels):
@@ -215,6 +222,13 @@ def _tile(src: Any, thumb: int):
     box = Image.new("RGB", (thumb, thumb), "white")
     box.paste(img, ((thumb - img.width) // 2, (thumb - img.height) // 2))
     return box
+
+
+def wrap(text: str, px: int) -> list[str]:
+    """``text`` broken into lines of about ``px`` pixels of the default font."""
+    import textwrap
+
+    return textwrap.wrap(printable(text), max(10, px // 6))
 
 
 def tile(src: Any, thumb: int):
