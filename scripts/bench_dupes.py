@@ -3,7 +3,8 @@ runtimes on a large index and on 1M synthetic vectors.
 
 1. **Generated set.** ``--originals`` images drawn (deterministically, by a hash of the path) from a
    real corpus (default Debian's openclipart-png), keeping one image per decoded picture (the
-   corpus repeats icons across folders). ``--plant`` of them get a copy each, in turn: resized
+   corpus repeats icons across folders), written flattened onto white as PNG. ``--plant`` of them
+   get a copy each, in turn: resized
    (50–80%), re-compressed (JPEG quality 40–75), cropped (3–6% a side, then re-saved), and exact
    (the same bytes under another name). Every file goes into one flat folder under a random
    name; the truth (which files are copies of which) is kept aside.
@@ -93,14 +94,19 @@ def generate(corpus: Path, out: Path, originals: int, plant: int, seed: int) -> 
     names = [f"{i:05d}" for i in range(len(picked) + plant)]
     rng.shuffle(names)
     files, truth = {}, []
+    from simsearch.decode import open_image
+    from simsearch.preprocess import to_display
+
     for i, p in enumerate(picked):
-        name = names[i] + p.suffix
-        shutil.copyfile(p, out / name)
+        # flattened onto white: a hash-based finder reads the transparent pixels' hidden colour, and the
+        # copies (JPEG) cannot keep transparency, so the originals do not either (fair to both sides)
+        name = names[i] + ".png"
+        to_display(open_image(p)).save(out / name)
         files[name] = str(p)
     for j in range(min(plant, len(picked))):
-        src_name = names[j] + picked[j].suffix
+        src_name = names[j] + ".png"
         kind = KINDS[j % len(KINDS)]
-        data, ext = make_copy(picked[j], kind, rng)
+        data, ext = make_copy(out / src_name, kind, rng)
         name = names[len(picked) + j] + ext
         (out / name).write_bytes(data)
         truth.append((src_name, name, kind))
@@ -136,14 +142,15 @@ def score(pred: set[frozenset], truth: list[tuple[str, str, str]]) -> dict:
     }
 
 
-def run_simsearch(folder: Path, index_dir: Path, budget: float) -> tuple[dict, object]:
+def run_simsearch(folder: Path, index_dir: Path, budget: float, epochs: int | None = None) -> tuple[dict, object]:
     import simsearch
     from simsearch import dupes
 
     if index_dir.exists():
         shutil.rmtree(index_dir)
     t0 = time.perf_counter()
-    idx = simsearch.Index.build(folder, index_dir, time_budget=budget)
+    opts = {"time_budget": budget} | ({"max_epochs": epochs} if epochs else {})
+    idx = simsearch.Index.build(folder, index_dir, **opts)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = dupes.find(idx)
@@ -219,6 +226,7 @@ def main(argv=None) -> int:
     ap.add_argument("--originals", type=int, default=1500)
     ap.add_argument("--plant", type=int, default=200)
     ap.add_argument("--budget", type=float, default=120, help="simsearch training budget, seconds")
+    ap.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: the budget decides)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-imagededup", action="store_true")
     ap.add_argument("--big-index", type=Path)
@@ -233,7 +241,7 @@ def main(argv=None) -> int:
         truth = info["truth"]
         n_files = len(list(folder.iterdir()))
         print(f"set: {n_files} files, {len(truth)} planted copies ({', '.join(KINDS)}) in {folder}")
-        ours, res = run_simsearch(folder, args.work / "index", args.budget)
+        ours, res = run_simsearch(folder, args.work / "index", args.budget, args.epochs)
         print(res.calibration.why())
         row = score(pairs_from_groups(ours["groups"]), truth)
         results["simsearch"] = {

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plant", type=int, default=20)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--budget", type=float, default=120)
+    ap.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: the budget decides)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sheet", type=Path, help="write the top outliers beside their reconstructions here")
     ap.add_argument("--json", type=Path)
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     if idx_dir.exists():
         shutil.rmtree(idx_dir)
     t0 = time.perf_counter()
-    idx = simsearch.Index.build(folder, idx_dir, time_budget=args.budget)
+    opts = {"time_budget": args.budget} | ({"max_epochs": args.epochs} if args.epochs else {})
+    idx = simsearch.Index.build(folder, idx_dir, **opts)
     print(f"indexed in {time.perf_counter() - t0:.0f} s ({idx.info()['trained_epochs']} epochs)")
     results = {}
     for by in ("recon", "knn"):
