@@ -41,6 +41,7 @@ from . import neighbours
 from .errors import SimsearchError
 
 CALIBRATION_SAMPLE = 200
+MAX_PARTNERS = 64  # near-duplicate partners looked for per image (a near-duplicate group has at most 65 images)
 COPY_SCALE = (0.5, 0.9)
 COPY_QUALITY = (50, 90)
 COPY_CROP = 0.05
@@ -247,13 +248,21 @@ def group_pairs(
     """Complete-linkage groups from pairs (``a``, ``b``, ``sim``) over rows 0..n-1: union-find,
     strongest pair first, a union refused unless every cross pair of the two groups is itself a
     pair. → [(sorted rows, weakest pair (row, row, sim))], groups of two or more, ordered by
-    (−size, first row). Deterministic for a given input."""
-    order = np.lexsort((b, a, -np.round(sim, 6)))
-    edge: dict[tuple[int, int], float] = {}
-    for i in order:
-        key = (int(min(a[i], b[i])), int(max(a[i], b[i])))
-        if key[0] != key[1] and key not in edge:
-            edge[key] = float(sim[i])
+    (−size, first row). Deterministic for a given set of pairs, whatever their order."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    s = np.round(np.asarray(sim, np.float64), 6)
+    keep = lo != hi
+    lo, hi, s = lo[keep], hi[keep], s[keep]
+    key = lo * n + hi
+    order = np.lexsort((-s, key))  # one row per pair: its highest similarity
+    key, lo, hi, s = key[order], lo[order], hi[order], s[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    key, lo, hi, s = key[first], lo[first], hi[first], s[first]
+    order = np.lexsort((hi, lo, -s))  # strongest first, ties by rows
+    key, lo, hi, s = key[order], lo[order], hi[order], s[order]
+    sim_of = dict(zip(key.tolist(), s.tolist()))
     parent: dict[int, int] = {}
     members: dict[int, list[int]] = {}
 
@@ -265,12 +274,12 @@ def group_pairs(
             parent[x], x = root, parent[x]
         return root
 
-    for (x, y), _s in sorted(edge.items(), key=lambda kv: (-round(kv[1], 6), kv[0])):
+    for x, y in zip(lo.tolist(), hi.tolist()):
         rx, ry = find(x), find(y)
         if rx == ry:
             continue
         gx, gy = members.get(rx, [rx]), members.get(ry, [ry])
-        if len(gx) * len(gy) > 1 and not all((min(p, q), max(p, q)) in edge for p in gx for q in gy):
+        if len(gx) * len(gy) > 1 and not all((p * n + q if p < q else q * n + p) in sim_of for p in gx for q in gy):
             continue  # some pair across the two groups is not similar enough: the chain would drift
         if (len(gx), -rx) < (len(gy), -ry):  # union by size; the larger (or lower) root stays
             rx, ry, gx, gy = ry, rx, gy, gx
@@ -281,7 +290,8 @@ def group_pairs(
     for rows in members.values():
         rows = sorted(rows)
         weakest = min(
-            ((p, q, edge[(p, q)]) for i, p in enumerate(rows) for q in rows[i + 1 :]), key=lambda t: (t[2], t[0], t[1])
+            ((p, q, sim_of[p * n + q]) for i, p in enumerate(rows) for q in rows[i + 1 :]),
+            key=lambda t: (t[2], t[0], t[1]),
         )
         out.append((rows, weakest))
     out.sort(key=lambda g: (-len(g[0]), g[0][0]))
@@ -318,7 +328,7 @@ def find(
         if not -1.0 <= threshold <= 1.0:
             raise SimsearchError(f"--threshold must be a cosine between -1 and 1, got {threshold}")
         cal = Calibration(float(threshold), "given")
-    a, b, s = neighbours.range_pairs(base, cal.threshold, progress=progress)
+    a, b, s = neighbours.range_pairs(base, cal.threshold, max_k=MAX_PARTNERS, progress=progress)
     ea, eb = exact_pairs([e.sha256 for e in entries])
     a = np.concatenate([a, ea])
     b = np.concatenate([b, eb])

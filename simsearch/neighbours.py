@@ -31,7 +31,7 @@ def build(vectors: np.ndarray, exact: bool | None = None, nprobe: int = 16, seed
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, ivf_cells(n), faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = x[np.sort(rng.choice(n, size=min(n, 64 * index.nlist), replace=False))]
+        sample = x[np.sort(rng.choice(n, size=min(n, 40 * index.nlist), replace=False))]
         index.cp.seed = seed
         index.train(sample)
         index.nprobe = nprobe
