@@ -626,14 +626,8 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
                 click.echo(f"  {m.similarity:.4f}  {display_path(root / m.path)}")
     _say(f"{len(res.groups)} groups, {res.duplicates} images to review among {res.images} ({res.seconds:.1f} s)")
     if sheet:
-        from .query import Hit
-        from .render import contact_sheet
-
         for n, g in enumerate(res.groups, 1):
-            hits = [Hit(m.id, m.path, m.similarity, i, str(root)) for i, m in enumerate(g.others, 1)]
-            contact_sheet(
-                [(root / g.keeper.path, "keep: " + g.keeper.path, hits)], os.path.join(sheet, f"group-{n:04d}.png")
-            )
+            dupes_mod.group_sheet(g, root, os.path.join(sheet, f"group-{n:04d}.png"), title=f"group {n}")
         _say(f"wrote {len(res.groups)} contact sheets to {sheet}")
     if move_to:
         plan = dupes_mod.move(res, root, move_to, dry_run=dry_run)

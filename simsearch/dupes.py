@@ -356,6 +356,29 @@ def find(
     return Result(cal, groups, len(entries), len(sim_of), time.perf_counter() - t0)
 
 
+def group_sheet(group: Group, root: Path, out: str | os.PathLike, title: str = "", most: int = 12) -> Path:
+    """A contact sheet of one group: the image to keep, then the others (at most ``most``) with
+    their similarity to it; every file named underneath."""
+    from .render import strips_sheet
+
+    shown = group.others[:most]
+    labels = ["keep"] + [f"{m.similarity:.4f}" for m in shown]
+    lines = [f"keep: {group.keeper.path} ({group.keeper.pixels} px, {group.keeper.size} bytes)"]
+    lines += [f"{m.similarity:.4f}: {m.path} ({m.pixels} px, {m.size} bytes)" for m in shown]
+    if len(group.others) > most:
+        lines.append(f"... and {len(group.others) - most} more")
+    head = f"{title}: " if title else ""
+    kind = "identical files" if group.exact else f"weakest pair {group.weakest[2]:.4f}"
+    return strips_sheet(
+        [([root / group.keeper.path] + [root / m.path for m in shown], lines)],
+        out,
+        labels,
+        128,
+        columns=1,
+        title=f"{head}{len(group.members)} images, {kind}",
+    )
+
+
 # ---------------------------------------------------------------- moving
 
 
