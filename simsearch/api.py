@@ -345,6 +345,7 @@ class Index:
             "faiss_factory": m.faiss.factory,
             "faiss_params": m.faiss.params,
             "recall_at_10": m.faiss.recall_at_10,
+            "recon_stats": "stored" if m.recon else "not stored (computed on demand by `outliers`)",
             "format_version": m.format_version,
             "migrations": m.migrations,
             "simsearch_version": m.simsearch_version,
