@@ -207,6 +207,18 @@ class Index:
         """Raw encoder codes (N, dim) as stored, before post-processing; row i ↔ ``ids()[i]``."""
         return self._snap.vectors.copy()
 
+    def base_vectors(self, codes: np.ndarray | None = None) -> np.ndarray:
+        """The plain-cosine part of the search space: codes centred, whitened and L2-normalised
+        (no diffusion coordinates), of the indexed images (row i ↔ ``ids()[i]``) or of ``codes``
+        (e.g. from ``encode_pixels``). Inner product = the cosine that near-copy calibration uses."""
+        return self._snap.post.base(self._snap.vectors if codes is None else codes)
+
+    def recon_stats(self) -> np.ndarray | None:
+        """Per-image reconstruction statistics stored at index time (float32 (N, 2), columns
+        ``reconerror.COLUMNS``: mse, detail; row i ↔ ``ids()[i]``; NaN rows for images embedded
+        before format 3), or None when the index stores none (one migrated from format 2)."""
+        return None if self._snap.recon is None else self._snap.recon.copy()
+
     # ------------------------------------------------------------ query
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
@@ -235,6 +247,21 @@ class Index:
         from .embed import reconstruct
 
         return reconstruct(self.model, np.asarray(pixels, np.uint8), self.device)
+
+    def corrupt(self, pixels: np.ndarray, seed: int = 0) -> np.ndarray:
+        """The model's training corruption (the edits a denoising model learned to undo: shift, zoom,
+        rotation, border, light, softening, noise as its training config recorded them) applied to
+        preprocessed images, deterministic in ``seed``: uint8 (N, C, S, S) in, same out."""
+        import torch
+
+        from . import train
+
+        cfg = train.TrainConfig.from_dict(((self._snap.meta.model.train or {}).get("config")) or {})
+        gen = torch.Generator().manual_seed(int(seed))
+        x = torch.from_numpy(np.asarray(pixels, np.uint8).astype(np.float32) / 255.0)
+        with torch.no_grad():
+            y = train.corrupt_views(x, cfg, gen)
+        return (y.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
     NUMPY_MAX_BATCH = 256
 
@@ -344,6 +371,7 @@ class Index:
             "faiss_factory": m.faiss.factory,
             "faiss_params": m.faiss.params,
             "recall_at_10": m.faiss.recall_at_10,
+            "recon_stats": "stored" if m.recon else "not stored (computed on demand by `outliers`)",
             "format_version": m.format_version,
             "migrations": m.migrations,
             "simsearch_version": m.simsearch_version,

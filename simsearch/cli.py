@@ -510,6 +510,269 @@ def verify(index_path, no_files, as_json):
         raise SimsearchError(f"{summary['index']}: {len(errors)} problem(s) found")
 
 
+# ------------------------------------------------------------------ corpus tools: dupes, outliers, map, reconstruct
+
+
+def _one_format(**flags) -> str | None:
+    chosen = [name for name, on in flags.items() if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one of {', '.join('--' + c.replace('_', '-') for c in chosen)}")
+    return chosen[0] if chosen else None
+
+
+def _csv(rows: list[list]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue().rstrip("\n")
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1.0, 1.0),
+    default=None,
+    help="Cosine at or above which two images are duplicates (default: calibrated on copies of your images).",
+)
+@click.option(
+    "--calibrate",
+    "calibrate_n",
+    type=click.IntRange(2),
+    default=200,
+    show_default=True,
+    help="How many of your images to copy for the calibration.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout: threshold, calibration, groups.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per image in a group.")
+@click.option("--paths-only", is_flag=True, help="Print only the paths of the images not kept, one per line.")
+@click.option("--sheet", type=click.Path(file_okay=False), help="Write a contact sheet PNG per group into this folder.")
+@click.option(
+    "--move-to",
+    type=click.Path(file_okay=False),
+    help="Move every image not kept into this folder (same relative paths). Nothing is moved without it.",
+)
+@click.option("--dry-run", is_flag=True, help="With --move-to: print the moves, move nothing.")
+@_common
+def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet, move_to, dry_run):
+    """Find exact and near-duplicate images in the index.
+
+    Groups images whose similarity reaches a threshold that is calibrated, by default, on
+    resized, re-compressed and cropped copies of your own images (the threshold and why are
+    always printed). In each group the image to keep is the one with the most pixels, then the
+    largest file, then the oldest. Nothing is deleted; --move-to moves the others (never the
+    kept image), --dry-run only shows what it would move.
+
+    \b
+    Example:
+      simsearch dupes
+      simsearch dupes --json > dupes.json
+      simsearch dupes --sheet dupes/ --move-to ../duplicates --dry-run
+    """
+    fmt = _one_format(json=as_json, csv=as_csv, paths_only=paths_only)
+    if dry_run and not move_to:
+        raise click.UsageError("--dry-run needs --move-to (nothing is ever moved without it)")
+    from . import dupes as dupes_mod
+    from .api import Index
+
+    idx = Index.open(index_path)
+    if len(idx) == 0:
+        raise SimsearchError(f"{idx.path}: the index is empty")
+    if move_to:
+        dupes_mod.check_destination(idx.root, move_to)  # before any work
+    res = dupes_mod.find(idx, threshold, calibrate_n)
+    click.echo(_printable(res.calibration.why()), err=True)
+    root = idx.root
+    if fmt == "json":
+        import json
+
+        doc = {
+            "threshold": res.calibration.threshold,
+            "calibration": res.calibration.to_dict(),
+            "images": res.images,
+            "groups": [g.to_dict(root) for g in res.groups],
+        }
+        click.echo(json.dumps(doc, indent=1, ensure_ascii=True))
+    elif fmt == "csv":
+        rows = [["group", "role", "id", "path", "similarity", "pixels", "bytes", "exact", "weakest_similarity"]]
+        for n, g in enumerate(res.groups, 1):
+            for m in g.members:
+                role = "keep" if m is g.keeper else "duplicate"
+                rows.append(
+                    [
+                        n,
+                        role,
+                        m.id,
+                        printable(str(root / m.path)),
+                        m.similarity,
+                        m.pixels,
+                        m.size,
+                        int(g.exact),
+                        g.weakest[2],
+                    ]
+                )
+        click.echo(_csv(rows))
+    elif fmt == "paths_only":
+        for g in res.groups:
+            for m in g.others:
+                click.echo(printable(str(root / m.path)))
+    else:
+        from .render import display_path
+
+        for n, g in enumerate(res.groups, 1):
+            kind = "identical files" if g.exact else f"weakest pair {g.weakest[2]:.4f}"
+            click.echo(f"group {n}: {len(g.members)} images, {kind}")
+            k = g.keeper
+            click.echo(f"  keep    {display_path(root / k.path)}  ({k.pixels} px, {k.size} bytes)")
+            for m in g.others:
+                click.echo(f"  {m.similarity:.4f}  {display_path(root / m.path)}")
+    _say(f"{len(res.groups)} groups, {res.duplicates} images to review among {res.images} ({res.seconds:.1f} s)")
+    if sheet:
+        for n, g in enumerate(res.groups, 1):
+            dupes_mod.group_sheet(g, root, os.path.join(sheet, f"group-{n:04d}.png"), title=f"group {n}")
+        _say(f"wrote {len(res.groups)} contact sheets to {sheet}")
+    if move_to:
+        plan = dupes_mod.move(res, root, move_to, dry_run=dry_run)
+        verb = "would move" if dry_run else "moved"
+        for src, dst in plan:
+            click.echo(_printable(f"{verb} {src} -> {dst}"), err=True)
+        _say(
+            f"{verb} {len(plan)} files"
+            + ("" if dry_run else "; run `simsearch index` on the folder to update the index")
+        )
+
+
+@cli.command()
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("-n", "n", type=click.IntRange(1), default=20, show_default=True, help="How many to list.")
+@click.option(
+    "--by",
+    type=click.Choice(["recon", "knn"]),
+    default="recon",
+    show_default=True,
+    help="recon: reconstruction error, adjusted for detail; knn: distance to the nearest images.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per outlier.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
+@click.option("--sheet", type=click.Path(dir_okay=False), help="Write a PNG: each outlier beside its reconstruction.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@_common
+def outliers(index_path, n, by, as_json, as_csv, sheet, device):
+    """List the indexed images least like the rest, with score, robust z and percentile.
+
+    \b
+    Example:
+      simsearch outliers -n 20
+      simsearch outliers --by knn --csv > outliers.csv
+      simsearch outliers --sheet outliers.png
+    """
+    fmt = _one_format(json=as_json, csv=as_csv)
+    from . import outliers as outliers_mod
+    from .api import Index
+
+    idx = Index.open(index_path, device=device)
+    res = outliers_mod.find(idx, n, by)
+    _say(res.note())
+    root = idx.root
+    if fmt == "json":
+        import json
+
+        for o in res.outliers:
+            click.echo(json.dumps({**o.to_dict(), "abspath": str(root / o.path)}, ensure_ascii=True))
+    elif fmt == "csv":
+        rows = [["rank", "id", "path", "score", "z", "percentile", "mse", "detail"]]
+        rows += [
+            [
+                o.rank,
+                o.id,
+                printable(str(root / o.path)),
+                o.score,
+                o.z,
+                o.percentile,
+                "" if o.mse is None else o.mse,
+                "" if o.detail is None else o.detail,
+            ]
+            for o in res.outliers
+        ]
+        click.echo(_csv(rows))
+    else:
+        from .render import display_path
+
+        click.echo(f"{'rank':>4}  {'score':>8}  {'z':>7}  {'pct':>6}  path")
+        for o in res.outliers:
+            click.echo(
+                f"{o.rank:>4}  {o.score:>8.4f}  {o.z:>7.2f}  {o.percentile:>6.2f}  {display_path(root / o.path)}"
+            )
+    if sheet:
+        from .reconview import load_pixels
+        from .render import strips_sheet
+
+        ids = [o.id for o in res.outliers]
+        pixels, _names = load_pixels(idx, ids)
+        recon = idx.reconstruct(pixels)
+        cells = [([pixels[i], recon[i]], [f"#{o.rank}  z {o.z:.1f}", o.path]) for i, o in enumerate(res.outliers)]
+        _say(f"wrote {strips_sheet(cells, sheet, ['image', 'reconstruction'], 96, columns=4)}")
+
+
+@cli.command("map")
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The map PNG to write.")
+@click.option("--html", type=click.Path(dir_okay=False), help="Also write an HTML page with pan/zoom.")
+@click.option("--method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True)
+@click.option("--sample", type=click.IntRange(2), default=1000, show_default=True, help="At most this many images.")
+@click.option("--thumb", type=click.IntRange(8, 256), default=40, show_default=True, help="Thumbnail side in px.")
+@click.option("--colour", "--color", "colour", is_flag=True, help="Frame each image in a colour per top-level folder.")
+@click.option("--server", help="URL of a running `simsearch serve`: clicks in the HTML search there (/?id=N).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_common
+def map_(index_path, out, html, method, sample, thumb, colour, server, seed):
+    """Draw a 2-D map of the index: images the model finds alike lie close.
+
+    \b
+    Example:
+      simsearch map --out map.png --colour
+      simsearch map --out map.png --html map.html --method tsne
+    """
+    from . import corpusmap
+    from .api import Index
+
+    idx = Index.open(index_path)
+    lay = corpusmap.layout(idx, method, sample, seed)
+    png, legend = corpusmap.draw(idx, lay, out, thumb, colour)
+    cached = " (coordinates from the cache)" if lay.cached else ""
+    _say(f"wrote {png}: {len(lay.rows)} of {len(idx)} images, {method}{cached}")
+    if html:
+        _say(f"wrote {corpusmap.write_html(idx, lay, png, html, thumb, server)}")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--index", "index_path", type=click.Path(file_okay=False), help=INDEX_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--indexed", is_flag=True, help="IMAGES are ids or paths relative to the indexed folder.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@_common
+def reconstruct(images, index_path, out, indexed, device):
+    """Show each image beside the model's reconstruction of it (and, for a denoising model, a
+    corrupted version beside the model's output).
+
+    \b
+    Example:
+      simsearch reconstruct photo.jpg other.png --out recon/
+    """
+    from . import reconview
+    from .api import Index
+
+    idx = Index.open(index_path, device=device)
+    items = [idx.indexed_item(x) for x in images] if indexed else list(images)
+    for s in reconview.show(idx, items, out):
+        click.echo(_printable(f"{s.png}  reconstruction error {s.mse:.4f}  {s.source}"))
+
+
 # ------------------------------------------------------------------ serve
 
 

@@ -6,7 +6,8 @@ Post-processing into cosine-ready vectors lives in ``postprocess.py`` (no torch)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ import torch
 from . import device as dev
 from .crashpoints import crash_point
 from .model import AutoEncoder
+from .reconerror import stats as recon_stats
 from .views import mean_over_views, shifted_views
 
 
@@ -32,6 +34,31 @@ def _evaluating(model: AutoEncoder, device: torch.device):
         model.train(was_training)
 
 
+@overload
+def embed(
+    model: AutoEncoder,
+    pixels: np.ndarray,
+    device: str | torch.device = ...,
+    batch_size: int | None = ...,
+    progress: Callable[..., None] | None = ...,
+    views: list | None = ...,
+    recon: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def embed(
+    model: AutoEncoder,
+    pixels: np.ndarray,
+    device: str | torch.device = ...,
+    batch_size: int | None = ...,
+    progress: Callable[..., None] | None = ...,
+    views: list | None = ...,
+    *,
+    recon: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 @torch.inference_mode()
 def embed(
     model: AutoEncoder,
@@ -40,13 +67,19 @@ def embed(
     batch_size: int | None = None,
     progress: Callable[..., None] | None = None,
     views: list | None = None,
-) -> np.ndarray:
+    recon: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE).
 
     ``views``: test-time views, [dy, dx] pixel offsets; each code is the mean over the image
-    shifted by each (``views.shifted_views``). ``batch_size`` counts images, not views."""
+    shifted by each (``views.shifted_views``). ``batch_size`` counts images, not views.
+    ``recon``: also → the reconstruction statistics (N, 2) (``reconerror.stats``) of the image
+    itself, decoded from the same encoder pass: → (codes, statistics)."""
     chunks = _chunks(pixels, batch_size, device, max(1, len(views or [])))
-    return np.concatenate(list(embed_batches(model, chunks, device, progress, len(pixels), views)))
+    parts = list(embed_batches(model, chunks, device, progress, len(pixels), views, recon))
+    if not recon:
+        return np.concatenate(parts)
+    return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
 
 
 def _chunks(pixels: np.ndarray, batch_size: int | None, device, views: int = 1) -> Iterable[np.ndarray]:
@@ -66,9 +99,10 @@ def embed_batches(
     progress: Callable[..., None] | None = None,
     total: int | None = None,
     views: list | None = None,
-) -> Iterable[np.ndarray]:
+    recon: bool = False,
+) -> Iterator[Any]:
     """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch
-    (``views``: see ``embed``)."""
+    (``views``, ``recon``: see ``embed``; with ``recon`` each item is (codes, statistics))."""
     device = dev.pick_device(device)
     done = 0
     with _evaluating(model, device):
@@ -76,17 +110,37 @@ def embed_batches(
             model.to(memory_format=torch.channels_last)
         for batch in batches:
             if len(batch) == 0:
-                yield np.zeros((0, model.config.latent_dim), np.float32)
+                empty = np.zeros((0, model.config.latent_dim), np.float32)
+                yield (empty, np.zeros((0, 2), np.float32)) if recon else empty
                 continue
             shifted = shifted_views(batch, views)
             x = dev.to_device(torch.from_numpy(np.ascontiguousarray(shifted)), device)
             with dev.autocast(device):
                 z = model.encode(x)
-            yield mean_over_views(z.float().cpu().numpy(), len(batch))
+                stats = _recon_stats(model, batch, z, views, device) if recon else None
+            codes = mean_over_views(z.float().cpu().numpy(), len(batch))
+            yield (codes, stats) if recon else codes
             crash_point("embed-batch")
             done += len(batch)
             if progress:
                 progress("embed", done, total or done)
+
+
+def _recon_stats(model: AutoEncoder, batch: np.ndarray, z: torch.Tensor, views, device) -> np.ndarray:
+    """Reconstruction statistics of ``batch`` from its codes ``z`` (view-major, as ``shifted_views``
+    lays them out): the unshifted view's code is decoded, so the encoder runs once for both."""
+    n = len(batch)
+    plain = [tuple(int(a) for a in v) for v in (views or [])]
+    if not plain or all(v == (0, 0) for v in plain):
+        z0 = z[:n]
+    elif (0, 0) in plain:
+        i = plain.index((0, 0))
+        z0 = z[i * n : (i + 1) * n]
+    else:  # no unshifted view among the test-time views: encode the image itself
+        z0 = model.encode(dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device))
+    y = torch.sigmoid(model.decode(z0).float())
+    out = y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
+    return recon_stats(batch, out)
 
 
 @torch.inference_mode()

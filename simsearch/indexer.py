@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__, configs, store
+from . import __version__, configs, reconerror, store
 from .discover import discover
 from .errors import SimsearchError
 from .formats import IMAGE_EXTENSIONS
@@ -336,7 +336,7 @@ def update(
 
         model, model_info = _model_step(index_dir, old, source, dec.pixels, options, progress, timer, report, log)
         with timer("embed"):
-            new_vecs, model = _embed_step(
+            new_vecs, new_recon, model = _embed_step(
                 index_dir, model, model_info, dec.pixels, changes, todo.views, options, progress
             )
 
@@ -345,7 +345,7 @@ def update(
             report.unchanged, report.total, report.timings = len(old), len(old), timer.t
             return report  # an unchanged folder writes nothing
 
-        rows = assemble(old, todo, changes, new_vecs, report)
+        rows = assemble(old, todo, changes, new_vecs, report, new_recon)
         with timer("fit"):
             if todo.reembed or old is None:
                 model = model or _load_model(index_dir, model_info)
@@ -358,7 +358,9 @@ def update(
                 rows, post, old if not todo.reembed else None, options.index_type, changes.embed
             )
             meta = _meta(old, rows, model_info, source.pre, root_abs, todo, post, post_record, faiss_record)
-            snap = Snapshot(meta, rows.ids, rows.vectors, rows.entries, carried + report.skipped, post=post)
+            snap = Snapshot(
+                meta, rows.ids, rows.vectors, rows.entries, carried + report.skipped, post=post, recon=rows.recon
+            )
             snap._faiss = faiss_index
             store.write(index_dir, snap)
         (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
@@ -417,16 +419,18 @@ def _input_for(files: list[Path], options: BuildOptions) -> Preprocess:
 
 
 def _embed_step(index_dir, model, info: ModelRecord, pixels, changes: Changes, views, options, progress):
-    """Codes of the files with new content; → (codes, the model if it is loaded). The model
-    (and torch) is loaded only if there is something to embed."""
+    """Codes and reconstruction statistics (``reconerror``, from the same encoder pass) of the files
+    with new content; → (codes, statistics, the model if it is loaded). The model (and torch) is
+    loaded only if there is something to embed."""
     rows = np.array([r for _, _, r in changes.embed], dtype=np.int64)
     if not len(rows):
-        return np.zeros((0, info.config["latent_dim"]), np.float32), model
+        return np.zeros((0, info.config["latent_dim"]), np.float32), np.zeros((0, 2), np.float32), model
     from . import embed as embed_mod
 
     model = model or _load_model(index_dir, info)
     bs = options.embed_batch and max(options.embed_batch, 1)
-    return embed_mod.embed(model, pixels[rows], options.device, bs, progress, views), model
+    codes, recon = embed_mod.embed(model, pixels[rows], options.device, bs, progress, views, recon=True)
+    return codes, recon, model
 
 
 def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibration=None):
@@ -557,6 +561,7 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
                 entries=[old.entries[i] for i in keep],
                 skipped=old.skipped,
                 post=old.post,
+                recon=None if old.recon is None else old.recon[keep],
             )
             store.write(index_dir, snap)
         return n
@@ -716,18 +721,28 @@ class Rows:
     vectors: np.ndarray  # (N, D) float32 raw codes
     entries: list[Entry]
     next_id: int
+    recon: np.ndarray | None = None  # (N, 2) reconstruction statistics, NaN where unknown
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def assemble(old: Snapshot | None, todo: Plan, changes: Changes, new_vecs: np.ndarray, report: UpdateReport) -> Rows:
-    """The new generation's rows: kept and refreshed entries with their vectors, then the new
-    content with its codes, in id order. A path that was indexed keeps its id (even with new
-    content); a new path gets the next id; ids of removed files are never reused."""
+def assemble(
+    old: Snapshot | None,
+    todo: Plan,
+    changes: Changes,
+    new_vecs: np.ndarray,
+    report: UpdateReport,
+    new_recon: np.ndarray | None = None,
+) -> Rows:
+    """The new generation's rows: kept and refreshed entries with their vectors (and reconstruction
+    statistics: NaN for kept rows of an index that had none), then the new content with its codes
+    and statistics (``new_recon``; None = NaN), in id order. A path that was indexed keeps its id
+    (even with new content); a new path gets the next id; ids of removed files are never reused."""
     dim = new_vecs.shape[1] if len(new_vecs) or old is None else old.vectors.shape[1]
     entries: list[Entry] = []
     vec_parts: list[np.ndarray] = []
+    recon_parts: list[np.ndarray] = []
     next_id = old.meta.next_id if old is not None else 0
     old_rows = old.row_of_path() if old is not None else {}
     if old is not None and not todo.reembed:
@@ -736,6 +751,7 @@ def assemble(old: Snapshot | None, todo: Plan, changes: Changes, new_vecs: np.nd
         entries += [changes.refreshed.get(old.entries[r].path, old.entries[r]) for r in rows]
         if rows:
             vec_parts.append(np.asarray(old.vectors[rows], dtype=np.float32))
+            recon_parts.append(old.recon[rows] if old.recon is not None else reconerror.unknown(len(rows)))
         report.unchanged = len(rows)
     for rel, info, _row in changes.embed:
         prev = old_rows.get(rel)
@@ -749,10 +765,12 @@ def assemble(old: Snapshot | None, todo: Plan, changes: Changes, new_vecs: np.nd
         entries.append(Entry(eid, rel, info["size"], info["mtime_ns"], info["sha256"]))
     if len(new_vecs):
         vec_parts.append(new_vecs.astype(np.float32))
+        recon_parts.append(reconerror.unknown(len(new_vecs)) if new_recon is None else new_recon.astype(np.float32))
     vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
+    recon = np.concatenate(recon_parts) if recon_parts else reconerror.unknown(0)
     ids = np.array([e.id for e in entries], dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    return Rows(ids[order], vectors[order], [entries[i] for i in order], next_id)
+    return Rows(ids[order], vectors[order], [entries[i] for i in order], next_id, recon[order])
 
 
 def _meta(old, rows: Rows, model: ModelRecord, pre, root_abs: Path, todo: Plan, post, post_record, faiss):

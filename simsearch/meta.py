@@ -2,7 +2,8 @@
 
 Only ``store.py`` reads and writes the file (``IndexMeta.from_json`` / ``to_json``, after
 ``migrations.migrate`` brought an older format up to date); everything else uses attributes.
-Format 2 is ``dataclasses.asdict(IndexMeta)``. No torch, no faiss.
+Format 2 is ``dataclasses.asdict(IndexMeta)``; format 3 added ``recon`` (the generation's
+``recon.npy``: per-image reconstruction statistics, ``reconerror.py``). No torch, no faiss.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from . import configs
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class IndexMeta:
     created: str = ""
     updated: str = ""
     migrations: list = field(default_factory=list)  # names of the format migrations applied, in order
+    # recon.npy holds (N, 2) reconstruction statistics (reconerror.COLUMNS), NaN for images embedded
+    # before format 3; False: no such file (an index migrated from format 2 until its next write)
+    recon: bool = False
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:

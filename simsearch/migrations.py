@@ -56,7 +56,18 @@ def m001_fill_v1(meta: dict, gen: Path) -> dict:
     return out
 
 
-STEPS: list[tuple[int, Step]] = [(1, m001_fill_v1)]  # (format version it applies to, step)
+def m002_recon_unknown(meta: dict, gen: Path) -> dict:
+    """Format 2 → 3. Format 3 stores each image's reconstruction statistics (``recon.npy``,
+    ``reconerror.py``) from the embedding pass. A format-2 generation has none: ``recon`` is
+    False, ``outliers --by recon`` computes them on demand (and says so), and the next write
+    stores NaN rows for the images embedded before (incremental updates fill in only new ones)."""
+    out = dict(meta)
+    out["recon"] = False
+    out["format_version"] = 3
+    return out
+
+
+STEPS: list[tuple[int, Step]] = [(1, m001_fill_v1), (2, m002_recon_unknown)]  # (format version it applies to, step)
 
 
 def migrate(meta: dict, gen: Path, steps: list[tuple[int, Step]] | None = None) -> dict:

@@ -126,6 +126,63 @@ def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.Path
     return out
 
 
+def strips_sheet(
+    cells: Sequence[tuple[Sequence[Any], Sequence[str]]],
+    out: str | os.PathLike,
+    labels: Sequence[str] = (),
+    thumb: int = 96,
+    columns: int = 0,
+    title: str = "",
+) -> Path:
+    """A sheet of cells, each a strip of images side by side (e.g. an image and its reconstruction)
+    with caption lines under it; ``labels`` name the images of a strip (drawn above each), ``title``
+    (wrapped) heads the sheet. Images: anything ``contact_sheet`` draws, and model-input arrays
+    (C, H, W) uint8."""
+    from PIL import Image, ImageDraw
+
+    per = max((len(imgs) for imgs, _ in cells), default=1)
+    columns = columns or max(1, min(len(cells), max(1, 6 // per)))
+    rows = (len(cells) + columns - 1) // columns
+    pad, gap, head = 10, 4, 14 if labels else 0
+    lines = max((len(c) for _, c in cells), default=0)
+    cw = per * thumb + (per - 1) * gap
+    ch = head + thumb + 4 + 12 * lines
+    width = pad + columns * (cw + 2 * pad)
+    heading = wrap(title, width - 2 * pad) if title else []
+    top = 14 * len(heading) + (8 if heading else 0)
+    sheet = Image.new("RGB", (width, top + pad + rows * (ch + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, line in enumerate(heading):
+        draw.text((pad, pad + 14 * k), line, fill="black")
+    for i, (imgs, caption) in enumerate(cells):
+        x0 = pad + (i % columns) * (cw + 2 * pad)
+        y0 = top + pad + (i // columns) * (ch + pad)
+        for j, img in enumerate(imgs):
+            x = x0 + j * (thumb + gap)
+            if labels and j < len(labels):
+                draw.text((x, y0), _short(labels[j], thumb), fill=(30, 90, 200))
+            sheet.paste(_tile(_chw_to_hwc(img), thumb), (x, y0 + head))
+            draw.rectangle([x - 1, y0 + head - 1, x + thumb, y0 + head + thumb], outline=(200, 200, 200))
+        for k, line in enumerate(caption):
+            draw.text((x0, y0 + head + thumb + 4 + 12 * k), _short(line, cw), fill="black" if k == 0 else (90, 90, 90))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return out
+
+
+def _chw_to_hwc(src: Any) -> Any:
+    """A model-input array (C, H, W) with C in 1 or 3 → (H, W[, 3]); anything else as it is."""
+    if hasattr(src, "shape") and len(src.shape) == 3 and src.shape[0] in (1, 3) and src.shape[2] not in (1, 3, 4):
+        import numpy as np
+
+        a = np.asarray(src)
+        return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+    return src
+
+
 def _tile(src: Any, thumb: int):
     """A ``thumb``×``thumb`` RGB tile: the image fitted inside, aspect kept, on white;
     a grey "unreadable" tile when it cannot be drawn."""
@@ -160,6 +217,23 @@ def _tile(src: Any, thumb: int):
     box = Image.new("RGB", (thumb, thumb), "white")
     box.paste(img, ((thumb - img.width) // 2, (thumb - img.height) // 2))
     return box
+
+
+def wrap(text: str, px: int) -> list[str]:
+    """``text`` broken into lines of about ``px`` pixels of the default font."""
+    import textwrap
+
+    return textwrap.wrap(printable(text), max(10, px // 6))
+
+
+def tile(src: Any, thumb: int):
+    """Public form of the contact sheet's tile: ``src`` fitted into a ``thumb``-px white square."""
+    return _tile(_chw_to_hwc(src), thumb)
+
+
+def shorten(s: str, px: int) -> str:
+    """``s`` printable and cut to about ``px`` pixels of the default font."""
+    return _short(s, px)
 
 
 def _short(s: str, px: int) -> str:

@@ -12,6 +12,7 @@ Layout (``indexes/default`` unless told otherwise)::
         manifest.sqlite     id → path (bytes), size, mtime_ns, sha256; skipped files
         vectors.npy         raw float32 embeddings, row i ↔ ids[i]
         ids.npy             int64 stable ids, ascending
+        recon.npy           float32 (N, 2) reconstruction statistics per row (format 3; reconerror.py)
         index.faiss         FAISS index over centred, L2-normalised vectors (inner product = cosine)
     work/                   resumable scratch: training checkpoints, decode/embedding caches
 
@@ -188,6 +189,7 @@ class Snapshot:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
+    recon: np.ndarray | None = None  # (N, 2) reconstruction statistics (reconerror.py); None = not stored
     post: PostProcess = field(kw_only=True)  # the fitted post-processing (raw codes → search vectors)
     _rows_by_path: dict | None = None
     _rows_by_sha: dict | None = None
@@ -198,6 +200,8 @@ class Snapshot:
             raise IndexFormatError(
                 f"inconsistent index: {n} ids, {self.vectors.shape[0]} vectors, {len(self.entries)} manifest rows"
             )
+        if self.recon is not None and self.recon.shape != (n, 2):
+            raise IndexFormatError(f"inconsistent index: {n} ids, reconstruction statistics {self.recon.shape}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -352,9 +356,23 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
     entries, skipped = _read_manifest(need("manifest.sqlite"))
     if len(entries) != len(ids) or any(e.id != i for e, i in zip(entries, ids.tolist())):
         raise corrupt("manifest.sqlite", f"{len(entries)} rows do not match the {len(ids)} ids in ids.npy")
-    post = read_post(index_dir, meta)
+    recon = None
+    if meta.recon:
+        try:
+            recon = np.load(need("recon.npy"), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise corrupt("recon.npy", e) from None
+        if recon.shape != (len(ids), 2) or recon.dtype != np.float32:
+            raise corrupt("recon.npy", f"expected float32 ({len(ids)}, 2), got {recon.dtype} {recon.shape}")
     snap = Snapshot(
-        meta=meta, ids=ids, vectors=np.asarray(vectors), entries=entries, skipped=skipped, gen_dir=gen, post=post
+        meta=meta,
+        ids=ids,
+        vectors=np.asarray(vectors),
+        entries=entries,
+        skipped=skipped,
+        gen_dir=gen,
+        recon=recon,
+        post=read_post(index_dir, meta),
     )
     if load_faiss:
         snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta.faiss.params)
@@ -483,10 +501,14 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))  # (builds + tunes it if needed)
         crash_point("write-index")
         names = ["ids.npy", "vectors.npy", "manifest.sqlite", "index.faiss"]
+        if snap.recon is not None:
+            np.save(tmp / "recon.npy", np.ascontiguousarray(snap.recon, dtype=np.float32))
+            names.append("recon.npy")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta = snap.meta.with_(
             post=dataclasses.replace(snap.meta.post, sha256=write_post(index_dir, snap.post, snap.meta.post.sha256)),
             format_version=FORMAT_VERSION,
+            recon=snap.recon is not None,
             counts=Counts(vectors=len(snap.ids), skipped=len(snap.skipped)),
             updated=now,
             created=snap.meta.created or now,

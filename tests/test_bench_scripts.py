@@ -66,3 +66,34 @@ def test_bench_digits_prints_simsearch_beside_the_pixel_baseline():
     assert "raw pixels (cosine)" in rows
     sim = [k for k in rows if k.startswith("simsearch")]
     assert len(sim) == 1 and all(0.0 <= float(v) <= 1.0 for v in rows[sim[0]][:3])
+
+
+def test_bench_dupes_prints_precision_recall_and_runtimes(tmp_path):
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        p = corpus / f"set{i % 2}" / f"pic_{i:03d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        picture(rng, int(rng.integers(60, 140)), int(rng.integers(60, 140))).save(p)
+    cmd = [sys.executable, str(SCRIPTS / "bench_dupes.py"), "--corpus", str(corpus), "--work", str(tmp_path / "w"),
+           "--originals", "30", "--plant", "8", "--budget", "15", "--epochs", "2", "--no-imagededup",
+           "--synthetic", "20000", "--json", str(tmp_path / "r.json")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "precision" in r.stdout and "20000 synthetic 64-d vectors" in r.stdout
+    import json
+
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert 0 <= res["simsearch"]["precision"] <= 1 and 0 <= res["simsearch"]["recall"] <= 1
+    assert res["synthetic"]["planted_recall"] > 0.95  # tight planted pairs in random 64-d vectors
+
+
+@pytest.mark.slow
+def test_bench_outliers_planted_clipart_rank_at_the_top(tmp_path):
+    fm, clip = Path("data/fashion-mnist/train"), Path("/usr/share/openclipart/png")
+    if not fm.is_dir() or not clip.is_dir():
+        pytest.skip("needs data/fashion-mnist (scripts/fetch_fashion_mnist.py) and Debian's openclipart-png")
+    cmd = [sys.executable, str(SCRIPTS / "bench_outliers.py"), "--fmnist", str(fm), "--clipart", str(clip),
+           "--work", str(tmp_path / "w"), "--n", "2000", "--plant", "10", "--top", "20", "--budget", "60"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

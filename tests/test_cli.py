@@ -148,7 +148,7 @@ def test_info(built):
     corpus, idx = built
     res = run("info", "--index", idx, "--json")
     d = json.loads(res.stdout)
-    assert d["images"] == 60 and d["dim"] == 128 and d["input"] == "1×32×32" and d["format_version"] == 2
+    assert d["images"] == 60 and d["dim"] == 128 and d["input"] == "1×32×32" and d["format_version"] == 3
     assert d["faiss_factory"] == "IDMap2,Flat" and d["metric"] == "cosine" and d["disk_bytes"] > 0
     res = run("info", "--index", idx)
     assert "images" in res.stdout and "60" in res.stdout
@@ -182,7 +182,7 @@ def test_help_does_not_import_torch_or_faiss():
     code = (
         "import sys; from simsearch.cli import cli\n"
         "try:\n    cli(['--help'], obj={})\nexcept SystemExit:\n    pass\n"
-        "for cmd in ('index', 'query', 'info', 'train'):\n"
+        "for cmd in sorted(cli.commands):\n"
         "    try:\n        cli([cmd, '--help'], obj={})\n    except SystemExit:\n        pass\n"
         "bad = [m for m in ('torch', 'faiss', 'numpy') if m in sys.modules]\n"
         "assert not bad, bad\n"

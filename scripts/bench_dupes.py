@@ -1,0 +1,292 @@
+"""Duplicate finding: simsearch dupes against imagededup's PHash / DHash on a generated set, plus
+runtimes on a large index and on 1M synthetic vectors.
+
+1. **Generated set.** ``--originals`` images drawn (deterministically, by a hash of the path) from a
+   real corpus (default Debian's openclipart-png), keeping one image per decoded picture (the
+   corpus repeats icons across folders), written flattened onto white as PNG. ``--plant`` of them
+   get a copy each, in turn: resized
+   (50–80%), re-compressed (JPEG quality 40–75), cropped (3–6% a side, then re-saved), and exact
+   (the same bytes under another name). Every file goes into one flat folder under a random
+   name; the truth (which files are copies of which) is kept aside.
+2. **simsearch.** The folder is indexed (default settings, ``--budget`` seconds of training), then
+   ``dupes.find`` runs at the calibrated threshold. A predicted pair is any two images in one group.
+3. **imagededup** (``pip install imagededup``) ``find_duplicates`` with PHash and DHash at their
+   default thresholds (``max_distance_threshold`` 10), on the same folder. A predicted pair is
+   any two files listed as duplicates.
+4. Precision and recall of pairs (truth: an original and its copy) and time, side by side.
+5. ``--big-index DIR``: ``dupes.find`` on an existing index (read-only), timed.
+6. ``--synthetic N``: ``neighbours.range_pairs`` + ``dupes.group_pairs`` on N random 64-d unit
+   vectors with 1% planted near-duplicates (cosine ≈ 0.99), timed, with the planted pairs' recall.
+
+    python scripts/bench_dupes.py --work /tmp/dupes-bench --big-index indexes/fashion-mnist --synthetic 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("resized", "recompressed", "cropped", "exact")
+
+
+def pick_originals(corpus: Path, n: int, seed: int) -> list[Path]:
+    from simsearch.decode import open_image
+    from simsearch.preprocess import to_display
+
+    files = sorted(p for p in corpus.rglob("*.png") if p.is_file())
+    files.sort(key=lambda p: hashlib.sha256(f"{seed}:{p.relative_to(corpus)}".encode()).hexdigest())
+    seen, out = set(), []
+    for p in files:
+        try:
+            img = to_display(open_image(p))
+        except Exception:  # noqa: BLE001
+            continue
+        if min(img.size) < 32:
+            continue
+        key = hashlib.sha256(img.resize((32, 32)).tobytes()).hexdigest()  # the same icon in two folders
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(p)
+        if len(out) == n:
+            break
+    return out
+
+
+def make_copy(path: Path, kind: str, rng: random.Random) -> tuple[bytes, str]:
+    from simsearch.decode import open_image
+    from simsearch.preprocess import to_display
+
+    if kind == "exact":
+        return path.read_bytes(), path.suffix
+    img = to_display(open_image(path))
+    w, h = img.size
+    buf = io.BytesIO()
+    if kind == "resized":
+        s = rng.uniform(0.5, 0.8)
+        img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS).save(buf, "PNG")
+        return buf.getvalue(), ".png"
+    if kind == "recompressed":
+        img.save(buf, "JPEG", quality=rng.randint(40, 75))
+        return buf.getvalue(), ".jpg"
+    c = [rng.uniform(0.03, 0.06) for _ in range(4)]
+    box = (round(c[0] * w), round(c[1] * h), w - round(c[2] * w), h - round(c[3] * h))
+    img.crop(box).save(buf, "JPEG", quality=90)
+    return buf.getvalue(), ".jpg"
+
+
+def generate(corpus: Path, out: Path, originals: int, plant: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    picked = pick_originals(corpus, originals, seed)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    names = [f"{i:05d}" for i in range(len(picked) + plant)]
+    rng.shuffle(names)
+    files, truth = {}, []
+    from simsearch.decode import open_image
+    from simsearch.preprocess import to_display
+
+    for i, p in enumerate(picked):
+        # flattened onto white: a hash-based finder reads the transparent pixels' hidden colour, and the
+        # copies (JPEG) cannot keep transparency, so the originals do not either (fair to both sides)
+        name = names[i] + ".png"
+        to_display(open_image(p)).save(out / name)
+        files[name] = str(p)
+    for j in range(min(plant, len(picked))):
+        src_name = names[j] + ".png"
+        kind = KINDS[j % len(KINDS)]
+        data, ext = make_copy(out / src_name, kind, rng)
+        name = names[len(picked) + j] + ext
+        (out / name).write_bytes(data)
+        truth.append((src_name, name, kind))
+    return {"files": files, "truth": truth}
+
+
+def pairs_from_groups(groups: list[list[str]]) -> set[frozenset]:
+    out = set()
+    for g in groups:
+        g = sorted(set(g))
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                out.add(frozenset((g[i], g[j])))
+    return out
+
+
+def score(pred: set[frozenset], truth: list[tuple[str, str, str]]) -> dict:
+    t = {frozenset((a, b)) for a, b, _ in truth}
+    tp = len(pred & t)
+    by_kind = {
+        k: round(
+            sum(frozenset((a, b)) in pred for a, b, kk in truth if kk == k) / max(1, sum(kk == k for *_, kk in truth)),
+            3,
+        )
+        for k in KINDS
+    }
+    return {
+        "precision": round(tp / len(pred), 4) if pred else 1.0,
+        "recall": round(tp / len(t), 4) if t else 1.0,
+        "pairs_predicted": len(pred),
+        "pairs_true": len(t),
+        "recall_by_kind": by_kind,
+    }
+
+
+def run_simsearch(folder: Path, index_dir: Path, budget: float, epochs: int | None = None) -> tuple[dict, object]:
+    import simsearch
+    from simsearch import dupes
+
+    if index_dir.exists():
+        shutil.rmtree(index_dir)
+    t0 = time.perf_counter()
+    opts = {"time_budget": budget} | ({"max_epochs": epochs} if epochs else {})
+    idx = simsearch.Index.build(folder, index_dir, **opts)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = dupes.find(idx)
+    dupes_s = time.perf_counter() - t0
+    groups = [[Path(m.path).name for m in g.members] for g in res.groups]
+    return {"build_s": round(build_s, 1), "dupes_s": round(dupes_s, 2), "groups": groups}, res
+
+
+def run_imagededup(folder: Path, method: str) -> dict:
+    from imagededup import methods
+
+    hasher = getattr(methods, method)(verbose=False)
+    t0 = time.perf_counter()
+    found = hasher.find_duplicates(image_dir=str(folder))
+    s = time.perf_counter() - t0
+    groups = [[k, *v] for k, v in found.items() if v]
+    return {"seconds": round(s, 1), "groups": groups}
+
+
+def big_index(path: Path) -> dict:
+    import simsearch
+    from simsearch import dupes
+
+    idx = simsearch.Index.open(path)  # read-only: dupes writes nothing
+    t0 = time.perf_counter()
+    res = dupes.find(idx)
+    s = time.perf_counter() - t0
+    return {
+        "index": str(path),
+        "images": res.images,
+        "seconds": round(s, 1),
+        "threshold": res.calibration.threshold,
+        "why": res.calibration.why(),
+        "groups": len(res.groups),
+        "duplicates": res.duplicates,
+    }
+
+
+def synthetic(n: int, d: int = 64, seed: int = 0) -> dict:
+    from simsearch import dupes, neighbours
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    m = n // 100
+    src = rng.choice(n - m, size=m, replace=False)
+    noise = rng.standard_normal((m, d), dtype=np.float32) * 0.012
+    x[n - m :] = x[src] + noise
+    x[n - m :] /= np.linalg.norm(x[n - m :], axis=1, keepdims=True)
+    t0 = time.perf_counter()
+    a, b, s = neighbours.range_pairs(x, 0.95)
+    t1 = time.perf_counter()
+    groups = dupes.group_pairs(n, a, b, s)
+    t2 = time.perf_counter()
+    found = {(int(p), int(q)) for p, q in zip(a, b)}
+    rec = np.mean([(min(i, j), max(i, j)) in found for i, j in zip(src, range(n - m, n))])
+    return {
+        "vectors": n,
+        "dim": d,
+        "planted_pairs": m,
+        "pairs_s": round(t1 - t0, 1),
+        "group_s": round(t2 - t1, 1),
+        "total_s": round(t2 - t0, 1),
+        "groups": len(groups),
+        "planted_recall": round(float(rec), 4),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, default=Path("/usr/share/openclipart/png"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/simsearch-bench-dupes"))
+    ap.add_argument("--originals", type=int, default=1500)
+    ap.add_argument("--plant", type=int, default=200)
+    ap.add_argument("--budget", type=float, default=120, help="simsearch training budget, seconds")
+    ap.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: the budget decides)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-imagededup", action="store_true")
+    ap.add_argument("--big-index", type=Path)
+    ap.add_argument("--synthetic", type=int, default=0)
+    ap.add_argument("--skip-set", action="store_true", help="only the --big-index / --synthetic runtimes")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    results: dict = {}
+    if not args.skip_set:
+        folder = args.work / "set"
+        info = generate(args.corpus, folder, args.originals, args.plant, args.seed)
+        truth = info["truth"]
+        n_files = len(list(folder.iterdir()))
+        print(f"set: {n_files} files, {len(truth)} planted copies ({', '.join(KINDS)}) in {folder}")
+        ours, res = run_simsearch(folder, args.work / "index", args.budget, args.epochs)
+        print(res.calibration.why())
+        row = score(pairs_from_groups(ours["groups"]), truth)
+        results["simsearch"] = {
+            **row,
+            "index_build_s": ours["build_s"],
+            "dupes_s": ours["dupes_s"],
+            "threshold": res.calibration.threshold,
+        }
+        if not args.no_imagededup:
+            for method in ("PHash", "DHash"):
+                try:
+                    got = run_imagededup(folder, method)
+                except ImportError as e:
+                    print(f"imagededup not available ({e}); pip install imagededup", file=sys.stderr)
+                    break
+                results[f"imagededup {method}"] = {
+                    **score(pairs_from_groups(got["groups"]), truth),
+                    "seconds": got["seconds"],
+                }
+        print(f"\n{'method':<20} {'precision':>9} {'recall':>7} {'pairs':>6}  time")
+        for name, r in results.items():
+            t = (
+                f"{r['index_build_s']} s index build + {r['dupes_s']} s dupes"
+                if "dupes_s" in r
+                else f"{r['seconds']} s"
+            )
+            print(f"{name:<20} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['pairs_predicted']:>6}  {t}")
+            print(f"{'':<20} recall by kind: {r['recall_by_kind']}")
+    if args.big_index:
+        results["big_index"] = big_index(args.big_index)
+        b = results["big_index"]
+        print(
+            f"\ndupes on {b['index']}: {b['images']} images in {b['seconds']} s, threshold {b['threshold']}: "
+            f"{b['groups']} groups, {b['duplicates']} images to review\n  {b['why']}"
+        )
+    if args.synthetic:
+        results["synthetic"] = s = synthetic(args.synthetic)
+        print(
+            f"\n{s['vectors']} synthetic {s['dim']}-d vectors: pairs {s['pairs_s']} s + groups {s['group_s']} s = "
+            f"{s['total_s']} s; {s['groups']} groups; planted pairs found {s['planted_recall']}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Exact and near-duplicate groups in an index (``simsearch dupes``).
+
+1. **Pairs.** Every pair of indexed images whose cosine in the index's base space
+   (``Index.base_vectors``: centred, whitened codes; no diffusion coordinates, which would pull
+   whole neighbourhoods together) reaches the threshold, found by a batched k-NN search that
+   widens only for the rows that still have partners (``neighbours.range_pairs``): never an
+   N×N matrix. Files with the same content hash are always a pair (similarity 1).
+2. **Groups.** Union-find over the pairs, strongest first, where a union is refused when it would
+   put two images that are *not* a pair into one group (complete linkage). A chain A≈B≈C with
+   A≉C therefore does not drift into one group: C starts its own. Each group records its weakest
+   pair. Pairs are visited in (−similarity, id, id) order with similarities rounded to 1e-6, so the
+   groups are the same on every run.
+3. **Threshold.** A fixed cosine means nothing across models, so by default it is calibrated on
+   the user's own images (``calibrate``): ``CALIBRATION_SAMPLE`` indexed images are copied the
+   way duplicates arise (resized to 50–90%, re-saved as JPEG at quality 50–90, half of them also
+   cropped by up to 5% a side; ``copies.make_copy``), the copies are embedded with the index's
+   model, and the threshold best separates each copy's cosine to its original from each
+   original's cosine to its nearest *distinct* indexed image (Youden's J, midway between the two
+   closest scores around the best cut) — the rule the index uses for near-copy placement
+   (``postprocess.calibrate``), on the copies a duplicate finder is asked about.
+4. **Keeper.** In each group the suggested image to keep has the most pixels, then the largest
+   file, then the oldest modification time, then the lowest id.
+
+Nothing here deletes anything; ``move`` moves the non-keepers only when called without
+``dry_run``. numpy + Pillow; faiss lazily; torch only through ``Index.encode_pixels`` when
+calibrating (the numpy encoder when the index has one).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import neighbours
+from .errors import SimsearchError
+
+CALIBRATION_SAMPLE = 200
+MAX_PARTNERS = 64  # near-duplicate partners looked for per image (a near-duplicate group has at most 65 images)
+COPY_SCALE = (0.5, 0.9)
+COPY_QUALITY = (50, 90)
+COPY_CROP = 0.05
+
+
+@dataclass
+class Calibration:
+    """How the threshold was chosen (``calibrate``), or that it was given."""
+
+    threshold: float
+    source: str  # "calibrated" | "given"
+    copies: int = 0  # transformed copies measured
+    copy_recall: float | None = None  # fraction of copies scoring ≥ threshold with their original
+    look_alike_rate: float | None = None  # fraction of sampled images with a distinct neighbour ≥ threshold
+    copy_quantiles: list = field(default_factory=list)  # copy → original cosine, 5/25/50/75/95%
+    neighbour_quantiles: list = field(default_factory=list)  # image → nearest distinct image, same
+    separable: bool = True
+
+    def why(self) -> str:
+        """One line: the threshold and where it comes from."""
+        if self.source == "given":
+            return f"threshold {self.threshold:.4f} (given with --threshold)"
+        assert self.copy_recall is not None and self.look_alike_rate is not None, "a calibrated threshold"
+        line = (
+            f"threshold {self.threshold:.4f}, calibrated on {self.copies} resized / re-compressed / cropped copies "
+            f"of your own images: {100 * self.copy_recall:.0f}% of the copies score at least this with their "
+            f"original, and {100 * self.look_alike_rate:.1f}% of images have a distinct nearest neighbour this close"
+        )
+        if not self.separable:
+            line += (
+                " (WARNING: copies are not clearly closer to their originals than look-alikes are to each other"
+                " in this index: expect misses and false groups; pass --threshold to choose)"
+            )
+        return line
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Member:
+    id: int
+    path: str  # relative to the indexed folder
+    similarity: float  # to the keeper (1.0 for the keeper)
+    pixels: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass
+class Group:
+    keeper: Member
+    others: list[Member]
+    weakest: tuple[int, int, float]  # the least similar pair in the group (id, id, similarity)
+    exact: bool  # every member has the same file content
+
+    @property
+    def members(self) -> list[Member]:
+        return [self.keeper, *self.others]
+
+    def to_dict(self, root: Path | None = None) -> dict:
+        def m(x: Member) -> dict:
+            d = asdict(x)
+            if root is not None:
+                d["abspath"] = str(root / x.path)
+            return d
+
+        return {
+            "keep": m(self.keeper),
+            "others": [m(o) for o in self.others],
+            "weakest_pair": {"ids": list(self.weakest[:2]), "similarity": self.weakest[2]},
+            "exact": self.exact,
+        }
+
+
+@dataclass
+class Result:
+    calibration: Calibration
+    groups: list[Group]
+    images: int
+    pairs: int
+    seconds: float = 0.0
+
+    @property
+    def duplicates(self) -> int:
+        """Images that are not a group's keeper."""
+        return sum(len(g.others) for g in self.groups)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def copy_for_calibration(img, seed: int):
+    """The kind of copy a duplicate finder is asked about: resized, re-compressed, sometimes
+    cropped (``copies.make_copy`` with those edits only), deterministic in ``seed``."""
+    from .copies import Strength, make_copy
+
+    rng = random.Random(seed)
+    kinds = ("resize", "crop", "jpeg") if rng.random() < 0.5 else ("resize", "jpeg")
+    st = Strength(
+        scale=COPY_SCALE,
+        crop=COPY_CROP,
+        aspect=0,
+        rotate=0,
+        pad=0,
+        light=0,
+        saturation=0,
+        quality=COPY_QUALITY,
+    )
+    return make_copy(img, seed=seed, strength=st, kinds=kinds)
+
+
+def calibrate(index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarray | None = None) -> Calibration:
+    """Calibrate the duplicate threshold on transformed copies of ``n`` of the index's own images
+    (see the module docstring). ``base``: ``index.base_vectors()`` if already computed."""
+    from .decode import open_image
+    from .preprocess import preprocess
+
+    base = index.base_vectors() if base is None else base
+    entries = index.entries()
+    if len(entries) < 2:
+        raise SimsearchError(f"{index.path}: needs at least 2 indexed images to calibrate a threshold")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(entries), size=min(n, len(entries)), replace=False))
+    pre = index.preprocess
+    side = max(256, 4 * pre.size)
+    kept, pixels = [], []
+    for r in rows:
+        try:
+            img = open_image(index.root / entries[r].path)
+            img.thumbnail((side, side))
+            pixels.append(preprocess(copy_for_calibration(img, seed=int(entries[r].id)), pre))
+        except Exception:  # noqa: BLE001 — a file that vanished or changed is simply not sampled
+            continue
+        kept.append(r)
+    if not kept:
+        raise SimsearchError(f"{index.root}: none of the sampled indexed files could be read to calibrate")
+    rows = np.asarray(kept)
+    copies = index.base_vectors(index.encode_pixels(np.stack(pixels)))
+    pos = np.sum(copies * base[rows], axis=1)
+    keys = np.array([e.sha256 for e in entries])
+    found: list[float] = []
+    for r, sims in zip(rows, _blocks(base[rows], base)):
+        sims[keys == keys[r]] = -np.inf  # the image itself and identical files are not distinct
+        sims[sims >= 1 - 1e-5] = -np.inf  # identical pixels: a duplicate, not a look-alike
+        best = sims.max()
+        if np.isfinite(best):
+            found.append(best)
+    neg = np.asarray(found, np.float32)
+    return _youden(pos.astype(np.float32), neg)
+
+
+def _blocks(q: np.ndarray, base: np.ndarray, rows: int = 256):
+    """Rows of q @ base.T, a block of queries at a time (each a fresh array)."""
+    for i in range(0, len(q), rows):
+        yield from q[i : i + rows] @ base.T
+
+
+def _youden(pos: np.ndarray, neg: np.ndarray) -> Calibration:
+    q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])] if len(x) else []  # noqa: E731
+    if len(neg) == 0:  # every image has an identical twin, or one image: only the copies say anything
+        tau = float(np.quantile(pos, 0.03))
+        return Calibration(tau, "calibrated", len(pos), float((pos >= tau).mean()), 0.0, q(pos), [], True)
+    cand = np.unique(np.concatenate([pos, neg]))
+    tpr = (pos[None, :] >= cand[:, None]).mean(1)
+    fpr = (neg[None, :] >= cand[:, None]).mean(1)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    hi = cand[best]
+    below = cand[cand < hi]
+    tau = float((hi + below.max()) / 2) if len(below) else float(hi)
+    separable = bool(np.median(pos) > np.median(neg) and j[best] > 0.5)
+    return Calibration(
+        threshold=round(tau, 6),
+        source="calibrated",
+        copies=int(len(pos)),
+        copy_recall=float((pos >= tau).mean()),
+        look_alike_rate=float((neg >= tau).mean()),
+        copy_quantiles=q(pos),
+        neighbour_quantiles=q(neg),
+        separable=separable,
+    )
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def exact_pairs(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (a < b) of rows with the same key (content hash)."""
+    by_key: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        by_key.setdefault(k, []).append(i)
+    a, b = [], []
+    for rows in by_key.values():
+        for x in range(len(rows)):
+            for y in range(x + 1, len(rows)):
+                a.append(rows[x])
+                b.append(rows[y])
+    return np.asarray(a, np.int64), np.asarray(b, np.int64)
+
+
+def group_pairs(
+    n: int, a: np.ndarray, b: np.ndarray, sim: np.ndarray
+) -> list[tuple[list[int], tuple[int, int, float]]]:
+    """Complete-linkage groups from pairs (``a``, ``b``, ``sim``) over rows 0..n-1: union-find,
+    strongest pair first, a union refused unless every cross pair of the two groups is itself a
+    pair. → [(sorted rows, weakest pair (row, row, sim))], groups of two or more, ordered by
+    (−size, first row). Deterministic for a given set of pairs, whatever their order."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    s = np.round(np.asarray(sim, np.float64), 6)
+    keep = lo != hi
+    lo, hi, s = lo[keep], hi[keep], s[keep]
+    key = lo * n + hi
+    order = np.lexsort((-s, key))  # one row per pair: its highest similarity
+    key, lo, hi, s = key[order], lo[order], hi[order], s[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    key, lo, hi, s = key[first], lo[first], hi[first], s[first]
+    order = np.lexsort((hi, lo, -s))  # strongest first, ties by rows
+    key, lo, hi, s = key[order], lo[order], hi[order], s[order]
+    sim_of = dict(zip(key.tolist(), s.tolist()))
+    parent: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for x, y in zip(lo.tolist(), hi.tolist()):
+        rx, ry = find(x), find(y)
+        if rx == ry:
+            continue
+        gx, gy = members.get(rx, [rx]), members.get(ry, [ry])
+        if len(gx) * len(gy) > 1 and not all((p * n + q if p < q else q * n + p) in sim_of for p in gx for q in gy):
+            continue  # some pair across the two groups is not similar enough: the chain would drift
+        if (len(gx), -rx) < (len(gy), -ry):  # union by size; the larger (or lower) root stays
+            rx, ry, gx, gy = ry, rx, gy, gx
+        parent[ry] = rx
+        members[rx] = gx + gy
+        members.pop(ry, None)
+    out = []
+    for rows in members.values():
+        rows = sorted(rows)
+        weakest = min(
+            ((p, q, sim_of[p * n + q]) for i, p in enumerate(rows) for q in rows[i + 1 :]),
+            key=lambda t: (t[2], t[0], t[1]),
+        )
+        out.append((rows, weakest))
+    out.sort(key=lambda g: (-len(g[0]), g[0][0]))
+    return out
+
+
+def _pixels(path: Path) -> int:
+    """Width × height from the file's header (0 when unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            return int(w) * int(h)
+    except Exception:  # noqa: BLE001 — unreadable now: ranks last as a keeper
+        return 0
+
+
+def find(
+    index,
+    threshold: float | None = None,
+    calibration_sample: int = CALIBRATION_SAMPLE,
+    progress: Callable[..., None] | None = None,
+) -> Result:
+    """Duplicate groups of an open ``simsearch.Index`` (see the module docstring)."""
+    import time
+
+    t0 = time.perf_counter()
+    entries = index.entries()
+    base = index.base_vectors()
+    if threshold is None:
+        cal = calibrate(index, calibration_sample, base=base)
+    else:
+        if not -1.0 <= threshold <= 1.0:
+            raise SimsearchError(f"--threshold must be a cosine between -1 and 1, got {threshold}")
+        cal = Calibration(float(threshold), "given")
+    a, b, s = neighbours.range_pairs(base, cal.threshold, max_k=MAX_PARTNERS, progress=progress)
+    ea, eb = exact_pairs([e.sha256 for e in entries])
+    a = np.concatenate([a, ea])
+    b = np.concatenate([b, eb])
+    s = np.concatenate([s, np.ones(len(ea), np.float32)])
+    s = np.where(s >= 1 - 1e-5, 1.0, s)  # identical to the model, as a query reports it
+    groups = []
+    sim_of = {(int(x), int(y)): float(v) for x, y, v in zip(np.minimum(a, b), np.maximum(a, b), s)}
+    for rows, (wa, wb, ws) in group_pairs(len(entries), a, b, s):
+        members = []
+        for r in rows:
+            e = entries[r]
+            members.append(Member(e.id, e.path, 1.0, _pixels(index.root / e.path), e.size, e.mtime_ns))
+        keeper = min(range(len(rows)), key=lambda i: (-members[i].pixels, -members[i].size, members[i].mtime_ns, i))
+        k = rows[keeper]
+        others = []
+        for i, r in enumerate(rows):
+            if i != keeper:
+                m = members[i]
+                m.similarity = round(1.0 if r == k else sim_of[(min(r, k), max(r, k))], 6)
+                others.append(m)
+        others.sort(key=lambda m: (-m.similarity, m.id))
+        exact = len({entries[r].sha256 for r in rows}) == 1
+        weakest = (int(entries[wa].id), int(entries[wb].id), round(ws, 6))
+        groups.append(Group(members[keeper], others, weakest, exact))
+    return Result(cal, groups, len(entries), len(sim_of), time.perf_counter() - t0)
+
+
+def group_sheet(group: Group, root: Path, out: str | os.PathLike, title: str = "", most: int = 12) -> Path:
+    """A contact sheet of one group: the image to keep, then the others (at most ``most``) with
+    their similarity to it; every file named underneath."""
+    from .render import strips_sheet
+
+    shown = group.others[:most]
+    labels = ["keep"] + [f"{m.similarity:.4f}" for m in shown]
+    lines = [f"keep: {group.keeper.path} ({group.keeper.pixels} px, {group.keeper.size} bytes)"]
+    lines += [f"{m.similarity:.4f}: {m.path} ({m.pixels} px, {m.size} bytes)" for m in shown]
+    if len(group.others) > most:
+        lines.append(f"... and {len(group.others) - most} more")
+    head = f"{title}: " if title else ""
+    kind = "identical files" if group.exact else f"weakest pair {group.weakest[2]:.4f}"
+    return strips_sheet(
+        [([root / group.keeper.path] + [root / m.path for m in shown], lines)],
+        out,
+        labels,
+        128,
+        columns=1,
+        title=f"{head}{len(group.members)} images, {kind}",
+    )
+
+
+# ---------------------------------------------------------------- moving
+
+
+def check_destination(root: Path, dest: Path) -> tuple[Path, Path]:
+    """(root, dest) resolved; SimsearchError when ``dest`` lies inside the indexed folder."""
+    root, dest = Path(root).resolve(), Path(dest).resolve()
+    if dest == root or root in dest.parents:
+        raise SimsearchError(
+            f"{dest}: --move-to must be outside the indexed folder {root} (the next `simsearch index` would index "
+            "the moved files again)"
+        )
+    return root, dest
+
+
+def move(result: Result, root: Path, dest: Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
+    """Move every group's non-keepers from ``root`` into ``dest`` (same relative paths); never a
+    keeper, never over an existing file. → the (from, to) moves, made or (``dry_run``) planned.
+    Raises SimsearchError before moving anything when a move is impossible."""
+    root, dest = check_destination(root, dest)
+    plan = []
+    for g in result.groups:
+        for m in g.others:
+            src, dst = root / m.path, dest / m.path
+            if not src.is_file():
+                raise SimsearchError(f"{src}: no longer exists; re-run `simsearch index` and then dupes")
+            if dst.exists() or os.path.lexists(dst):
+                raise SimsearchError(f"{dst}: already exists; nothing was moved (choose another --move-to)")
+            plan.append((src, dst))
+    keepers = {root / g.keeper.path for g in result.groups}
+    assert not keepers & {src for src, _ in plan}, "a keeper was about to be moved"
+    if not dry_run:
+        for src, dst in plan:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dst)
+    return plan

@@ -1,0 +1,192 @@
+"""simsearch dupes: batched pair search, drift-free grouping, calibration, keeper choice, output
+formats, and that nothing is moved unless --move-to is given without --dry-run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tree_digest
+from PIL import Image
+
+from simsearch import dupes, neighbours
+from simsearch.cli import cli
+
+
+def run(*args, code=0):
+    res = CliRunner().invoke(cli, [str(a) for a in args], obj={})
+    assert res.exit_code == code, f"exit {res.exit_code}\n{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    return res
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- pairs and groups (vectors only)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_range_pairs_finds_every_pair_above_the_threshold(exact):
+    rng = np.random.default_rng(0)
+    x = unit(rng.standard_normal((3000, 8)))
+    x[100:140] = unit(x[5] + 0.01 * rng.standard_normal((40, 8)))  # one row with 40 partners: more than k
+    a, b, s = neighbours.range_pairs(x, 0.9, k=4, exact=exact)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -1)
+    want = {(int(i), int(j)) for i, j in np.argwhere(np.triu(sims >= 0.9))}
+    got = set(zip(a.tolist(), b.tolist()))
+    if exact:
+        assert got == want
+    else:  # IVF: approximate, but these are tight pairs
+        assert len(got & want) >= 0.97 * len(want) and got <= want
+    assert (a < b).all() and (s >= 0.9 - 1e-6).all()
+    assert list(s) == sorted(s, reverse=True)
+
+
+def test_knn_leaves_each_row_out_of_its_own_neighbours():
+    x = unit(np.random.default_rng(1).standard_normal((50, 4)))
+    x[7] = x[3]  # an identical row: may come first, the row itself must not
+    sims, rows = neighbours.knn(x, 3)
+    assert (rows != np.arange(50)[:, None]).all()
+    assert rows[3, 0] == 7 and rows[7, 0] == 3
+
+
+def test_a_drifting_chain_is_split():
+    # A≈B (0.95), B≈C (0.93), A≉C: one group {A, B} (the stronger pair) and C alone
+    a, b, s = np.array([0, 1]), np.array([1, 2]), np.array([0.95, 0.93], np.float32)
+    groups = dupes.group_pairs(3, a, b, s)
+    assert [g[0] for g in groups] == [[0, 1]]
+    # and when A≈C too, one group of three whose weakest pair is B-C
+    groups = dupes.group_pairs(3, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.95, 0.93, 0.94], np.float32))
+    assert groups == [([0, 1, 2], (1, 2, pytest.approx(0.93)))]
+
+
+def test_groups_are_the_same_whatever_the_order_of_the_pairs():
+    rng = np.random.default_rng(2)
+    n = 200
+    a = rng.integers(0, n, 600)
+    b = rng.integers(0, n, 600)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    s = rng.choice([0.91, 0.93, 0.95, 0.97], len(a)).astype(np.float32)  # many ties
+    first = dupes.group_pairs(n, a, b, s)
+    for seed in range(3):
+        p = np.random.default_rng(seed).permutation(len(a))
+        assert dupes.group_pairs(n, b[p], a[p], s[p]) == first
+    pairs = {(min(x, y), max(x, y)) for x, y in zip(a, b)}
+    for rows, _weakest in first:  # every pair inside a group is a pair: complete linkage
+        assert all((p, q) in pairs for i, p in enumerate(rows) for q in rows[i + 1 :])
+
+
+def test_exact_pairs():
+    a, b = dupes.exact_pairs(["x", "y", "x", "x", "z"])
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 2), (0, 3), (2, 3)]
+
+
+def test_youden_threshold_lies_between_copies_and_look_alikes():
+    pos = np.linspace(0.95, 0.99, 50).astype(np.float32)
+    neg = np.linspace(0.6, 0.9, 50).astype(np.float32)
+    cal = dupes._youden(pos, neg)
+    assert 0.9 < cal.threshold < 0.95 and cal.copy_recall == 1 and cal.look_alike_rate == 0 and cal.separable
+    assert "calibrated on 50" in cal.why() and "WARNING" not in cal.why()
+    mixed = dupes._youden(np.linspace(0.5, 0.9, 50).astype(np.float32), np.linspace(0.5, 0.9, 50).astype(np.float32))
+    assert not mixed.separable and "WARNING" in mixed.why()
+
+
+# ---------------------------------------------------------------- on an index
+
+
+@pytest.fixture
+def planted(index_copy):
+    """The writable index copy with an exact copy, a smaller re-saved copy and a larger copy planted."""
+    root = index_copy.root
+    shutil.copyfile(root / "disc" / "disc_000.png", root / "disc" / "disc_000_exact.png")
+    img = Image.open(root / "square" / "square_003.png")
+    img.resize((28, 28), Image.Resampling.LANCZOS).save(root / "square" / "square_003_small.png")
+    img.resize((64, 64), Image.Resampling.LANCZOS).save(root / "stripes_big_square_003.png")
+    index_copy.update()
+    return index_copy
+
+
+def test_dupes_finds_the_planted_copies_and_keeps_the_largest(planted):
+    res = dupes.find(planted, threshold=0.97)
+    groups = [{m.path for m in g.members} for g in res.groups]
+    assert {"disc/disc_000.png", "disc/disc_000_exact.png"} in groups
+    g = next(g for g in res.groups if "square/square_003.png" in {m.path for m in g.members})
+    assert {m.path for m in g.members} >= {"square/square_003.png", "square/square_003_small.png"}
+    assert g.keeper.path == "stripes_big_square_003.png"  # most pixels
+    exact = next(g for g in res.groups if g.exact)
+    assert exact.keeper.path == "disc/disc_000.png"  # same pixels and bytes: the older file (then the lower id)
+    assert all(m.similarity == 1.0 for m in exact.others)
+
+
+def test_calibration_is_printed_with_its_reason_and_is_deterministic(planted):
+    a = run("dupes", "--index", planted.path, "--json")
+    b = run("dupes", "--index", planted.path, "--json")
+    assert a.stdout == b.stdout
+    doc = json.loads(a.stdout)
+    assert doc["calibration"]["source"] == "calibrated" and doc["calibration"]["copies"] > 0
+    assert a.stderr.startswith(f"threshold {doc['threshold']:.4f}, calibrated on")
+    given = run("dupes", "--index", planted.path, "--threshold", "0.99", "-q")
+    assert "threshold 0.9900 (given with --threshold)" in given.stderr
+
+
+def test_output_formats(planted):
+    res = run("dupes", "--index", planted.path, "--threshold", "0.97", "--csv")
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {r["role"] for r in rows} == {"keep", "duplicate"}
+    assert {"group", "path", "similarity", "pixels", "bytes", "exact", "weakest_similarity"} <= set(rows[0])
+    paths = run("dupes", "--index", planted.path, "--threshold", "0.97", "--paths-only", "-q").stdout.split()
+    assert str(planted.root / "disc" / "disc_000_exact.png") in paths
+    assert str(planted.root / "disc" / "disc_000.png") not in paths  # a keeper is never listed
+    table = run("dupes", "--index", planted.path, "--threshold", "0.97").stdout
+    assert "keep" in table and "group 1:" in table
+
+
+def test_sheet_per_group(planted, tmp_path):
+    run("dupes", "--index", planted.path, "--threshold", "0.97", "--sheet", tmp_path / "sheets", "-q")
+    pngs = sorted((tmp_path / "sheets").glob("group-*.png"))
+    assert pngs and Image.open(pngs[0]).size[0] > 100
+
+
+def test_nothing_moves_without_move_to_and_dry_run_moves_nothing(planted, tmp_path):
+    before = tree_digest(planted.root)
+    for args in ([], ["--json"], ["--csv"], ["--paths-only"], ["--sheet", tmp_path / "s"]):
+        run("dupes", "--index", planted.path, "--threshold", "0.97", *args)
+    res = run("dupes", "--index", planted.path, "--threshold", "0.97", "--move-to", tmp_path / "moved", "--dry-run")
+    assert "would move" in res.stderr and "disc_000_exact.png" in res.stderr
+    assert tree_digest(planted.root) == before
+    assert not (tmp_path / "moved").exists()
+
+
+def test_move_to_moves_only_the_others(planted, tmp_path):
+    res = dupes.find(planted, threshold=0.97)
+    keepers = {g.keeper.path for g in res.groups}
+    others = {m.path for g in res.groups for m in g.others}
+    run("dupes", "--index", planted.path, "--threshold", "0.97", "--move-to", tmp_path / "moved")
+    for p in keepers:
+        assert (planted.root / p).exists()
+    for p in others:
+        assert not (planted.root / p).exists() and (tmp_path / "moved" / p).exists()
+
+
+def test_bad_usage_and_user_errors(planted, tmp_path):
+    run("dupes", "--index", planted.path, "--dry-run", code=2)
+    run("dupes", "--index", planted.path, "--json", "--csv", code=2)
+    run("dupes", "--index", planted.path, "--threshold", "2", code=2)
+    before = tree_digest(planted.root)
+    res = run("dupes", "--index", planted.path, "--threshold", "0.97", "--move-to", planted.root / "dups", code=1)
+    assert "outside the indexed folder" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    (tmp_path / "moved" / "disc").mkdir(parents=True)
+    (tmp_path / "moved" / "disc" / "disc_000_exact.png").write_bytes(b"x")
+    res = run("dupes", "--index", planted.path, "--threshold", "0.97", "--move-to", tmp_path / "moved", code=1)
+    assert "already exists; nothing was moved" in res.stderr
+    assert tree_digest(planted.root) == before
+    res = run("dupes", "--index", tmp_path / "nowhere", code=1)
+    assert "no index here" in res.stderr
