@@ -39,6 +39,7 @@ import numpy as np
 
 from . import neighbours
 from .errors import SimsearchError
+from .postprocess import quantiles, youden_threshold
 
 CALIBRATION_SAMPLE = 200
 MAX_PARTNERS = 64  # near-duplicate partners looked for per image (a near-duplicate group has at most 65 images)
@@ -201,27 +202,19 @@ def _blocks(q: np.ndarray, base: np.ndarray, rows: int = 256):
 
 
 def _youden(pos: np.ndarray, neg: np.ndarray) -> Calibration:
-    q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])] if len(x) else []  # noqa: E731
     if len(neg) == 0:  # every image has an identical twin, or one image: only the copies say anything
         tau = float(np.quantile(pos, 0.03))
-        return Calibration(tau, "calibrated", len(pos), float((pos >= tau).mean()), 0.0, q(pos), [], True)
-    cand = np.unique(np.concatenate([pos, neg]))
-    tpr = (pos[None, :] >= cand[:, None]).mean(1)
-    fpr = (neg[None, :] >= cand[:, None]).mean(1)
-    j = tpr - fpr
-    best = int(np.argmax(j))
-    hi = cand[best]
-    below = cand[cand < hi]
-    tau = float((hi + below.max()) / 2) if len(below) else float(hi)
-    separable = bool(np.median(pos) > np.median(neg) and j[best] > 0.5)
+        return Calibration(tau, "calibrated", len(pos), float((pos >= tau).mean()), 0.0, quantiles(pos), [], True)
+    tau, tpr, fpr = youden_threshold(pos, neg)
+    separable = bool(np.median(pos) > np.median(neg) and tpr - fpr > 0.5)
     return Calibration(
         threshold=round(tau, 6),
         source="calibrated",
         copies=int(len(pos)),
         copy_recall=float((pos >= tau).mean()),
         look_alike_rate=float((neg >= tau).mean()),
-        copy_quantiles=q(pos),
-        neighbour_quantiles=q(neg),
+        copy_quantiles=quantiles(pos),
+        neighbour_quantiles=quantiles(neg),
         separable=separable,
     )
 

@@ -269,26 +269,37 @@ def calibrate(
     neg = np.asarray(nearest, np.float32)
     if len(pos) == 0 or len(neg) == 0:
         return {"copies": int(len(pos)), "threshold": None, "placement": False}
-    cand = np.unique(np.concatenate([pos, neg]))
-    tpr = (pos[None, :] >= cand[:, None]).mean(1)
-    fpr = (neg[None, :] >= cand[:, None]).mean(1)
-    j = tpr - fpr
-    best = int(np.argmax(j))
-    hi = cand[best]
-    below = cand[cand < hi]
-    tau = float((hi + below.max()) / 2) if len(below) else float(hi)  # midway to the next lower cosine
-    separable = bool(np.median(pos) > np.median(neg) and j[best] > 0)
+    tau, tpr, fpr = youden_threshold(pos, neg)
+    separable = bool(np.median(pos) > np.median(neg) and tpr - fpr > 0)
     post.copy_threshold = tau if separable else None
-    q = lambda x: [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])]  # noqa: E731
     return {
         "copies": int(len(pos)),
         "threshold": round(tau, 6) if separable else None,
-        "tpr": round(float(tpr[best]), 4),
-        "fpr": round(float(fpr[best]), 4),
-        "copy_cosine_q05_25_50_75_95": q(pos),
-        "neighbour_cosine_q05_25_50_75_95": q(neg),
+        "tpr": round(tpr, 4),
+        "fpr": round(fpr, 4),
+        "copy_cosine_q05_25_50_75_95": quantiles(pos),
+        "neighbour_cosine_q05_25_50_75_95": quantiles(neg),
         "placement": separable,
     }
+
+
+def youden_threshold(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float, float]:
+    """The cosine that best separates ``pos`` (copy → original) from ``neg`` (image → nearest
+    distinct image) by Youden's J (true-positive rate − false-positive rate), placed midway to the
+    next lower observed cosine; → (threshold, its TPR, its FPR). Both must be non-empty."""
+    cand = np.unique(np.concatenate([pos, neg]))
+    tpr = (pos[None, :] >= cand[:, None]).mean(1)
+    fpr = (neg[None, :] >= cand[:, None]).mean(1)
+    best = int(np.argmax(tpr - fpr))
+    hi = cand[best]
+    below = cand[cand < hi]
+    tau = float((hi + below.max()) / 2) if len(below) else float(hi)
+    return tau, float(tpr[best]), float(fpr[best])
+
+
+def quantiles(x: np.ndarray) -> list[float]:
+    """The 5/25/50/75/95% quantiles, rounded to 4 places ([] for no values)."""
+    return [round(float(v), 4) for v in np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])] if len(x) else []
 
 
 def _anchor_index(anchors, centroids, lists, nprobe):
