@@ -325,3 +325,21 @@ def test_sharded_index_through_the_cli_and_index(tmp_path):
     fi.set_params({"nprobe": fi.nlist})
     agrees_with_exact(index)
     run("verify", "--index", idx)
+
+
+def test_scale_benchmark_smoke_run(tmp_path):
+    """A tiny run of scripts/bench/scale_shards.py prints its table (the real figures are in its report)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "scale_shards.py"
+    args = ["--sizes", "20000", "--queries", "100", "--nlist", "32", "--train-sample", "4000", "--chunk", "5000"]
+    args += ["--clusters", "200", "--workers", "2", "--tmp", str(tmp_path), "--ignore-quiet"]
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| 20,000 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "IVF32,SQ8" and cells[2] == "2"
+    sharded, merged = (float(v) for v in cells[11].split(" / "))
+    assert sharded == merged and 0.5 <= sharded <= 1  # served as shards or merged: the same results
