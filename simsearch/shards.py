@@ -255,14 +255,43 @@ class ShardedIndex:
         return p
 
     def search(self, q: np.ndarray, k: int):
-        """Top ``k`` by inner product over every shard: each searched with the same ``nprobe`` (the
-        main shards with the tombstones masked), the lists merged. → (scores, ids) like FAISS."""
+        """Top ``k`` by inner product over every shard, the lists merged; → (scores, ids) like FAISS.
+        The shards share one quantizer, so the ``nprobe`` nearest cells are found once and every
+        shard scans those cells (``search_preassigned``; the main shards with the tombstones masked)."""
+        import faiss
+
         q = np.ascontiguousarray(q, dtype=np.float32)
         parts = [(s, True) for s in self.main if s.ntotal] + ([(self.delta, False)] if self.delta.ntotal else [])
         if not parts:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        results = [s.search(q, k, params=self._params(masked)) for s, masked in parts]
+        quantizer = faiss.extract_index_ivf(self.trained).quantizer
+        assert quantizer is not None  # a trained IVF index has its quantizer
+        cell_d, cells = quantizer.search(q, self.nprobe)
+        results = [_search_preassigned(s, q, k, cells, cell_d, self._params(masked)) for s, masked in parts]
         return merge_topk([r[0] for r in results], [r[1] for r in results], k)
+
+
+def _search_preassigned(index, q: np.ndarray, k: int, cells: np.ndarray, cell_d: np.ndarray, params):
+    """``IndexIVF::search_preassigned`` with search parameters (its Python wrapper takes none)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    n = len(q)
+    scores, ids = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
+    cells, cell_d = np.ascontiguousarray(cells, np.int64), np.ascontiguousarray(cell_d, np.float32)
+    # stub gap: the SWIG-level method (the wrapper renames it *_c) takes raw pointers
+    ivf.search_preassigned_c(  # type: ignore[attr-defined]
+        n,
+        faiss.swig_ptr(q),
+        k,
+        faiss.swig_ptr(cells),
+        faiss.swig_ptr(cell_d),
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(ids),
+        False,
+        params,
+    )
+    return scores, ids
 
 
 def merge_topk(scores: Sequence[np.ndarray], ids: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
