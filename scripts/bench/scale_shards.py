@@ -27,7 +27,8 @@ Per size, in a subprocess of its own (so peak RSS is that size's):
 5. memory: bytes of the written index files, and peak RSS of the process.
 
 Nothing asserts on a timing. Do not run it while /tmp/QUIET exists (someone is timing). On the
-2-core development machine 1M takes ~3 min, 10M ~25 min.
+2-core development machine (shared, load ≈ 8) 1M took ~4 min and 10M ~14 min (7 of them
+for the exact ground truth), peak RSS 3.5 GiB at 10M.
 
     python scripts/bench/scale_shards.py                          # 1M and 10M, SQ8
     python scripts/bench/scale_shards.py --sizes 200000 --codecs Flat,SQ8,PQ32   # codec comparison
