@@ -10,6 +10,9 @@ and carry the stable ids. Types:
 - ``hnsw``   graph index ("IDMap2,HNSW32"); ``efSearch`` tuned the same way. Rebuilt on change.
 - ``ivfpq``  inverted lists + product quantisation ("IVF{nlist},PQ{m}x8"): 16× smaller,
              lower recall (measured and reported, not hidden).
+- ``sharded`` one IVF quantizer ("IVF{nlist},SQ8"), main shards filled in parallel and searched
+             with a merged top-k, a delta shard and tombstones for updates (``shards.py``);
+             ``nprobe`` tuned as for ``ivf``.
 
 ``auto`` = flat below ``AUTO_FLAT_MAX`` vectors, else ivf.
 """
@@ -39,6 +42,10 @@ def choose(kind: str, n: int, d: int) -> dict:
     if kind == "hnsw":
         return {"type": "hnsw", "factory": "IDMap2,HNSW32"}
     nlist = ivf_cells(n)
+    if kind == "sharded":
+        from . import shards
+
+        return {"type": "sharded", "factory": shards.factory(n, d, nlist)}
     if kind == "ivf":
         return {"type": "ivf", "factory": f"IVF{nlist},Flat"}
     m = next(m for m in (d // 4, d // 8, d // 2, d) if m >= 1 and d % m == 0)
@@ -53,9 +60,16 @@ def ivf_cells(n: int) -> int:
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, spec: dict, seed: int = 0):
-    """Train (if needed) and fill a FAISS index; search parameters from ``spec['params']`` are applied."""
+    """Train (if needed) and fill a FAISS index; search parameters from ``spec['params']`` are applied.
+    A ``sharded`` spec builds a ``shards.ShardedIndex`` (``spec['shards']`` main shards, default by size)."""
     import faiss
 
+    if spec["type"] == "sharded":
+        from . import shards
+
+        sharded = shards.build(vectors, ids, spec["factory"], shards=spec.get("shards"), seed=seed)
+        apply_params(sharded, spec.get("params", {}))
+        return sharded
     d = vectors.shape[1]
     index = faiss.index_factory(d, spec["factory"], faiss.METRIC_INNER_PRODUCT)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -88,6 +102,9 @@ def search(index, q: np.ndarray, k: int):
 
 
 def apply_params(index, params: dict) -> None:
+    if hasattr(index, "set_params"):  # shards.ShardedIndex
+        index.set_params(params)
+        return
     import faiss
 
     ps = faiss.ParameterSpace()
@@ -100,6 +117,7 @@ def tune(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, target: float 
     sample of the vectors; → spec with ``params``, ``recall_at_10`` and ``recall_sample``."""
     spec = dict(spec)
     k = min(10, len(vectors) - 1)
+    spec.pop("shards", None)  # (not a record field)
     if k < 1 or spec["type"] == "flat":
         spec.update(params={}, recall_at_10=1.0, recall_sample=0)
         return spec
@@ -203,9 +221,11 @@ def sweep(
 
 
 def index_ids(index) -> np.ndarray:
-    """The ids an index holds (IDMap or IVF), unordered."""
+    """The ids an index holds (IDMap, IVF or sharded), unordered."""
     import faiss
 
+    if hasattr(index, "live_ids"):  # shards.ShardedIndex
+        return index.live_ids()
     if hasattr(index, "id_map"):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     ivf = faiss.extract_index_ivf(index)
@@ -218,6 +238,8 @@ def index_ids(index) -> np.ndarray:
 def _nlist(index) -> int:
     import faiss
 
+    if hasattr(index, "set_params"):  # shards.ShardedIndex
+        return int(index.nlist)
     try:
         return faiss.extract_index_ivf(index).nlist
     except RuntimeError:

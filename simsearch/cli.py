@@ -174,8 +174,14 @@ def _with(options):
     "--index-type",
     type=click.Choice(INDEX_TYPES),
     default=None,
-    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, else IVF). "
-    "Default: keep the index's.",
+    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, else IVF; "
+    "sharded: IVF-SQ8 shards with a delta shard for updates). Default: keep the index's.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Main shards of a sharded index (default: one per million images); applied at its next build or compaction.",
 )
 @click.option(
     "--tta/--no-tta",
@@ -185,7 +191,7 @@ def _with(options):
 )
 @_with(_train_options)
 @_common
-def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, tta, channels, **train_kw):
+def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, shards, tta, channels, **train_kw):
     """Index every image under FOLDER (train a model first if the index has none).
 
     Re-running updates the index incrementally: only new or changed files
@@ -207,6 +213,7 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
         rebuild=rebuild,
         wait=wait,
         index_type=index_type,
+        shards=shards,
         tta=tta,
         channels=int(channels) if channels else None,
         **train_kw,

@@ -56,7 +56,8 @@ class BuildOptions:
     retrain: bool = False  # train a new model even if the index has one
     rebuild: bool = False  # ignore the existing index entirely (fresh build)
     wait: bool = False  # wait for another writer instead of failing
-    index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq; None = keep the index's (auto at first)
+    index_type: str | None = None  # auto | flat | ivf | hnsw | ivfpq | sharded; None = keep the index's (auto at first)
+    shards: int | None = None  # main shards of a sharded index at its next build or compaction; None = by size
     post: PostConfig | None = None  # None = the default (whitening + diffusion)
     tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
 
@@ -355,7 +356,7 @@ def update(
         with timer("write"):
             carried = [x for x in old.skipped if x["path"] not in {f.rel for f in found}] if only and old else []
             faiss_record, faiss_index = _plan_faiss(
-                rows, post, old if not todo.reembed else None, options.index_type, changes.embed
+                rows, post, old if not todo.reembed else None, options.index_type, changes.embed, options.shards
             )
             meta = _meta(old, rows, model_info, source.pre, root_abs, todo, post, post_record, faiss_record)
             snap = Snapshot(
@@ -492,10 +493,11 @@ def _copy_codes(
     return rows[kept], embed_mod.embed(model, pixels, options.device, views=views)
 
 
-def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, new_items):
+def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, new_items, shards: int | None = None):
     """Choose the FAISS index for ``snap``; for IVF types with the same layout as ``old``,
     update the old index in place (remove + add, no retraining) instead of rebuilding it
-    (→ (record, that index)); otherwise → (record, None) and ``store.write`` builds it."""
+    (→ (record, that index)); a sharded index is updated or built here (``_plan_sharded``);
+    otherwise → (record, None) and ``store.write`` builds it."""
     from . import ann
 
     if requested is None:
@@ -506,16 +508,14 @@ def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, n
         raise SimsearchError(str(e)) from None
     spec.update(metric="inner_product", requested=requested)
     prev = old.meta.faiss if old is not None else None
+    if spec["type"] == "sharded":
+        return _plan_sharded(snap, post, old, spec, new_items, shards)
     if prev is not None and spec["type"] in ("ivf", "ivfpq") and prev.factory == spec["factory"]:
         import faiss
 
         assert old is not None and old.gen_dir is not None  # prev is old's record; old was read from disk
         index = faiss.read_index(str(old.gen_dir / "index.faiss"))  # writable copy, not the mmap
-        old_ids, new_ids = set(old.ids.tolist()), set(snap.ids.tolist())
-        new_paths = {rel for rel, _, _ in new_items}
-        updated = {e.id for e in snap.entries if e.path in new_paths and e.id in old_ids}
-        stale = (old_ids - new_ids) | updated  # vectors to drop
-        fresh = (new_ids - old_ids) | updated  # vectors to add
+        stale, fresh = _id_changes(old, snap, new_items)
         if stale:
             # stub gap: faiss's Python wrapper also takes an id array (the stubs: only an IDSelector)
             index.remove_ids(np.array(sorted(stale), dtype=np.int64))  # type: ignore[arg-type]
@@ -526,6 +526,40 @@ def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, n
         spec.update(params=prev.params, recall_at_10=prev.recall_at_10, recall_sample=prev.recall_sample)
         return configs.from_dict(FaissRecord, spec), index
     return configs.from_dict(FaissRecord, spec), None
+
+
+def _id_changes(old: Snapshot, snap: Rows, new_items) -> tuple[set[int], set[int]]:
+    """Ids whose vectors leave the index (removed or re-embedded) and ids whose vectors enter it
+    (new or re-embedded), between ``old`` and ``snap``."""
+    old_ids, new_ids = set(old.ids.tolist()), set(snap.ids.tolist())
+    new_paths = {rel for rel, _, _ in new_items}
+    updated = {e.id for e in snap.entries if e.path in new_paths and e.id in old_ids}
+    return (old_ids - new_ids) | updated, (new_ids - old_ids) | updated
+
+
+def _plan_sharded(snap: Rows, post, old: Snapshot | None, spec: dict, new_items, count: int | None):
+    """A sharded index (``shards.py``). When ``old`` is one whose quantizer still fits, the update
+    goes to its delta shard and tombstones (the main shards untouched), compacted when they outgrow
+    ``shards.COMPACT_FRACTION`` of it or ``count`` asks for another number of main shards;
+    otherwise it is built (``count`` main shards). Recall@10 is measured against exact search
+    and ``nprobe`` tuned again either way. → (record, index)."""
+    from . import ann
+    from . import shards as shards_mod
+
+    vecs = post.search_vectors(snap.vectors, snap.ids)
+    prev = old.meta.faiss if old is not None else None
+    if prev is not None and prev.type == "sharded" and shards_mod.reusable(prev.factory, spec["factory"]):
+        assert old is not None and old.gen_dir is not None  # prev is old's record; old was read from disk
+        spec["factory"] = prev.factory  # the quantizer is kept until a rebuild
+        index = shards_mod.read(old.gen_dir)
+        stale, fresh = _id_changes(old, snap, new_items)
+        rows = np.searchsorted(snap.ids, np.array(sorted(fresh), dtype=np.int64))
+        index = shards_mod.update(index, vecs[rows], snap.ids[rows], np.array(sorted(stale), dtype=np.int64))
+        if shards_mod.needs_compaction(index) or (count and count != len(index.main)):
+            index = shards_mod.compact(index, count, writable=shards_mod.reopen_writable(index))
+    else:
+        index = shards_mod.build(vecs, snap.ids, spec["factory"], shards=count)
+    return configs.from_dict(FaissRecord, ann.tune(index, vecs, snap.ids, spec)), index
 
 
 def _same_skips(old: list[dict], new: list[dict], only: bool) -> bool:

@@ -14,6 +14,8 @@ Layout (``indexes/default`` unless told otherwise)::
         ids.npy             int64 stable ids, ascending
         recon.npy           float32 (N, 2) reconstruction statistics per row (format 3; reconerror.py)
         index.faiss         FAISS index over centred, L2-normalised vectors (inner product = cosine)
+                            (type "sharded" instead: shards.json, trained.faiss, main-NNN.faiss,
+                            delta.faiss, tombstones.npy; see shards.py)
     work/                   resumable scratch: training checkpoints, decode/embedding caches
 
 A write builds a whole new generation in a temporary directory (every file
@@ -45,7 +47,7 @@ import numpy as np
 
 from . import migrations
 from .crashpoints import crash_point
-from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
+from .errors import REBUILD_HINT, IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
 from .meta import FORMAT_VERSION, Counts, FaissRecord, IndexMeta
 
 if TYPE_CHECKING:
@@ -374,7 +376,9 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
         recon=recon,
         post=read_post(index_dir, meta),
     )
-    if load_faiss:
+    if load_faiss and meta.faiss.type == "sharded":
+        snap._faiss = _read_sharded(need("shards.json").parent, len(ids), snap.search_dim, meta.faiss.params)
+    elif load_faiss:
         snap._faiss = _read_faiss(need("index.faiss"), len(ids), snap.search_dim, meta.faiss.params)
     return snap
 
@@ -440,6 +444,22 @@ def _read_faiss(path: Path, n: int, dim: int, params: dict | None = None):
     return index
 
 
+def _read_sharded(gen: Path, n: int, dim: int, params: dict | None = None):
+    """The sharded index of generation ``gen`` (``shards.py``), checked against the manifest."""
+    from . import ann, shards
+
+    try:
+        index = shards.read(gen)
+    except (ValueError, OSError) as e:  # the message names the file
+        raise IndexFormatError(f"{e}; {REBUILD_HINT}") from None
+    if index.ntotal != n or index.d != dim:
+        raise IndexFormatError.rebuild(
+            gen / shards.LAYOUT, f"sharded index holds {index.ntotal}×{index.d}, manifest {n}×{dim}"
+        )
+    ann.apply_params(index, params or {})
+    return index
+
+
 def _read_manifest(path: Path) -> tuple[list[Entry], list[dict]]:
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -498,9 +518,15 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
         np.save(tmp / "vectors.npy", np.ascontiguousarray(snap.vectors, dtype=np.float32))
         crash_point("write-vectors")
         _write_manifest(tmp / "manifest.sqlite", snap.entries, snap.skipped)
-        faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))  # (builds + tunes it if needed)
+        names = ["ids.npy", "vectors.npy", "manifest.sqlite"]
+        if snap.meta.faiss.type == "sharded":
+            from . import shards
+
+            names += shards.write(snap.faiss_index, tmp)  # (builds + tunes it if needed)
+        else:
+            faiss.write_index(snap.faiss_index, str(tmp / "index.faiss"))  # (builds + tunes it if needed)
+            names.append("index.faiss")
         crash_point("write-index")
-        names = ["ids.npy", "vectors.npy", "manifest.sqlite", "index.faiss"]
         if snap.recon is not None:
             np.save(tmp / "recon.npy", np.ascontiguousarray(snap.recon, dtype=np.float32))
             names.append("recon.npy")

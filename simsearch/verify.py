@@ -72,19 +72,18 @@ def verify(index_dir: str | os.PathLike, check_files: bool = True) -> tuple[dict
     if not np.isfinite(snap.vectors).all():
         problems.append(Problem(str(gen / "vectors.npy"), "contains NaN or infinite values"))
     fi = snap.faiss_index
+    fi_file = gen / ("shards.json" if meta.faiss.type == "sharded" else "index.faiss")
     if n:
         from .ann import index_ids
 
         if not np.array_equal(np.sort(index_ids(fi)), snap.ids):
-            problems.append(Problem(str(gen / "index.faiss"), "ids differ from the manifest's"))
+            problems.append(Problem(str(fi_file), "ids differ from the manifest's"))
         allv = snap.search_vectors()
         probe = allv[: min(n, 64)]
         _, got = fi.search(probe, 1)
         exact = snap.ids[np.argmax(probe @ allv.T, axis=1)]
         if np.mean(got[:, 0] == exact) < 0.9:
-            problems.append(
-                Problem(str(gen / "index.faiss"), "does not answer like the stored vectors (stale or wrong index)")
-            )
+            problems.append(Problem(str(fi_file), "does not answer like the stored vectors (stale or wrong index)"))
     paths = [e.path for e in snap.entries]
     if len(set(paths)) != len(paths):
         problems.append(Problem(str(gen / "manifest.sqlite"), "the same path appears twice"))

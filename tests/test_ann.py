@@ -18,7 +18,7 @@ from simsearch.constants import INDEX_TYPES
 from simsearch.meta import FaissRecord
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "ivfpq", "sharded"])
 def test_index_types_build_tune_and_round_trip(tmp_path, kind):
     snap = make_snapshot(n=3000, d=16, seed=3)
     snap.meta = snap.meta.with_(faiss=FaissRecord(**ann.choose(kind, 3000, 16)))
@@ -26,7 +26,7 @@ def test_index_types_build_tune_and_round_trip(tmp_path, kind):
     back = store.read(tmp_path)
     spec = back.meta.faiss
     assert spec.type == kind and 0 <= spec.recall_at_10 <= 1
-    if kind in ("flat", "ivf", "hnsw"):
+    if kind in ("flat", "ivf", "hnsw", "sharded"):
         assert spec.recall_at_10 >= 0.95  # tuned until it reaches the target
     q = back.search_vectors()[:50]
     _, got = back.faiss_index.search(q, 10)
