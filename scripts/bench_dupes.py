@@ -1,24 +1,31 @@
 """Duplicate finding: simsearch dupes against imagededup's PHash / DHash on a generated set, plus
 runtimes on a large index and on 1M synthetic vectors.
 
-1. **Generated set.** ``--originals`` images drawn (deterministically, by a hash of the path) from a
-   real corpus (default Debian's openclipart-png), keeping one image per decoded picture (the
-   corpus repeats icons across folders), written flattened onto white as PNG. ``--plant`` of them
-   get a copy each, in turn: resized
-   (50–80%), re-compressed (JPEG quality 40–75), cropped (3–6% a side, then re-saved), and exact
-   (the same bytes under another name). Every file goes into one flat folder under a random
-   name; the truth (which files are copies of which) is kept aside.
+1. **Generated set.** ``--originals`` images drawn (deterministically, by a hash of the path) from
+   one half of a real corpus (default Debian's openclipart-png; ``--half dev`` or ``heldout``, a
+   hash of the path decides the half: design on one, report the other once). The originals are
+   distinct by construction, by a pixel test fixed before any result and independent of simsearch
+   (``pick_originals``): a file is skipped when its 32×32 grey thumbnail correlates ≥ 0.95 with an
+   original already picked (the same drawing repeated, resized or recoloured in another folder),
+   or when it is flat or under 32 px. Originals are written flattened onto white as PNG.
+   ``--plant`` of them get a copy each, in turn: resized (50–80%), re-compressed (JPEG quality
+   40–75), cropped (3–6% a side, then re-saved), and exact (the same bytes under another name).
+   Every file goes into one flat folder under a random name; the truth (which files are copies
+   of which) is kept aside.
 2. **simsearch.** The folder is indexed (default settings, ``--budget`` seconds of training), then
-   ``dupes.find`` runs at the calibrated threshold. A predicted pair is any two images in one group.
+   ``dupes.find`` runs at the calibrated thresholds (``--no-verify``: without the pixel check).
+   A predicted pair is any two images in one group.
 3. **imagededup** (``pip install imagededup``) ``find_duplicates`` with PHash and DHash at their
    default thresholds (``max_distance_threshold`` 10), on the same folder. A predicted pair is
    any two files listed as duplicates.
 4. Precision and recall of pairs (truth: an original and its copy) and time, side by side.
 5. ``--big-index DIR``: ``dupes.find`` on an existing index (read-only), timed.
 6. ``--synthetic N``: ``neighbours.range_pairs`` + ``dupes.group_pairs`` on N random 64-d unit
-   vectors with 1% planted near-duplicates (cosine ≈ 0.99), timed, with the planted pairs' recall.
+   vectors with 1% planted near-duplicates (cosine ≈ 0.99), timed, with the planted pairs' recall
+   (vectors only: there are no files, so no pixel check).
 
-    python scripts/bench_dupes.py --work /tmp/dupes-bench --big-index indexes/fashion-mnist --synthetic 1000000
+    python scripts/bench_dupes.py --half heldout --work /tmp/dupes-bench --big-index indexes/fashion-mnist \
+        --synthetic 1000000
 """
 
 from __future__ import annotations
@@ -39,13 +46,39 @@ from PIL import Image
 KINDS = ("resized", "recompressed", "cropped", "exact")
 
 
-def pick_originals(corpus: Path, n: int, seed: int) -> list[Path]:
+DISTINCT_SIDE = 32  # originals are compared as 32×32 grey thumbnails (flattened onto white, box-filtered)
+DISTINCT_CORR = 0.95  # an original correlating at least this with an earlier pick is not picked
+
+
+def half_of(rel: str) -> str:
+    """Which half of the corpus a file belongs to: "dev" or "heldout", by a hash of its path."""
+    return "dev" if hashlib.sha256(f"half:{rel}".encode()).digest()[0] % 2 == 0 else "heldout"
+
+
+def grey_thumb(img) -> np.ndarray | None:
+    """A picture's 32×32 grey thumbnail, centred and scaled to unit norm (None: a flat picture)."""
+    t = np.asarray(img.convert("L").resize((DISTINCT_SIDE, DISTINCT_SIDE), Image.Resampling.BOX), np.float64).ravel()
+    t = t - t.mean()
+    n = np.linalg.norm(t)
+    return None if n < 1e-6 * t.size else t / n
+
+
+def pick_originals(corpus: Path, n: int, seed: int, half: str | None = None) -> tuple[list[Path], int]:
+    """``n`` originals that are distinct by construction, with no help from simsearch: files are
+    visited in a seeded hash order (only those of ``half`` when given), and a file is skipped when
+    it does not decode, is under 32 px, is flat (one grey level), or when its 32×32 grey thumbnail
+    correlates ≥ ``DISTINCT_CORR`` (Pearson) with that of an original already picked — the same
+    drawing recoloured, resized or repeated in another folder. → (picked, skipped as near-identical)."""
     from simsearch.decode import open_image
     from simsearch.preprocess import to_display
 
     files = sorted(p for p in corpus.rglob("*.png") if p.is_file())
+    if half:
+        files = [p for p in files if half_of(str(p.relative_to(corpus))) == half]
     files.sort(key=lambda p: hashlib.sha256(f"{seed}:{p.relative_to(corpus)}".encode()).hexdigest())
-    seen, out = set(), []
+    thumbs = np.zeros((n, DISTINCT_SIDE * DISTINCT_SIDE))
+    out: list[Path] = []
+    near = 0
     for p in files:
         try:
             img = to_display(open_image(p))
@@ -53,14 +86,17 @@ def pick_originals(corpus: Path, n: int, seed: int) -> list[Path]:
             continue
         if min(img.size) < 32:
             continue
-        key = hashlib.sha256(img.resize((32, 32)).tobytes()).hexdigest()  # the same icon in two folders
-        if key in seen:
+        t = grey_thumb(img)
+        if t is None:
             continue
-        seen.add(key)
+        if out and float((thumbs[: len(out)] @ t).max()) >= DISTINCT_CORR:
+            near += 1
+            continue
+        thumbs[len(out)] = t
         out.append(p)
         if len(out) == n:
             break
-    return out
+    return out, near
 
 
 def make_copy(path: Path, kind: str, rng: random.Random) -> tuple[bytes, str]:
@@ -85,9 +121,9 @@ def make_copy(path: Path, kind: str, rng: random.Random) -> tuple[bytes, str]:
     return buf.getvalue(), ".jpg"
 
 
-def generate(corpus: Path, out: Path, originals: int, plant: int, seed: int) -> dict:
+def generate(corpus: Path, out: Path, originals: int, plant: int, seed: int, half: str | None = None) -> dict:
     rng = random.Random(seed)
-    picked = pick_originals(corpus, originals, seed)
+    picked, near = pick_originals(corpus, originals, seed, half)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -110,7 +146,7 @@ def generate(corpus: Path, out: Path, originals: int, plant: int, seed: int) -> 
         name = names[len(picked) + j] + ext
         (out / name).write_bytes(data)
         truth.append((src_name, name, kind))
-    return {"files": files, "truth": truth}
+    return {"files": files, "truth": truth, "near_identical_skipped": near}
 
 
 def pairs_from_groups(groups: list[list[str]]) -> set[frozenset]:
@@ -142,18 +178,23 @@ def score(pred: set[frozenset], truth: list[tuple[str, str, str]]) -> dict:
     }
 
 
-def run_simsearch(folder: Path, index_dir: Path, budget: float, epochs: int | None = None) -> tuple[dict, object]:
+def run_simsearch(
+    folder: Path, index_dir: Path, budget: float, epochs: int | None = None, reuse: bool = False, verify: bool = True
+) -> tuple[dict, object]:
     import simsearch
     from simsearch import dupes
 
-    if index_dir.exists():
-        shutil.rmtree(index_dir)
     t0 = time.perf_counter()
-    opts = {"time_budget": budget} | ({"max_epochs": epochs} if epochs else {})
-    idx = simsearch.Index.build(folder, index_dir, **opts)
+    if reuse:
+        idx = simsearch.Index.open(index_dir)
+    else:
+        if index_dir.exists():
+            shutil.rmtree(index_dir)
+        opts = {"time_budget": budget} | ({"max_epochs": epochs} if epochs else {})
+        idx = simsearch.Index.build(folder, index_dir, **opts)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = dupes.find(idx)
+    res = dupes.find(idx, verify=verify)
     dupes_s = time.perf_counter() - t0
     groups = [[Path(m.path).name for m in g.members] for g in res.groups]
     return {"build_s": round(build_s, 1), "dupes_s": round(dupes_s, 2), "groups": groups}, res
@@ -186,6 +227,8 @@ def big_index(path: Path) -> dict:
         "why": res.calibration.why(),
         "groups": len(res.groups),
         "duplicates": res.duplicates,
+        "candidate_pairs": res.candidates,
+        "pairs_checked": res.checked,
     }
 
 
@@ -228,6 +271,16 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=120, help="simsearch training budget, seconds")
     ap.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: the budget decides)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--half",
+        choices=("dev", "heldout", "all"),
+        default="dev",
+        help="draw originals from this half of the corpus (a hash of the path): design on dev, report heldout once",
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep the set and index of an earlier run with the same arguments"
+    )
+    ap.add_argument("--no-verify", action="store_true", help="dupes without its pixel verification stage")
     ap.add_argument("--no-imagededup", action="store_true")
     ap.add_argument("--big-index", type=Path)
     ap.add_argument("--synthetic", type=int, default=0)
@@ -237,11 +290,28 @@ def main(argv=None) -> int:
     results: dict = {}
     if not args.skip_set:
         folder = args.work / "set"
-        info = generate(args.corpus, folder, args.originals, args.plant, args.seed)
+        half = None if args.half == "all" else args.half
+        made = args.work / "set.json"
+        sig = [str(args.corpus), args.originals, args.plant, args.seed, args.half, args.budget, args.epochs]
+        reuse = args.reuse and made.is_file() and json.loads(made.read_text())["args"] == sig
+        if reuse:
+            info = json.loads(made.read_text())
+        else:
+            made.unlink(missing_ok=True)
+            info = generate(args.corpus, folder, args.originals, args.plant, args.seed, half)
         truth = info["truth"]
         n_files = len(list(folder.iterdir()))
-        print(f"set: {n_files} files, {len(truth)} planted copies ({', '.join(KINDS)}) in {folder}")
-        ours, res = run_simsearch(folder, args.work / "index", args.budget, args.epochs)
+        print(
+            f"set ({args.half} half of {args.corpus}, seed {args.seed}): {n_files} files, "
+            f"{len(truth)} planted copies ({', '.join(KINDS)}) in {folder}; "
+            f"{info['near_identical_skipped']} near-identical originals skipped (32x32 grey thumbnail correlation "
+            f">= {DISTINCT_CORR} with one already picked)"
+        )
+        ours, res = run_simsearch(
+            folder, args.work / "index", args.budget, args.epochs, reuse=reuse, verify=not args.no_verify
+        )
+        if not reuse:
+            made.write_text(json.dumps({**info, "args": sig}))
         print(res.calibration.why())
         row = score(pairs_from_groups(ours["groups"]), truth)
         results["simsearch"] = {
@@ -249,6 +319,9 @@ def main(argv=None) -> int:
             "index_build_s": ours["build_s"],
             "dupes_s": ours["dupes_s"],
             "threshold": res.calibration.threshold,
+            "pixel_threshold": None if res.calibration.pixel is None else res.calibration.pixel.threshold,
+            "candidate_pairs": res.candidates,
+            "pairs_checked": res.checked,
         }
         if not args.no_imagededup:
             for method in ("PHash", "DHash"):
@@ -275,7 +348,8 @@ def main(argv=None) -> int:
         b = results["big_index"]
         print(
             f"\ndupes on {b['index']}: {b['images']} images in {b['seconds']} s, threshold {b['threshold']}: "
-            f"{b['groups']} groups, {b['duplicates']} images to review\n  {b['why']}"
+            f"{b['groups']} groups, {b['duplicates']} images to review; {b['pairs_checked']} of "
+            f"{b['candidate_pairs']} candidate pairs checked pixel by pixel\n  {b['why']}"
         )
     if args.synthetic:
         results["synthetic"] = s = synthetic(args.synthetic)

@@ -564,13 +564,20 @@ def _csv(rows: list[list]) -> str:
     help="Move every image not kept into this folder (same relative paths). Nothing is moved without it.",
 )
 @click.option("--dry-run", is_flag=True, help="With --move-to: print the moves, move nothing.")
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the pixel check of each pair (faster; recoloured or altered variants then count as duplicates).",
+)
 @_common
-def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet, move_to, dry_run):
+def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet, move_to, dry_run, no_verify):
     """Find exact and near-duplicate images in the index.
 
     Groups images whose similarity reaches a threshold that is calibrated, by default, on
-    resized, re-compressed and cropped copies of your own images (the threshold and why are
-    always printed). In each group the image to keep is the one with the most pixels, then the
+    resized, re-compressed and cropped copies of your own images, and whose pixels then pass a
+    check (aligned colour thumbnails, its threshold calibrated on the same copies) that tells a
+    copy from a recoloured or altered variant; both thresholds and why are always printed. In
+    each group the image to keep is the one with the most pixels, then the
     largest file, then the oldest. Nothing is deleted; --move-to moves the others (never the
     kept image), --dry-run only shows what it would move.
 
@@ -591,7 +598,7 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
         raise SimsearchError(f"{idx.path}: the index is empty")
     if move_to:
         dupes_mod.check_destination(idx.root, move_to)  # before any work
-    res = dupes_mod.find(idx, threshold, calibrate_n)
+    res = dupes_mod.find(idx, threshold, calibrate_n, verify=not no_verify)
     click.echo(_printable(res.calibration.why()), err=True)
     root = idx.root
     if fmt == "json":
@@ -605,7 +612,20 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
         }
         click.echo(json.dumps(doc, indent=1, ensure_ascii=True))
     elif fmt == "csv":
-        rows = [["group", "role", "id", "path", "similarity", "pixels", "bytes", "exact", "weakest_similarity"]]
+        rows = [
+            [
+                "group",
+                "role",
+                "id",
+                "path",
+                "similarity",
+                "pixel_similarity",
+                "pixels",
+                "bytes",
+                "exact",
+                "weakest_similarity",
+            ]
+        ]
         for n, g in enumerate(res.groups, 1):
             for m in g.members:
                 role = "keep" if m is g.keeper else "duplicate"
@@ -616,6 +636,7 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
                         m.id,
                         printable(str(root / m.path)),
                         m.similarity,
+                        "" if m.pixel_similarity is None else m.pixel_similarity,
                         m.pixels,
                         m.size,
                         int(g.exact),
@@ -661,7 +682,8 @@ def dupes(index_path, threshold, calibrate_n, as_json, as_csv, paths_only, sheet
     type=click.Choice(["recon", "knn"]),
     default="recon",
     show_default=True,
-    help="recon: reconstruction error, adjusted for detail; knn: distance to the nearest images.",
+    help="recon: how badly the model redraws a corrupted copy (adjusted for detail) plus how unusual its code is; "
+    "knn: distance to the nearest images.",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per outlier.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")

@@ -5,20 +5,31 @@
    whole neighbourhoods together) reaches the threshold, found by a batched k-NN search that
    widens only for the rows that still have partners (``neighbours.range_pairs``): never an
    N×N matrix. Files with the same content hash are always a pair (similarity 1).
-2. **Groups.** Union-find over the pairs, strongest first, where a union is refused when it would
+2. **Pixel check** (``verify``, the default). The model's cosine cannot tell a copy from the same
+   drawing recoloured or with a detail changed, so every candidate pair whose files differ is
+   compared pixel by pixel (``pixelmatch``: aligned 48×48 colour thumbnails, either picture
+   cropped by up to 7.5% a side, Pearson correlation) and kept only when that similarity reaches
+   its own calibrated threshold (step 4). Files with the same bytes need no check. The cost is one
+   decode per image that has a candidate partner and a few ms per candidate pair: it grows with the
+   number of candidate pairs, not with the size of the index. A pair whose file cannot be read
+   now is left out (and counted).
+3. **Groups.** Union-find over the pairs, strongest first, where a union is refused when it would
    put two images that are *not* a pair into one group (complete linkage). A chain A≈B≈C with
    A≉C therefore does not drift into one group: C starts its own. Each group records its weakest
    pair. Pairs are visited in (−similarity, id, id) order with similarities rounded to 1e-6, so the
    groups are the same on every run.
-3. **Threshold.** A fixed cosine means nothing across models, so by default it is calibrated on
+4. **Thresholds.** A fixed cosine means nothing across models, so by default it is calibrated on
    the user's own images (``calibrate``): ``CALIBRATION_SAMPLE`` indexed images are copied the
    way duplicates arise (resized to 50–90%, re-saved as JPEG at quality 50–90, half of them also
    cropped by up to 5% a side; ``copies.make_copy``), the copies are embedded with the index's
    model, and the threshold best separates each copy's cosine to its original from each
    original's cosine to its nearest *distinct* indexed image (Youden's J, midway between the two
    closest scores around the best cut) — the rule the index uses for near-copy placement
-   (``postprocess.calibrate``), on the copies a duplicate finder is asked about.
-4. **Keeper.** In each group the suggested image to keep has the most pixels, then the largest
+   (``postprocess.calibrate``), on the copies a duplicate finder is asked about. The pixel
+   check's threshold is calibrated by the same rule on the same copies: each copy's pixel
+   similarity to its original against each original's pixel similarity to that same nearest
+   distinct image. ``--threshold`` replaces only the cosine threshold.
+5. **Keeper.** In each group the suggested image to keep has the most pixels, then the largest
    file, then the oldest modification time, then the lowest id.
 
 Nothing here deletes anything; ``move`` moves the non-keepers only when called without
@@ -60,17 +71,28 @@ class Calibration:
     copy_quantiles: list = field(default_factory=list)  # copy → original cosine, 5/25/50/75/95%
     neighbour_quantiles: list = field(default_factory=list)  # image → nearest distinct image, same
     separable: bool = True
+    pixel: Calibration | None = None  # the pixel check's own threshold, calibrated the same way (verify)
 
     def why(self) -> str:
-        """One line: the threshold and where it comes from."""
+        """One line: the threshold(s) and where they come from."""
         if self.source == "given":
-            return f"threshold {self.threshold:.4f} (given with --threshold)"
-        assert self.copy_recall is not None and self.look_alike_rate is not None, "a calibrated threshold"
-        line = (
-            f"threshold {self.threshold:.4f}, calibrated on {self.copies} resized / re-compressed / cropped copies "
-            f"of your own images: {100 * self.copy_recall:.0f}% of the copies score at least this with their "
-            f"original, and {100 * self.look_alike_rate:.1f}% of images have a distinct nearest neighbour this close"
-        )
+            line = f"threshold {self.threshold:.4f} (given with --threshold)"
+        else:
+            assert self.copy_recall is not None and self.look_alike_rate is not None, "a calibrated threshold"
+            line = (
+                f"threshold {self.threshold:.4f}, calibrated on {self.copies} resized / re-compressed / cropped "
+                f"copies of your own images: {100 * self.copy_recall:.0f}% of the copies score at least this with "
+                f"their original, and {100 * self.look_alike_rate:.1f}% of images have a distinct nearest neighbour "
+                "this close"
+            )
+        if self.pixel is not None:
+            px = self.pixel
+            line += (
+                f"; then each pair's pixels are checked: aligned {pixel_side()}x{pixel_side()} colour thumbnails must "
+                f"correlate at least {px.threshold:.4f}, calibrated on the same copies against the same nearest "
+                f"neighbours ({100 * (px.copy_recall or 0):.0f}% of copies pass, "
+                f"{100 * (px.look_alike_rate or 0):.1f}% of nearest neighbours do)"
+            )
         if not self.separable:
             line += (
                 " (WARNING: copies are not clearly closer to their originals than look-alikes are to each other"
@@ -90,6 +112,7 @@ class Member:
     pixels: int = 0
     size: int = 0
     mtime_ns: int = 0
+    pixel_similarity: float | None = None  # the pixel check's similarity to the keeper (None: not checked)
 
 
 @dataclass
@@ -125,6 +148,9 @@ class Result:
     images: int
     pairs: int
     seconds: float = 0.0
+    candidates: int = 0  # pairs at or above the cosine threshold, before the pixel check
+    checked: int = 0  # candidate pairs compared pixel by pixel (not the same bytes)
+    unreadable: int = 0  # candidate pairs left out because a file could not be read now
 
     @property
     def duplicates(self) -> int:
@@ -133,6 +159,12 @@ class Result:
 
 
 # ---------------------------------------------------------------- calibration
+
+
+def pixel_side() -> int:
+    from .pixelmatch import SIDE
+
+    return SIDE
 
 
 def copy_for_calibration(img, seed: int):
@@ -155,9 +187,13 @@ def copy_for_calibration(img, seed: int):
     return make_copy(img, seed=seed, strength=st, kinds=kinds)
 
 
-def calibrate(index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarray | None = None) -> Calibration:
+def calibrate(
+    index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarray | None = None, verify: bool = True
+) -> Calibration:
     """Calibrate the duplicate threshold on transformed copies of ``n`` of the index's own images
-    (see the module docstring). ``base``: ``index.base_vectors()`` if already computed."""
+    (see the module docstring), and with ``verify`` the pixel check's threshold on the same copies
+    against the same nearest distinct neighbours. ``base``: ``index.base_vectors()`` if already computed."""
+    from . import pixelmatch
     from .decode import open_image
     from .preprocess import preprocess
 
@@ -169,12 +205,15 @@ def calibrate(index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarra
     rows = np.sort(rng.choice(len(entries), size=min(n, len(entries)), replace=False))
     pre = index.preprocess
     side = max(256, 4 * pre.size)
-    kept, pixels = [], []
+    kept, pixels, grids = [], [], []
     for r in rows:
         try:
             img = open_image(index.root / entries[r].path)
+            g = pixelmatch.grid(img) if verify else None
             img.thumbnail((side, side))
-            pixels.append(preprocess(copy_for_calibration(img, seed=int(entries[r].id)), pre))
+            cp = copy_for_calibration(img, seed=int(entries[r].id))
+            pixels.append(preprocess(cp, pre))
+            grids.append((g, pixelmatch.grid(cp)) if verify else None)
         except Exception:  # noqa: BLE001 — a file that vanished or changed is simply not sampled
             continue
         kept.append(r)
@@ -185,14 +224,33 @@ def calibrate(index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarra
     pos = np.sum(copies * base[rows], axis=1)
     keys = np.array([e.sha256 for e in entries])
     found: list[float] = []
-    for r, sims in zip(rows, _blocks(base[rows], base)):
+    nearest: list[tuple[int, int]] = []  # (sample position, nearest distinct row)
+    for i, (r, sims) in enumerate(zip(rows, _blocks(base[rows], base))):
         sims[keys == keys[r]] = -np.inf  # the image itself and identical files are not distinct
         sims[sims >= 1 - 1e-5] = -np.inf  # identical pixels: a duplicate, not a look-alike
-        best = sims.max()
-        if np.isfinite(best):
-            found.append(best)
+        j = int(np.argmax(sims))
+        if np.isfinite(sims[j]):
+            found.append(float(sims[j]))
+            nearest.append((i, j))
     neg = np.asarray(found, np.float32)
-    return _youden(pos.astype(np.float32), neg)
+    cal = _youden(pos.astype(np.float32), neg)
+    if verify:
+        cache: dict[int, np.ndarray | None] = {}
+
+        def grid_of(key: tuple[str, int]) -> np.ndarray | None:
+            kind, x = key
+            if kind != "row":
+                pair = grids[x]
+                assert pair is not None, "grids are made when verifying"
+                return pair[0 if kind == "original" else 1]
+            if x not in cache:
+                cache[x] = pixelmatch.load_grid(index.root / entries[x].path)
+            return cache[x]
+
+        pix_pos = pixelmatch.similarities([(("original", i), ("copy", i)) for i in range(len(rows))], grid_of)
+        pix_neg = pixelmatch.similarities([(("original", i), ("row", j)) for i, j in nearest], grid_of)
+        cal.pixel = _youden(pix_pos, pix_neg[np.isfinite(pix_neg)])
+    return cal
 
 
 def _blocks(q: np.ndarray, base: np.ndarray, rows: int = 256):
@@ -309,6 +367,7 @@ def find(
     threshold: float | None = None,
     calibration_sample: int = CALIBRATION_SAMPLE,
     progress: Callable[..., None] | None = None,
+    verify: bool = True,
 ) -> Result:
     """Duplicate groups of an open ``simsearch.Index`` (see the module docstring)."""
     import time
@@ -317,13 +376,20 @@ def find(
     entries = index.entries()
     base = index.base_vectors()
     if threshold is None:
-        cal = calibrate(index, calibration_sample, base=base)
+        cal = calibrate(index, calibration_sample, base=base, verify=verify)
     else:
         if not -1.0 <= threshold <= 1.0:
             raise SimsearchError(f"--threshold must be a cosine between -1 and 1, got {threshold}")
         cal = Calibration(float(threshold), "given")
+        if verify:
+            cal.pixel = calibrate(index, calibration_sample, base=base, verify=True).pixel
     a, b, s = neighbours.range_pairs(base, cal.threshold, max_k=MAX_PARTNERS, progress=progress)
-    ea, eb = exact_pairs([e.sha256 for e in entries])
+    keys = [e.sha256 for e in entries]
+    ea, eb = exact_pairs(keys)
+    candidates, unreadable = len(a), 0
+    pix: dict[tuple[int, int], float] = {}
+    if verify and cal.pixel is not None and len(a):
+        a, b, s, pix, unreadable = _verify(index, entries, a, b, s, cal.pixel.threshold, progress)
     a = np.concatenate([a, ea])
     b = np.concatenate([b, eb])
     s = np.concatenate([s, np.ones(len(ea), np.float32)])
@@ -342,12 +408,45 @@ def find(
             if i != keeper:
                 m = members[i]
                 m.similarity = round(1.0 if r == k else sim_of[(min(r, k), max(r, k))], 6)
+                ps = pix.get((min(r, k), max(r, k)))
+                m.pixel_similarity = None if ps is None else round(ps, 4)
                 others.append(m)
         others.sort(key=lambda m: (-m.similarity, m.id))
         exact = len({entries[r].sha256 for r in rows}) == 1
         weakest = (int(entries[wa].id), int(entries[wb].id), round(ws, 6))
         groups.append(Group(members[keeper], others, weakest, exact))
-    return Result(cal, groups, len(entries), len(sim_of), time.perf_counter() - t0)
+    return Result(cal, groups, len(entries), len(sim_of), time.perf_counter() - t0, candidates, len(pix), unreadable)
+
+
+def _verify(index, entries, a, b, s, threshold: float, progress=None):
+    """Keep the candidate pairs whose pixel similarity (``pixelmatch``) reaches ``threshold``; pairs
+    of files with the same bytes need no check. → (a, b, s, {(lo, hi): pixel similarity}, unreadable)."""
+    from . import pixelmatch
+
+    same = np.array([entries[x].sha256 == entries[y].sha256 for x, y in zip(a.tolist(), b.tolist())], bool)
+    grids: dict[int, np.ndarray | None] = {}
+
+    def grid_of(row: int) -> np.ndarray | None:
+        if row not in grids:
+            grids[row] = pixelmatch.load_grid(index.root / entries[row].path)
+        return grids[row]
+
+    todo = np.flatnonzero(~same)
+    ps = np.full(len(a), 1.0, np.float32)
+    step = 256
+    for start in range(0, len(todo), step):
+        part = todo[start : start + step]
+        ps[part] = pixelmatch.similarities(list(zip(a[part].tolist(), b[part].tolist())), grid_of)
+        if progress:
+            progress("verify", min(start + step, len(todo)), len(todo))
+    unreadable = int(np.isnan(ps).sum())
+    keep = ps >= threshold  # NaN (a file unreadable now) is never kept
+    pix = {
+        (int(min(x, y)), int(max(x, y))): float(v)
+        for x, y, v, c in zip(a.tolist(), b.tolist(), ps.tolist(), (~same).tolist())
+        if c and v == v
+    }
+    return a[keep], b[keep], s[keep], pix, unreadable
 
 
 def group_sheet(group: Group, root: Path, out: str | os.PathLike, title: str = "", most: int = 12) -> Path:

@@ -1,20 +1,32 @@
 """The images least like the rest of an index (``simsearch outliers``).
 
-``--by recon`` (default): how badly the autoencoder redraws an image. The model learned to
-redraw *this* corpus, so an image unlike it comes back blurred or wrong. The statistics (``mse``,
-``detail``: ``reconerror.py``) are stored per image at index time by the same encoder pass that
-makes its code (format 3), so an incremental update computes them only for the new images; an
-index written before format 3 (or rows embedded before it) gets them computed here, on demand,
-and the result says how many. A busy texture is harder to redraw than a plain shape however
-typical it is, so the error is normalised by detail: a robust straight line is fitted to
-log(mse) against log(detail) over the whole index, and an image's score is how far its log-error
-lies above that line (log of "times worse than expected for an image this busy").
+``--by recon`` (default) asks the autoencoder two questions about each image and adds the answers
+as robust z-scores:
+
+1. **How badly does it redraw the image from a corrupted copy?** The model learned to undo its
+   training corruptions (shift, zoom, light, noise …) on *this* corpus; for an image unlike the
+   corpus the denoised output drifts towards what the corpus looks like. The denoising error
+   (mean squared difference between the clean input and the reconstruction of ``DENOISE_VIEWS``
+   corrupted copies, ``Index.corrupt``, a fixed seed per view) is measured rather than the clean
+   reconstruction error because a model trained long enough learns to copy even unfamiliar
+   pictures through cleanly; undoing damage needs the corpus's structure. A busy texture is
+   harder to redraw however typical it is, so the error is normalised by detail (``reconerror``):
+   a robust straight line is fitted to log(error) against log(detail) over the whole index, and
+   the image's value is how far its log-error lies above that line.
+2. **How unusual is its code?** log of the squared Mahalanobis distance of the image's code (the
+   stored encoder output, ``Index.codes``) from the mean code, under the codes' covariance: a
+   picture the encoder maps somewhere the corpus does not go.
+
+The score is robust_z(1) + robust_z(2). The codes are stored; the denoising error needs the
+pixels, so it is computed now from the files (one decode and ``DENOISE_VIEWS`` model passes);
+the clean reconstruction error and the detail stored per image at index time (``recon.npy``,
+format 3) are reported beside it.
 
 ``--by knn``: 1 − the mean cosine (base space: ``Index.base_vectors``) to the ``k`` nearest other
 images: an image far from every other one.
 
-Both report a robust z-score, (score − median) / (1.4826 · MAD), and the percentile of the score
-in the index. numpy (+ faiss for knn); torch only to compute missing statistics.
+Both report a robust z-score of the score, (score − median) / (1.4826 · MAD), and its percentile
+in the index. numpy (+ faiss for knn); torch for the model passes of ``recon``.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ from .errors import SimsearchError
 METHODS = ("recon", "knn")
 KNN_K = 5
 EPS = 1e-6
+DENOISE_VIEWS = 3  # corrupted copies per image for the denoising error
+BATCH = 512
 
 
 @dataclass
@@ -52,20 +66,21 @@ class Result:
     method: str
     outliers: list[Outlier]
     images: int
-    computed: int = 0  # recon: images whose statistics were computed now (not stored in the index)
+    computed: int = 0  # recon: images whose denoising error was computed now, from the files
     unreadable: int = 0  # recon: images that could not be read to compute them (left out)
     scores: np.ndarray | None = None  # every image's score (row order), for scripts
     stats: np.ndarray | None = None  # recon: every image's (mse, detail), row order
+    parts: np.ndarray | None = None  # recon: every image's (denoising z, code z), row order
 
     def note(self) -> str:
         if self.method == "knn":
             return f"score = 1 - mean cosine to the {KNN_K} nearest other images"
-        s = "score = log(reconstruction error / the error expected at that level of detail)"
+        s = (
+            "score = robust z of log(denoising error / the error expected at that level of detail) "
+            "+ robust z of log(Mahalanobis distance of the code)"
+        )
         if self.computed:
-            s += (
-                f"; reconstruction errors of {self.computed} images computed now (the index stores none for them: "
-                "written before format 3; `simsearch index --rebuild` stores them)"
-            )
+            s += f"; denoising errors of {self.computed} images computed now from the files"
         if self.unreadable:
             s += f"; {self.unreadable} unreadable images left out"
         return s
@@ -103,31 +118,46 @@ def detail_adjusted(mse: np.ndarray, detail: np.ndarray) -> np.ndarray:
     return y - (slope * x + icept)
 
 
-def recon_stats(index, progress: Callable[..., None] | None = None, workers: int = 1) -> tuple[np.ndarray, int, int]:
-    """Every indexed image's (mse, detail): stored ones, the rest computed now from the files.
-    → (stats (N, 2), computed, unreadable); unreadable rows stay NaN."""
-    stats = index.recon_stats()
-    n = len(index)
-    stats = reconerror.unknown(n) if stats is None else stats
-    missing = np.flatnonzero(~np.isfinite(stats).all(1))
-    if not len(missing):
-        return stats, 0, 0
+def latent_distance(codes: np.ndarray) -> np.ndarray:
+    """log of each code's squared Mahalanobis distance from the mean code under the codes'
+    covariance (directions with no variance left out)."""
+    c = np.asarray(codes, np.float64)
+    c = c - c.mean(0)
+    u, sv, _vt = np.linalg.svd(c, full_matrices=False)
+    keep = sv > 1e-6 * (sv[0] if len(sv) and sv[0] > 0 else 1.0)
+    d2 = (u[:, keep] ** 2).sum(1) * max(len(c) - 1, 1)
+    return np.log(d2 + EPS)
+
+
+def denoise_stats(
+    index, progress: Callable[..., None] | None = None, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every indexed image's denoising error and (mse, detail), computed from the files now.
+    → (denoise (N,), stats (N, 2), unreadable); unreadable rows stay NaN."""
     from .pool import decode_files
 
     entries = index.entries()
-    paths = [index.root / entries[r].path for r in missing]
+    n = len(entries)
+    paths = [index.root / e.path for e in entries]
     good, pixels = [], []
     for i, arr, _reason, _info in decode_files(paths, index.preprocess, workers=workers):
         if arr is not None:
-            good.append(missing[i])
+            good.append(i)
             pixels.append(arr)
-    batch = 512
-    for start in range(0, len(pixels), batch):
-        px = np.stack(pixels[start : start + batch])
-        stats[np.asarray(good[start : start + batch])] = reconerror.stats(px, index.reconstruct(px))
+    den = np.full(n, np.nan)
+    stats = reconerror.unknown(n)
+    for start in range(0, len(pixels), BATCH):
+        px = np.stack(pixels[start : start + BATCH])
+        rows = np.asarray(good[start : start + BATCH])
+        stats[rows] = reconerror.stats(px, index.reconstruct(px))
+        err = np.zeros(len(px))
+        for v in range(DENOISE_VIEWS):
+            noisy = index.corrupt(px, seed=1_000_003 * v + start)
+            err += reconerror.stats(px, index.reconstruct(noisy))[:, 0]
+        den[rows] = err / DENOISE_VIEWS
         if progress:
-            progress("reconstruct", min(start + batch, len(pixels)), len(pixels))
-    return stats, len(good), len(missing) - len(good)
+            progress("denoise", min(start + BATCH, len(pixels)), len(pixels))
+    return den, stats, n - len(good)
 
 
 def scores(index, by: str = "recon", progress=None, workers: int = 1) -> Result:
@@ -138,9 +168,15 @@ def scores(index, by: str = "recon", progress=None, workers: int = 1) -> Result:
     if n < 3:
         raise SimsearchError(f"{index.path}: needs at least 3 indexed images to find outliers, has {n}")
     if by == "recon":
-        stats, computed, unreadable = recon_stats(index, progress, workers)
-        s = detail_adjusted(stats[:, 0], stats[:, 1])
-        return Result(by, [], n, computed, unreadable, s, stats)
+        den, stats, unreadable = denoise_stats(index, progress, workers)
+        stored = index.recon_stats()  # the clean error and detail stored at index time, where there are
+        if stored is not None:
+            ok = np.isfinite(stored).all(1)
+            stats[ok] = stored[ok]
+        parts = np.stack([robust_z(detail_adjusted(den, stats[:, 1])), robust_z(latent_distance(index.codes()))], 1)
+        s = parts.sum(1)
+        s[~np.isfinite(den)] = np.nan
+        return Result(by, [], n, n - unreadable, unreadable, s, stats, parts)
     sims, _rows = neighbours.knn(index.base_vectors(), min(KNN_K, n - 1), progress=progress)
     s = 1.0 - np.mean(np.where(np.isfinite(sims), sims, 0.0), axis=1)
     return Result(by, [], n, scores=s.astype(np.float64))

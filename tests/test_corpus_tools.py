@@ -85,6 +85,24 @@ def test_detail_adjustment_stops_busy_images_dominating():
     assert z[7] > 10 and np.median(np.abs(z)) == pytest.approx(0.674, abs=0.15)
 
 
+def test_latent_distance_ranks_an_unusual_code_first():
+    rng = np.random.default_rng(0)
+    codes = rng.standard_normal((400, 16)) * np.linspace(3, 0.1, 16)  # very unequal spreads
+    codes[9] = 0
+    codes[9, -1] = 1.0  # small in norm, but 10 standard deviations along the narrowest direction
+    d = outliers.latent_distance(codes)
+    assert int(np.argmax(d)) == 9
+    assert int(np.argmax(np.linalg.norm(codes, axis=1))) != 9  # the raw norm would not find it
+
+
+def test_recon_score_adds_the_denoising_and_the_code_part(shared_index):
+    res = outliers.scores(shared_index, "recon")
+    assert res.parts is not None and res.parts.shape == (len(shared_index), 2)
+    np.testing.assert_allclose(res.scores, res.parts.sum(1))
+    again = outliers.scores(shared_index, "recon")  # corruptions are seeded: the same every run
+    np.testing.assert_array_equal(res.scores, again.scores)
+
+
 def test_outliers_find_the_planted_image(index_copy):
     # a white drawing of a different kind among grey discs, squares and stripes on black
     odd = np.full((32, 32), 255, np.uint8)
@@ -94,8 +112,8 @@ def test_outliers_find_the_planted_image(index_copy):
     shutil.copyfile(index_copy.root / "disc" / "disc_003.png", index_copy.root / "twin.png")
     index_copy.update()
     res = outliers.find(index_copy, 5, "recon")
-    assert [o.rank for o in res.outliers] == [1, 2, 3, 4, 5] and res.computed == 0
-    assert res.outliers[0].path == "cross.png" and res.outliers[0].percentile == 100 and res.outliers[0].z > 3
+    assert [o.rank for o in res.outliers] == [1, 2, 3, 4, 5] and res.computed == len(index_copy)
+    assert res.outliers[0].path == "cross.png" and res.outliers[0].percentile == 100 and res.outliers[0].z > 1.5
     # knn: an image with an identical twin is as far from "an outlier" as can be
     knn = outliers.find(index_copy, len(index_copy), "knn")
     by_path = {o.path: o for o in knn.outliers}
@@ -136,7 +154,8 @@ def test_an_index_without_stored_statistics_gets_them_on_demand_and_says_so(v2):
     index = simsearch.Index.open(v2)
     res = outliers.find(index, 3)
     assert res.computed == len(index) == 12 and len(res.outliers) == 3
-    assert "computed now" in res.note() and "format 3" in res.note()
+    assert "computed now" in res.note()
+    assert res.stats is not None and np.isfinite(res.stats).all()  # the clean error too, though none is stored
     cli_res = run("outliers", "--index", v2, "-n", "2")
     assert "computed now" in cli_res.stderr
     assert tree_digest(v2) == before  # reading never writes

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import tree_digest
 from PIL import Image
 
-from simsearch import dupes, neighbours
+from simsearch import dupes, neighbours, pixelmatch
 from simsearch.cli import cli
 
 
@@ -99,6 +99,48 @@ def test_youden_threshold_lies_between_copies_and_look_alikes():
     assert not mixed.separable and "WARNING" in mixed.why()
 
 
+# ---------------------------------------------------------------- the pixel check
+
+
+def drawing(rect=(0, 0, 255), circle_at=30) -> Image.Image:
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (160, 120), "white")
+    d = ImageDraw.Draw(img)
+    d.ellipse((circle_at, 20, circle_at + 50, 70), fill=(220, 30, 30), outline="black", width=3)
+    d.rectangle((90, 50, 140, 105), fill=rect, outline="black", width=3)
+    d.line((10, 110, 150, 8), fill="black", width=4)
+    return img
+
+
+def jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def test_pixel_similarity_tells_copies_from_variants():
+    img = drawing()
+    g = pixelmatch.grid(img)
+    w, h = img.size
+    copies = {
+        "identical": img,
+        "resized": jpeg(img.resize((96, 72), Image.Resampling.LANCZOS), 60),
+        "cropped": jpeg(img.crop((6, 4, w - 7, h - 5)), 90),
+    }
+    variants = {
+        "recoloured": drawing(rect=(30, 160, 30)),
+        "moved detail": drawing(circle_at=5),
+        "mirrored": drawing().transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    }
+    got = {k: pixelmatch.similarity(g, pixelmatch.grid(v)) for k, v in {**copies, **variants}.items()}
+    assert got["identical"] == pytest.approx(1.0, abs=1e-6)
+    assert min(got[k] for k in copies) > 0.93, got
+    assert max(got[k] for k in variants) < 0.85, got
+    flat = pixelmatch.grid(Image.new("RGB", (50, 50), "white"))
+    assert pixelmatch.similarity(flat, flat) == 1.0 and pixelmatch.similarity(flat, g) == 0.0
+
+
 # ---------------------------------------------------------------- on an index
 
 
@@ -124,6 +166,39 @@ def test_dupes_finds_the_planted_copies_and_keeps_the_largest(planted):
     exact = next(g for g in res.groups if g.exact)
     assert exact.keeper.path == "disc/disc_000.png"  # same pixels and bytes: the older file (then the lower id)
     assert all(m.similarity == 1.0 for m in exact.others)
+
+
+def grey_equal_recolour(img: Image.Image) -> Image.Image:
+    """The same picture in colour, with exactly the grey levels of the original: a variant that a
+    model reading grey pixels cannot tell from it."""
+    v = np.asarray(img.convert("L"), np.float64)
+    r = np.clip(2 * v, 0, 255)
+    g = np.clip((v - 0.299 * r) / 0.587, 0, 255)
+    b = np.clip((v - 0.299 * r - 0.587 * g) / 0.114, 0, 255)
+    out = Image.fromarray(np.stack([r, g, b], 2).round().astype(np.uint8))
+    assert np.array_equal(np.asarray(out.convert("L")), np.asarray(img.convert("L")))
+    return out
+
+
+def test_the_pixel_check_rejects_a_variant_the_model_cannot_see(planted):
+    root = planted.root
+    grey_equal_recolour(Image.open(root / "disc" / "disc_005.png")).save(root / "disc" / "disc_005_red.png")
+    planted.update()
+    pair = {"disc/disc_005.png", "disc/disc_005_red.png"}
+
+    def grouped(res):
+        return any(pair <= {m.path for m in g.members} for g in res.groups)
+
+    unchecked = dupes.find(planted, threshold=0.97, verify=False)
+    assert grouped(unchecked) and unchecked.calibration.pixel is None
+    checked = dupes.find(planted, threshold=0.97)
+    assert not grouped(checked) and checked.checked >= 1
+    assert any(
+        {"square/square_003.png", "square/square_003_small.png"} <= {m.path for m in g.members} for g in checked.groups
+    )
+    assert checked.calibration.pixel is not None and "pixels are checked" in checked.calibration.why()
+    small = next(m for g in checked.groups for m in g.members if m.path == "square/square_003_small.png")
+    assert small.pixel_similarity is None or small.pixel_similarity >= checked.calibration.pixel.threshold
 
 
 def test_calibration_is_printed_with_its_reason_and_is_deterministic(planted):

@@ -9,6 +9,7 @@ Routes (OpenAPI schema at ``/openapi.json``)::
     GET  /api/info               what the index holds
     GET  /health                 liveness, image count, generation
     GET  /thumb/{id}, /image/{id}  an indexed image's thumbnail / original, by id only
+    GET  /tools, /api/dupes, /api/outliers, /api/map, /reconstruction/{id}  the whole-folder tools (tools.py)
 
 Hits have the schema of ``simsearch query --json`` (rank, score, id, path, relpath) plus the
 ``thumb`` and ``image`` URLs. Every error is JSON ``{"error": message}`` with a 4xx/5xx status,
@@ -386,6 +387,9 @@ def create_app(
         headers["content-disposition"] = f"inline; filename*=utf-8''{quote(name.encode('utf-8', 'surrogateescape'))}"
         return Response(data, media_type=media_type(data), headers=headers)
 
+    from . import tools  # the whole-folder tools: /tools, /api/dupes, /api/outliers, /api/map, /reconstruction/{id}
+
+    tools.add_routes(app, holder, urls, entry_of, ApiError)
     return app
 
 
