@@ -368,6 +368,8 @@ def embed_files(
     old_sha: dict[str, str],
     options: BuildOptions,
     progress: Progress | None,
+    *,
+    model: Any = None,
 ) -> Embedded:
     """The local, streaming embedder (decode pool + encoder, chunk by chunk).
 
@@ -376,9 +378,10 @@ def embed_files(
     (one encoder pass, test-time ``views`` averaged) before the next chunk's pixels are kept, so the
     pixels held at a time are one chunk's, whatever ``len(todo)`` is. A file whose content sha256
     equals ``old_sha[rel]`` is not embedded (``same``). The model at ``model_path`` (and torch) is
-    loaded only once something needs embedding."""
+    loaded only once something needs embedding; ``model``: the same model, already loaded."""
     decoded = decode_files([f.path for f in todo], pre, workers=options.workers)
-    return _embed_stream(todo, decoded, pre, lambda: _load_model_file(model_path), views, old_sha, options, progress)
+    load = lambda: model if model is not None else _load_model_file(model_path)  # noqa: E731
+    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress)
 
 
 def _load_model_file(path: Path):
@@ -471,7 +474,7 @@ def _embed(index_dir: Path, model, info: ModelRecord, pre: Preprocess, todo: Pla
         return _embed_stream(
             files, replay, pre, lambda: model or _load_model_file(path), todo.views, old_sha, options, progress
         )
-    return embed_files(files, pre, path, todo.views, old_sha, options, progress)
+    return embed_files(files, pre, path, todo.views, old_sha, options, progress, model=model)
 
 
 def _split_timings(timer: _Timer, emb: Embedded) -> None:
