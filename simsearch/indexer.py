@@ -256,7 +256,8 @@ def scan(files: list[Path], root: Path, root_abs: Path) -> list[Found]:
 
 @dataclass
 class Decoded:
-    """The decode step's result: pixels of the files that decoded, which ones, and the rest."""
+    """Decoded files all in memory: pixels of the files that decoded, which ones, and the rest
+    (``sort_decoded``'s input; ``update`` streams instead: ``embed_files`` → ``Embedded``)."""
 
     pixels: np.ndarray  # (M, C, S, S) uint8
     files: list[Found]  # aligned with pixels

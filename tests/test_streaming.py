@@ -287,3 +287,34 @@ def test_memory_per_image_is_the_vectors_not_the_pixels(tmp_path):
     per_image = (peaks[large] - peaks[small]) / (large - small)
     print(f"peak {peaks}, {per_image:.0f} B per extra image")
     assert per_image < 3 * SIDE * SIDE / 4, (peaks, per_image)
+
+
+@pytest.mark.slow
+def test_the_rss_benchmark_prints_its_table(tmp_path):
+    """scripts/bench/scale_rss.py on a small generated folder: both sizes, and the older code's row."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "fm"
+    write_corpus(folder, per_class=10, size=28)
+    model = tmp_path / "m.pt"
+    indexer.train_model(folder, model, BuildOptions.of(**FAST))
+    cmd = [sys.executable, str(root / "scripts/bench/scale_rss.py"), "--model", str(model), "--fmnist", str(folder)]
+    cmd += [
+        "--sizes",
+        "30,60",
+        "--old-code",
+        str(root),
+        "--old-sizes",
+        "30",
+        "--scratch",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "images" not in line]
+    assert len(rows) == 3 and [row.split("|")[2].strip() for row in rows] == ["30", "30", "60"]
+    assert "bytes per extra image" in r.stdout
+    assert not list(tmp_path.glob("scale_rss-*"))  # generated images and indexes deleted
