@@ -50,6 +50,7 @@ def child(a: argparse.Namespace) -> None:
     def progress(stage: str, done: int, total: int, **kw) -> None:
         if stage == "embed" and done >= total:
             marks["embed_peak_mib"] = kib_to_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            print(f"embedded {total} images: peak RSS so far {marks['embed_peak_mib']:,.0f} MiB", file=sys.stderr)
 
     kw = dict(model=a.model, workers=a.workers, rebuild=True)
     if a.chunk:
@@ -73,9 +74,9 @@ def run_build(folder: Path, index: Path, model: str, code: Path, workers: int, c
     env = dict(os.environ, PYTHONPATH=str(code))
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--folder", str(folder), "--index", str(index)]
     cmd += ["--model", model, "--workers", str(workers)] + (["--chunk", str(chunk)] if chunk else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)  # its stderr: ours, as it goes
     if r.returncode != 0:
-        raise SystemExit(f"build of {folder} failed:\n{r.stderr[-3000:]}")
+        raise SystemExit(f"build of {folder} failed (exit {r.returncode})")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
