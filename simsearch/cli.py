@@ -142,6 +142,13 @@ _train_options = [
         "--width", type=click.IntRange(4, 256), default=None, help="Model width: channels of the first conv stage."
     ),
     click.option("--depth", type=click.IntRange(0, 4), default=None, help="Extra conv blocks per stage (0 = fastest)."),
+    click.option(
+        "--train-sample",
+        type=click.IntRange(0),
+        default=None,
+        help="Train on at most N images, a uniform random sample (seeded by --seed) of the folder "
+        "(default 100,000 and at most 2 GiB of decoded pixels; 0 = every image).",
+    ),
     click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
     click.option("--workers", type=click.IntRange(0), default=0, help="Decode processes (0 = one per core)."),

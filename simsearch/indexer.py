@@ -5,13 +5,19 @@ It diffs the folder against the manifest (size + mtime, confirmed by content
 hash), decodes only new and changed files, trains a model only when the
 index has none (or ``retrain``), embeds, and commits a new generation
 atomically under the writer lock.
+
+Memory does not grow with the folder, apart from the vectors: a new model trains
+on a bounded, uniformly drawn sample (``train_sample``: ``TrainConfig.max_images``
+and ``max_sample_bytes``), and the files are decoded and embedded a chunk at a
+time (``embed_files``, or ``simsearch.distributed.ray_embed_files`` with
+``BuildOptions.ray``). Only the codes (4·D bytes an image) are kept.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,8 +66,11 @@ class BuildOptions:
     shards: int | None = None  # main shards of a sharded index at its next build or compaction; None = by size
     post: PostConfig | None = None  # None = the default (whitening + diffusion)
     tta: bool | None = None  # embed as the mean over 5 shifted views; None = keep the index's (on at first)
+    chunk_size: int | None = None  # images decoded and embedded at a time; None = by size (``chunk_for``)
+    ray: bool = False  # embed on a Ray cluster (``simsearch.distributed``, the ``simsearch[ray]`` extra)
+    ray_address: str | None = None  # the cluster to join; None = start a local one
 
-    TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed"}
+    TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed", "max_images"}
     MODEL_NAMES = {"width": "width", "depth": "depth", "dim": "latent_dim"}
 
     @classmethod
@@ -70,6 +79,8 @@ class BuildOptions:
         ``batch_size``, ``seed`` go to the training config (with any ``train`` dict of further
         TrainConfig fields), ``width``, ``depth``, ``dim`` to the architecture; the rest are fields.
         A bad value raises SimsearchError; an unknown name, TypeError."""
+        if "train_sample" in kw:  # the command line's name for TrainConfig.max_images
+            kw["max_images"] = kw.pop("train_sample")
         tkw = {k: kw.pop(k) for k in list(kw) if k in cls.TRAIN_NAMES}
         mkw = {cls.MODEL_NAMES[k]: kw.pop(k) for k in list(kw) if k in cls.MODEL_NAMES}
         if "batch_size" in tkw:
@@ -78,6 +89,10 @@ class BuildOptions:
             return cls(train=TrainConfig(**tkw, **(train or {})), architecture=ModelConfig(**mkw), **kw)
         except ValueError as e:
             raise SimsearchError(str(e)) from None
+
+    def __post_init__(self):
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise SimsearchError(f"chunk_size must be ≥ 1, got {self.chunk_size}")
 
 
 @dataclass
@@ -242,17 +257,13 @@ def scan(files: list[Path], root: Path, root_abs: Path) -> list[Found]:
 
 @dataclass
 class Decoded:
-    """The decode step's result: pixels of the files that decoded, which ones, and the rest."""
+    """Decoded files all in memory: pixels of the files that decoded, which ones, and the rest
+    (``sort_decoded``'s input; ``update`` streams instead: ``embed_files`` → ``Embedded``)."""
 
     pixels: np.ndarray  # (M, C, S, S) uint8
     files: list[Found]  # aligned with pixels
     infos: list[dict]  # size, mtime_ns, sha256 of each, aligned with pixels
     failed: list[tuple[Found, str]]  # (file, reason)
-
-
-def decode_step(todo: list[Found], pre: Preprocess, workers: int, progress: Progress | None) -> Decoded:
-    pixels, good, infos, bad = _decode([f.path for f in todo], pre, workers, progress)
-    return Decoded(pixels, [todo[i] for i in good], [infos[i] for i in good], [(todo[i], r) for i, r in bad])
 
 
 @dataclass
@@ -276,6 +287,213 @@ def sort_decoded(dec: Decoded, old: Snapshot | None, reembed: bool) -> Changes:
         else:
             embed.append((f.rel, info, row))
     lost = [f.rel for f, _ in dec.failed if f.rel in by_path]
+    return Changes(refreshed, embed, lost)
+
+
+# ---------------------------------------------------------------- streaming: bounded memory
+
+CHUNK_BYTES = 64 << 20  # decoded pixels per streamed chunk when BuildOptions.chunk_size is None
+CHUNK_IMAGES = (64, 4096)  # … and at least / at most this many images
+
+
+def image_bytes(pre: Preprocess) -> int:
+    """Bytes of one decoded model input (uint8 C×S×S)."""
+    return pre.channels * pre.size * pre.size
+
+
+def chunk_for(pre: Preprocess, options: BuildOptions) -> int:
+    """Images decoded and embedded at a time: ``options.chunk_size``, else 64 MiB of pixels
+    (4,096 images of 28 px, 5,461 → 4,096 of 64 px RGB, 341 of 256 px RGB)."""
+    if options.chunk_size:
+        return options.chunk_size
+    lo, hi = CHUNK_IMAGES
+    return max(lo, min(hi, CHUNK_BYTES // image_bytes(pre)))
+
+
+def train_sample(n: int, cfg: TrainConfig, nbytes: int) -> np.ndarray:
+    """Positions (ascending) of the images a new model trains on, out of ``n`` images of ``nbytes``
+    bytes each: all of them, or a uniform random sample without replacement of at most
+    ``cfg.max_images`` images and ``cfg.max_sample_bytes`` bytes, seeded by ``cfg.seed`` (the same
+    folder gives the same sample, so an interrupted training resumes)."""
+    cap = n
+    if cfg.max_images:
+        cap = min(cap, cfg.max_images)
+    if cfg.max_sample_bytes:
+        cap = min(cap, max(2, cfg.max_sample_bytes // max(1, nbytes)))
+    if cap >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(cfg.seed).choice(n, size=cap, replace=False))
+
+
+Decodes = Iterator[tuple[int, "np.ndarray | None", "str | None", dict]]  # as pool.decode_files yields
+
+
+def _decode_sample(todo: list[Found], pre: Preprocess, options: BuildOptions, progress, log):
+    """Decode the training sample of ``todo`` (``train_sample``); → (its pixels, and when the sample
+    is all of ``todo``, the decoded folder to embed from without decoding it again, else None)."""
+    pos = train_sample(len(todo), options.train, image_bytes(pre))
+    pixels, good, infos, problems = _decode([todo[i].path for i in pos], pre, options.workers, progress)
+    if len(pos) < len(todo):
+        log(f"training sample: {len(pos)} of {len(todo)} images, uniformly drawn (seed {options.train.seed})")
+        return pixels, None
+    return pixels, _replay(pixels, good, infos, problems)
+
+
+def _replay(pixels: np.ndarray, good: list[int], infos: dict[int, dict], problems: list[tuple[int, str]]) -> Decodes:
+    """Already decoded files, yielded as ``pool.decode_files`` yields them (in input order)."""
+    row = {i: k for k, i in enumerate(good)}
+    bad = dict(problems)
+    for i in range(len(good) + len(bad)):
+        if i in row:
+            yield i, pixels[row[i]], None, infos[i]
+        else:
+            yield i, None, bad[i], {}
+
+
+@dataclass
+class Embedded:
+    """What an embedder (``embed_files``, ``distributed.ray_embed_files``) returns."""
+
+    done: list[tuple[Found, dict]]  # embedded files with info {'size','mtime_ns','sha256'}, in input order
+    codes: np.ndarray  # (len(done), D) float32 raw codes
+    recon: np.ndarray  # (len(done), 2) float32 reconstruction statistics (reconerror)
+    same: list[tuple[Found, dict]]  # decoded, but content sha256 equals old_sha[rel]: not embedded (stat refresh only)
+    failed: list[tuple[Found, str]]  # could not be read: one-line reason
+    timings: dict[str, float] = field(default_factory=dict)  # optional: seconds spent waiting for decoding ("decode")
+
+
+def embed_files(
+    todo: list[Found],
+    pre: Preprocess,
+    model_path: Path,
+    views: list,
+    old_sha: dict[str, str],
+    options: BuildOptions,
+    progress: Progress | None,
+    *,
+    model: Any = None,
+) -> Embedded:
+    """The local, streaming embedder (decode pool + encoder, chunk by chunk).
+
+    ``todo`` is decoded in worker processes (``pool.decode_files``, ``options.workers``) and
+    embedded a chunk (``chunk_for``) at a time: codes and reconstruction statistics of each chunk
+    (one encoder pass, test-time ``views`` averaged) before the next chunk's pixels are kept, so the
+    pixels held at a time are one chunk's, whatever ``len(todo)`` is. A file whose content sha256
+    equals ``old_sha[rel]`` is not embedded (``same``). The model at ``model_path`` (and torch) is
+    loaded only once something needs embedding; ``model``: the same model, already loaded."""
+    decoded = decode_files([f.path for f in todo], pre, workers=options.workers)
+    load = lambda: model if model is not None else _load_model_file(model_path)  # noqa: E731
+    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress)
+
+
+def _load_model_file(path: Path):
+    from . import model as model_mod
+
+    sha = Path(path).stem
+    expected = sha if len(sha) == 64 and all(c in "0123456789abcdef" for c in sha) else None
+    return model_mod.load(path, expected_sha256=expected)[0]
+
+
+def _embed_stream(
+    todo: list[Found],
+    decoded: Decodes,
+    pre: Preprocess,
+    load_model: Callable[[], Any],
+    views: list,
+    old_sha: dict[str, str],
+    options: BuildOptions,
+    progress: Progress | None,
+) -> Embedded:
+    """``embed_files`` on a stream of decoded files (``decoded`` yields as ``pool.decode_files``)."""
+    n, chunk = len(todo), chunk_for(pre, options)
+    bs = options.embed_batch and max(options.embed_batch, 1)
+    buf = np.empty((min(chunk, n), pre.channels, pre.size, pre.size), np.uint8)
+    pending: list[tuple[Found, dict]] = []  # aligned with buf[: len(pending)]
+    out = Embedded([], np.zeros((0, 0), np.float32), np.zeros((0, 2), np.float32), [], [])
+    state: dict[str, Any] = {"model": None, "codes": None, "recon": None}
+    waited = 0.0
+
+    def embed_pending() -> None:
+        if not pending:
+            return
+        from . import embed as embed_mod
+
+        if state["model"] is None:
+            state["model"] = load_model()
+        codes, recon = embed_mod.embed(state["model"], buf[: len(pending)], options.device, bs, None, views, recon=True)
+        if state["codes"] is None:  # every row is written once: the vectors, and nothing that grows with n
+            state["codes"] = np.empty((n, codes.shape[1]), np.float32)
+            state["recon"] = np.empty((n, 2), np.float32)
+        k = len(out.done)
+        state["codes"][k : k + len(codes)] = codes
+        state["recon"][k : k + len(codes)] = recon
+        out.done.extend(pending)
+        pending.clear()
+
+    it = iter(decoded)
+    try:
+        for done in range(1, n + 1):
+            t0 = time.perf_counter()
+            i, arr, reason, info = next(it)
+            waited += time.perf_counter() - t0
+            f = todo[i]
+            if arr is None:
+                out.failed.append((f, reason or "unreadable"))
+            elif old_sha.get(f.rel) == info["sha256"]:
+                out.same.append((f, info))
+            else:
+                buf[len(pending)] = arr
+                pending.append((f, info))
+                if len(pending) == len(buf):
+                    embed_pending()
+            if progress and done % chunk == 0 and done < n:
+                progress("embed", done, n)
+        embed_pending()
+        if progress and n:
+            progress("embed", n, n)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()  # stops the decode workers when embedding failed
+    if state["codes"] is not None:
+        out.codes, out.recon = state["codes"][: len(out.done)], state["recon"][: len(out.done)]
+    out.timings["decode"] = round(waited, 3)
+    return out
+
+
+def _embed(index_dir: Path, model, info: ModelRecord, pre: Preprocess, todo: Plan, old, replay, options, progress):
+    """Embed the files the plan decodes: on Ray (``options.ray``), from the training sample's pixels
+    when they are the whole folder (``replay``), else streamed (``embed_files``). → ``Embedded``."""
+    path = store.model_path(index_dir, info.sha256)  # the model is in the index before anything is embedded
+    old_sha = {} if todo.reembed or old is None else {e.path: e.sha256 for e in old.entries}
+    files = todo.to_decode
+    if options.ray:
+        import importlib
+
+        distributed = importlib.import_module("simsearch.distributed")  # the simsearch[ray] extra
+        return distributed.ray_embed_files(files, pre, path, todo.views, old_sha, options, progress)
+    if replay is not None:
+        return _embed_stream(
+            files, replay, pre, lambda: model or _load_model_file(path), todo.views, old_sha, options, progress
+        )
+    return embed_files(files, pre, path, todo.views, old_sha, options, progress, model=model)
+
+
+def _split_timings(timer: _Timer, emb: Embedded) -> None:
+    """Time an embedder spent waiting for decoded pixels counts as decoding, not embedding."""
+    waited = emb.timings.get("decode")
+    if waited:
+        timer.t["decode"] = round(timer.t.get("decode", 0.0) + waited, 3)
+        timer.t["embed"] = round(max(0.0, timer.t.get("embed", 0.0) - waited), 3)
+
+
+def sort_embedded(emb: Embedded, old: Snapshot | None) -> Changes:
+    """``sort_decoded`` for an embedder's result: same content → the old entry with the new stat;
+    embedded → to assemble (row = its row in ``emb.codes``); an indexed file that failed → dropped."""
+    by_path = {e.path: e for e in old.entries} if old is not None else {}
+    refreshed = {f.rel: replace(by_path[f.rel], size=info["size"], mtime_ns=info["mtime_ns"]) for f, info in emb.same}
+    embed = [(f.rel, info, row) for row, (f, info) in enumerate(emb.done)]
+    lost = [f.rel for f, _ in emb.failed if f.rel in by_path]
     return Changes(refreshed, embed, lost)
 
 
@@ -328,18 +546,23 @@ def update(
             else:
                 log("test-time views changed: re-embedding every image")
 
-        with timer("decode"):
-            dec = decode_step(todo.to_decode, source.pre, options.workers, progress)
-        for f, reason in dec.failed:
+        pixels, replay = None, None
+        with timer("decode"):  # only the training sample, when a model is trained; the rest streams
+            if source.train:
+                pixels, replay = _decode_sample(todo.to_decode, source.pre, options, progress, log)
+        model, model_info = _model_step(index_dir, old, source, pixels, options, progress, timer, report, log)
+        pixels = None  # training is done: only ``replay`` (the whole folder when it was the sample) keeps them
+        with timer("embed"):
+            emb = _embed(index_dir, model, model_info, source.pre, todo, old, replay, options, progress)
+        replay = None
+        _split_timings(timer, emb)
+        for f, reason in emb.failed:
             report.skipped.append({"path": f.rel, "reason": reason})
             _log_skip(log, f.rel, reason)
-        changes = sort_decoded(dec, old, todo.reembed)
-
-        model, model_info = _model_step(index_dir, old, source, dec.pixels, options, progress, timer, report, log)
-        with timer("embed"):
-            new_vecs, new_recon, model = _embed_step(
-                index_dir, model, model_info, dec.pixels, changes, todo.views, options, progress
-            )
+        changes = sort_embedded(emb, old)
+        new_vecs, new_recon = emb.codes, emb.recon
+        if not len(new_vecs):
+            new_vecs = np.zeros((0, int(model_info.config["latent_dim"])), np.float32)
 
         report.removed = len(todo.removed) + len(changes.lost)
         if old is not None and _nothing_changed(old, todo, changes, report, only, options):
@@ -417,21 +640,6 @@ def _input_for(files: list[Path], options: BuildOptions) -> Preprocess:
     """The model input for a new model: what the options fix, the rest probed from the corpus."""
     probed = probe(files)
     return Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
-
-
-def _embed_step(index_dir, model, info: ModelRecord, pixels, changes: Changes, views, options, progress):
-    """Codes and reconstruction statistics (``reconerror``, from the same encoder pass) of the files
-    with new content; → (codes, statistics, the model if it is loaded). The model (and torch) is
-    loaded only if there is something to embed."""
-    rows = np.array([r for _, _, r in changes.embed], dtype=np.int64)
-    if not len(rows):
-        return np.zeros((0, info.config["latent_dim"]), np.float32), np.zeros((0, 2), np.float32), model
-    from . import embed as embed_mod
-
-    model = model or _load_model(index_dir, info)
-    bs = options.embed_batch and max(options.embed_batch, 1)
-    codes, recon = embed_mod.embed(model, pixels[rows], options.device, bs, progress, views, recon=True)
-    return codes, recon, model
 
 
 def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibration=None):
@@ -725,10 +933,13 @@ def train_model(
     if not files:
         raise SimsearchError(f"{root}: no images found")
     pre = _input_for(files, options)
+    pos = train_sample(len(files), options.train, image_bytes(pre))
+    if len(pos) < len(files):
+        log(f"training sample: {len(pos)} of {len(files)} images, uniformly drawn (seed {options.train.seed})")
     with timer("decode"):
-        pixels, _good, _infos, bad = _decode(files, pre, options.workers, progress)
+        pixels, _good, _infos, bad = _decode([files[i] for i in pos], pre, options.workers, progress)
     for i, reason in bad:
-        _log_skip(log, files[i], reason)
+        _log_skip(log, files[pos[i]], reason)
     work = out.parent / f".{out.name}.work"
     model, trained = _train(work, pixels, pre, options, progress, timer, report, log)
     sha = model_mod.save(model, out, extra={"train": trained})
@@ -798,8 +1009,10 @@ def assemble(
             eid, next_id = next_id, next_id + 1
         entries.append(Entry(eid, rel, info["size"], info["mtime_ns"], info["sha256"]))
     if len(new_vecs):
-        vec_parts.append(new_vecs.astype(np.float32))
-        recon_parts.append(reconerror.unknown(len(new_vecs)) if new_recon is None else new_recon.astype(np.float32))
+        vec_parts.append(np.asarray(new_vecs, np.float32))
+        recon_parts.append(
+            reconerror.unknown(len(new_vecs)) if new_recon is None else np.asarray(new_recon, np.float32)
+        )
     vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
     recon = np.concatenate(recon_parts) if recon_parts else reconerror.unknown(0)
     ids = np.array([e.id for e in entries], dtype=np.int64)

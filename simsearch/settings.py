@@ -70,6 +70,13 @@ class TrainConfig:
     # images) level; Fashion-MNIST untouched (40 epochs are 8,900 steps)
     min_steps: int = 2000
     time_budget: float = 540.0  # seconds of training; 0 = no limit
+    # the training set: at most this many images, a uniform random sample (seeded by ``seed``) when
+    # the folder has more; 0 = every image. 100k keeps Fashion-MNIST's 60k train folder whole, and
+    # more than 100k images of 28 px would not all be seen in the default time budget anyway.
+    max_images: int = 100_000
+    # and at most this many bytes of decoded pixels (C·S·S per image): 2 GiB is 174k images of
+    # 64 px RGB and 10,900 of 256 px RGB, so large inputs stay bounded too; 0 = no byte limit
+    max_sample_bytes: int = 2 << 30
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -110,6 +117,10 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r} (bce or mse)")
         if self.batch_size < 2:
             raise ValueError("batch_size must be ≥ 2")
+        if self.max_images < 0 or self.max_images == 1:
+            raise ValueError(f"the training sample needs at least 2 images (0 = all), got {self.max_images}")
+        if self.max_sample_bytes < 0:
+            raise ValueError(f"max_sample_bytes must be ≥ 0 (0 = no limit), got {self.max_sample_bytes}")
 
     def to_dict(self) -> dict:
         return configs.to_dict(self)
