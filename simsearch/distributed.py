@@ -55,7 +55,7 @@ except ImportError:  # pragma: no cover - until the streaming indexer lands
         failed: list[tuple[Found, str]]
 
 
-__all__ = ["PART_FILES", "RunStats", "embed_parts", "parts_dir", "ray_embed_files", "split_parts"]
+__all__ = ["PART_FILES", "Pool", "RunStats", "embed_parts", "parts_dir", "plan_pool", "ray_embed_files", "split_parts"]
 
 PART_FILES = 2048  # expected files per part (parts end at content-defined boundaries)
 PART_FORMAT = 1  # bump when what a part stores changes: old parts are then ignored
@@ -288,23 +288,31 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _pool(options) -> tuple[float, dict, int, str]:
-    """CPUs per decode task, resources per embedding actor, the pool's size and the device it embeds on.
+@dataclass(frozen=True)
+class Pool:
+    """How a run uses the cluster (``plan_pool``)."""
 
-    One actor per GPU where the cluster has GPUs. Else CPU actors, as many as CPUs less one (room for
-    the decode tasks; Ray Data grows the pool from one actor as inputs queue up); ``options.workers``
-    sets the pool's size instead. Where the actors would leave no CPU for the decode tasks, each gets a
-    fraction of one (a 1-CPU cluster runs one actor and one decode task on half a CPU each)."""
-    import ray
+    decode_cpus: float  # CPUs per decode task
+    actor: dict  # Ray resources per embedding actor
+    size: int  # the actor pool's largest size (it starts at one actor and grows as inputs queue up)
+    device: str  # what the actors embed on
 
-    res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
-    want = int(getattr(options, "workers", 0) or 0)
-    if gpus >= 1 and options.device in ("auto", "cuda"):
-        return 1.0, {"num_gpus": 1, "num_cpus": 1}, want or gpus, "cuda"
+
+def plan_pool(cpus: float, gpus: float, workers: int = 0, device: str = "auto") -> Pool:
+    """The decode tasks' and embedding actors' resources on a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
+
+    One actor per GPU where the cluster has GPUs (unless ``device`` is cpu). Else CPU actors, as many as
+    CPUs less one (room for the decode tasks). ``workers`` > 0 sets the pool's size instead. Where the
+    actors would leave no CPU for the decode tasks, each gets a fraction of one (a 1-CPU cluster runs one
+    actor and one decode task on half a CPU each)."""
+    device = (device or "auto").split(":")[0]
+    if device == "cuda" and gpus < 1:
+        raise SimsearchError("--device cuda: the Ray cluster has no GPUs")
+    if gpus >= 1 and device in ("auto", "cuda"):
+        return Pool(1.0, {"num_gpus": 1, "num_cpus": 1}, workers or int(gpus), "cuda")
     decode_cpus = 1.0 if cpus >= 2 else cpus / 2
-    size = want or max(1, int(cpus) - 1)
-    return decode_cpus, {"num_cpus": min(1.0, (cpus - decode_cpus) / size)}, size, "cpu"
+    size = workers or max(1, int(cpus) - 1)
+    return Pool(decode_cpus, {"num_cpus": min(1.0, (cpus - decode_cpus) / size)}, size, "cpu")
 
 
 def _crash_env() -> dict[str, str]:
@@ -422,7 +430,8 @@ def _run(
             part_of[r.start : r.stop] = j
             items += [{"i": i, "path": os.fspath(todo[i].path), "old": old_sha.get(todo[i].rel, "")} for i in r]
         total = len(items)
-        decode_cpus, per_actor, size, device = _pool(options)
+        res = ray.cluster_resources()
+        pool = plan_pool(res.get("CPU", 1), res.get("GPU", 0), int(options.workers or 0), options.device)
         env = _crash_env()
         extra: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
         model_ref = ray.put(model_bytes)
@@ -433,7 +442,7 @@ def _run(
             fn_kwargs={"pre": pre.to_dict()},
             batch_size=DECODE_BATCH,
             batch_format="numpy",
-            num_cpus=decode_cpus,
+            num_cpus=pool.decode_cpus,
             # retried where a worker dies; also keeps decoding in its own tasks: Ray Data fuses a task
             # into the next actor stage only when their remote args agree, and the actors never decode
             max_retries=4,
@@ -445,16 +454,16 @@ def _run(
             fn_constructor_kwargs={
                 "model_ref": [model_ref],
                 "sha256": model_sha,
-                "device": device,
+                "device": pool.device,
                 "views": views,
                 "batch_size": bs,
-                "threads": max(1, int(per_actor.get("num_cpus", 1))),
+                "threads": max(1, int(pool.actor.get("num_cpus", 1))),
             },
             batch_size=max(DECODE_BATCH, bs or 256),
             batch_format="numpy",
             # Ray Data restarts a dead actor and retries its batch (max_restarts=-1, max_task_retries=-1)
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, size)),
-            **per_actor,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, pool.size)),
+            **pool.actor,
             **extra,
         )
         pending: dict[int, dict[int, dict]] = {j: {} for j in missing}

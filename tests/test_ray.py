@@ -18,6 +18,7 @@ pytest.importorskip("pyarrow")
 
 from simsearch import distributed, store  # noqa: E402
 from simsearch.discover import discover  # noqa: E402
+from simsearch.errors import SimsearchError  # noqa: E402
 from simsearch.indexer import BuildOptions, scan  # noqa: E402
 from simsearch.preprocess import Preprocess  # noqa: E402
 
@@ -104,6 +105,20 @@ def test_parts_cut_at_content_defined_boundaries():
 
 def test_parts_dir_is_the_index_work_dir(tmp_path):
     assert distributed.parts_dir(tmp_path / "idx" / "models" / "ab.pt") == tmp_path / "idx" / "work" / "ray-parts"
+
+
+def test_the_pool_uses_gpus_where_there_are_some_and_leaves_cpus_for_decoding():
+    gpu = distributed.plan_pool(cpus=16, gpus=2)
+    assert (gpu.device, gpu.size, gpu.actor["num_gpus"]) == ("cuda", 2, 1)
+    assert distributed.plan_pool(cpus=16, gpus=2, device="cpu").device == "cpu"
+    cpu = distributed.plan_pool(cpus=8, gpus=0)
+    assert (cpu.device, cpu.size, cpu.actor, cpu.decode_cpus) == ("cpu", 7, {"num_cpus": 1.0}, 1.0)
+    one = distributed.plan_pool(cpus=1, gpus=0)  # a 1-CPU cluster: an actor and a decode task fit side by side
+    assert one.size == 1 and one.actor["num_cpus"] + one.decode_cpus <= 1
+    two = distributed.plan_pool(cpus=2, gpus=0, workers=2)
+    assert two.size == 2 and 2 * two.actor["num_cpus"] + two.decode_cpus <= 2
+    with pytest.raises(SimsearchError, match="no GPUs"):
+        distributed.plan_pool(cpus=4, gpus=0, device="cuda")
 
 
 # ---------------------------------------------------------------- on the session's local Ray
