@@ -1,7 +1,7 @@
 """Crash-test hook: ``crash_point(name)`` SIGKILLs the process at a named point when asked.
 
 The kill tests (tests/test_crash_safety.py) set ``SIMSEARCH_CRASH_AT=name[:n]`` to stop a run
-at the points that train.py, embed.py and store.py mark with it; with ``SIMSEARCH_CRASH_ONCE=FILE``
+at the points that train.py, embed.py, store.py and distributed.py mark with it; with ``SIMSEARCH_CRASH_ONCE=FILE``
 too, only the first process to get there dies (it creates FILE), so a process that is restarted
 (a Ray worker, tests/test_ray.py) gets through the second time.  Standard library only.
 """

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import store
+from .crashpoints import crash_point
 from .errors import ImageError, SimsearchError, one_line, oserror_reason
 from .preprocess import Preprocess
 
@@ -62,6 +63,7 @@ PART_FORMAT = 1  # bump when what a part stores changes: old parts are then igno
 DECODE_BATCH = 64  # files per decode task batch
 
 Progress = Callable[..., None]
+_log = logging.getLogger(__name__)
 
 # the statuses a part records for each of its files
 EMBEDDED, SAME, FAILED = "embedded", "same", "failed"
@@ -370,6 +372,14 @@ def embed_parts(
             stats,
         )
     stats.removed_stale = _remove_stale(work, {_part_path(work, k).name for k in keys})
+    _log.info(
+        "ray: %d part(s): %d finished by an earlier run, %d computed on %d node(s); %d file(s) embedded",
+        stats.parts,
+        stats.reused,
+        stats.computed,
+        len(stats.nodes),
+        stats.embedded,
+    )
     return _gather(todo, ranges, results, dim), stats
 
 
@@ -483,6 +493,7 @@ def _run(
                     _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
                     results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
                     stats.computed += 1
+                    crash_point("ray-part")
             done += len(batch["i"])
             if progress:
                 progress("embed", done, total)
