@@ -271,12 +271,21 @@ class Embedder:
 # ---------------------------------------------------------------- the driver
 
 
+def _require() -> None:
+    """A one-line error where the ``simsearch[ray]`` extra is not installed."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise SimsearchError(
+            f"--ray needs the ray extra: pip install 'simsearch[ray]' ({one_line(str(e), 80)})"
+        ) from None
+
+
 def _connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` (None: RAY_ADDRESS, else a local one); → whether it was started here."""
-    try:
-        import ray
-    except ImportError:
-        raise SimsearchError("--ray needs Ray: pip install 'simsearch[ray]' (ray[data] and pyarrow)") from None
+    import ray
+
     if ray.is_initialized():
         return False
     kw: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -335,6 +344,7 @@ def embed_parts(
 ) -> tuple[Embedded, RunStats]:
     """``ray_embed_files`` with its parts directory (``work``, default ``parts_dir(model_path)``) and
     part size as arguments; → (the result, what this run did)."""
+    _require()
     model_path = Path(model_path)
     try:
         model_bytes = model_path.read_bytes()
