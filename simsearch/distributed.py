@@ -61,6 +61,7 @@ __all__ = ["PART_FILES", "Pool", "RunStats", "embed_parts", "parts_dir", "plan_p
 PART_FILES = 2048  # expected files per part (parts end at content-defined boundaries)
 PART_FORMAT = 1  # bump when what a part stores changes: old parts are then ignored
 DECODE_BATCH = 64  # files per decode task batch
+DECODE_MEMORY = 256 * 2**20  # memory a decode task asks Ray for, besides its batch's pixels
 
 Progress = Callable[..., None]
 _log = logging.getLogger(__name__)
@@ -404,8 +405,11 @@ def ray_embed_files(
 ) -> Embedded:
     """Decode and embed ``todo`` on a Ray cluster (``options.ray_address``; None = RAY_ADDRESS or a
     local one); the Ray twin of ``indexer.embed_files``. Finished parts are kept under the index's
-    work directory (``parts_dir``) and a re-run reuses them. See the module docstring."""
-    return embed_parts(todo, pre, model_path, views, old_sha, options, progress)[0]
+    work directory (``parts_dir``) and a re-run reuses them; ``SIMSEARCH_RAY_PART_FILES`` sets the
+    files per part (default ``PART_FILES``: smaller parts lose less to an interruption, and cost more
+    files). See the module docstring."""
+    part_files = int(os.environ.get("SIMSEARCH_RAY_PART_FILES") or PART_FILES)
+    return embed_parts(todo, pre, model_path, views, old_sha, options, progress, part_files=part_files)[0]
 
 
 def _latent_dim(model_bytes: bytes) -> int:
@@ -463,9 +467,10 @@ def _run(
             batch_size=DECODE_BATCH,
             batch_format="numpy",
             num_cpus=pool.decode_cpus,
-            # retried where a worker dies; also keeps decoding in its own tasks: Ray Data fuses a task
-            # into the next actor stage only when their remote args agree, and the actors never decode
-            max_retries=4,
+            # a task's working set: one file's bytes and decoder state, and the batch's pixels. Asking for
+            # it also keeps decoding in its own tasks: Ray Data fuses a task stage into the next actor stage
+            # only when their resource requests agree, and the (GPU) actors are not to decode.
+            memory=DECODE_MEMORY + DECODE_BATCH * pre.channels * pre.size**2,
             **extra,
         )
         bs = options.embed_batch and max(int(options.embed_batch), 1)
