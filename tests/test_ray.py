@@ -203,3 +203,105 @@ def test_a_two_node_local_cluster(ref, tmp_path):
         cluster.shutdown()
         if was_up:
             _start_local()
+
+
+# ---------------------------------------------------------------- `simsearch index --ray`, end to end
+
+
+def _cli(*args, ok=True):
+    from click.testing import CliRunner
+
+    from simsearch.cli import cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args], obj={})
+    if ok and res.exit_code != 0:
+        raise AssertionError(f"exit {res.exit_code}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}\n{res.exception!r}")
+    return res
+
+
+def _assert_same_index(a: Path, b: Path) -> None:
+    """Two index directories hold the same images under the same ids, with the same vectors (1e-5)."""
+    sa, sb = store.read(a, load_faiss=False), store.read(b, load_faiss=False)
+    assert [(e.id, e.path, e.size, e.mtime_ns, e.sha256) for e in sa.entries] == [
+        (e.id, e.path, e.size, e.mtime_ns, e.sha256) for e in sb.entries
+    ]
+    np.testing.assert_array_equal(sa.ids, sb.ids)
+    np.testing.assert_allclose(np.asarray(sa.vectors), np.asarray(sb.vectors), atol=1e-5, rtol=0)
+    assert sa.recon is not None and sb.recon is not None
+    np.testing.assert_allclose(sa.recon, sb.recon, atol=1e-5, rtol=0)
+    assert sa.meta.model.sha256 == sb.meta.model.sha256 and sa.meta.embedding.views == sb.meta.embedding.views
+
+
+@pytest.mark.slow
+def test_simsearch_index_ray_builds_the_single_process_index(ray_local, ref, tmp_path):
+    """`simsearch index --ray --model M` and `simsearch index --model M` on the same folder: the same index,
+    which `simsearch query` opens; a re-run embeds nothing; a changed file is embedded again, alone."""
+    import shutil
+
+    corpus = shutil.copytree(ref.corpus, tmp_path / "images", copy_function=shutil.copy2)
+    _cli("index", corpus, "--index", tmp_path / "local", "--model", ref.model)
+    _cli("index", corpus, "--index", tmp_path / "ray", "--model", ref.model, "--ray")
+    _assert_same_index(tmp_path / "local", tmp_path / "ray")
+    res = _cli("query", corpus / "disc" / "disc_000.png", "--index", tmp_path / "ray", "-k", "3", "--json")
+    assert "disc/disc_000.png" in res.stdout
+
+    current = (tmp_path / "ray" / "CURRENT").read_bytes()
+    again = _cli("index", corpus, "--index", tmp_path / "ray", "--ray")
+    assert "unchanged 300" in again.stderr and (tmp_path / "ray" / "CURRENT").read_bytes() == current
+
+    from PIL import Image
+
+    Image.open(corpus / "square" / "square_007.png").rotate(90).save(corpus / "square" / "square_007.png")
+    for name in ("local", "ray"):
+        extra = ["--ray"] if name == "ray" else []
+        res = _cli("index", corpus, "--index", tmp_path / name, *extra)
+        assert "updated 1" in res.stderr and "unchanged 299" in res.stderr, res.stderr
+    _assert_same_index(tmp_path / "local", tmp_path / "ray")
+
+
+@pytest.mark.slow
+def test_an_interrupted_ray_index_resumes_from_its_finished_parts(ray_local, ref, tmp_path, caplog, monkeypatch):
+    """The driver is SIGKILLed after its third finished part; the re-run reads those parts back, embeds
+    only the rest, and the index equals the single-process one."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    address = ray.get_runtime_context().gcs_address  # the session's cluster outlives the killed driver
+    cmd = [sys.executable, "-m", "simsearch", "index", str(ref.corpus), "--index", str(tmp_path / "ray")]
+    cmd += ["--model", str(ref.model), "--ray-address", address]
+    env = {**os.environ, "SIMSEARCH_CRASH_AT": "ray-part:3", "SIMSEARCH_RAY_PART_FILES": "32"}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not store.exists(tmp_path / "ray")  # nothing committed
+    finished = list((tmp_path / "ray" / "work" / "ray-parts").glob("part-*.parquet"))
+    assert len(finished) >= 3
+
+    monkeypatch.setenv("SIMSEARCH_RAY_PART_FILES", "32")
+    with caplog.at_level(logging.INFO, logger="simsearch.distributed"):
+        _cli("index", ref.corpus, "--index", tmp_path / "ray", "--model", ref.model, "--ray")
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("ray: "))
+    reused = int(line.split(": ", 2)[2].split()[0])
+    assert reused >= 3, line
+    _cli("index", ref.corpus, "--index", tmp_path / "local", "--model", ref.model)
+    _assert_same_index(tmp_path / "local", tmp_path / "ray")
+
+
+def test_index_ray_without_ray_installed_is_a_one_line_error(shared_index, shared_corpus, tmp_path):
+    """Where Ray is missing, `simsearch index --ray` names the extra to install and exits 1."""
+    import subprocess
+    import sys
+
+    model = store.model_path(shared_index.path, store.read(shared_index.path, load_faiss=False).meta.model.sha256)
+
+    code = (
+        "import sys; sys.modules['ray'] = sys.modules['pyarrow'] = None\n"  # `import ray` fails, as without the extra
+        "from simsearch.cli import main\n"
+        f"sys.argv = ['simsearch', 'index', {str(shared_corpus)!r}, '--index', {str(tmp_path / 'idx')!r},"
+        f" '--model', {str(model)!r}, '--ray']\n"
+        "main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "pip install 'simsearch[ray]'" in res.stderr and "Traceback" not in res.stderr
