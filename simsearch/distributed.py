@@ -140,7 +140,7 @@ def _write_part(path: Path, files: list[Found], rows: dict[int, dict], start: in
     rec = np.stack([r["recon"] for r in order]).astype(np.float32) if order else np.zeros((0, 2), np.float32)
     table = pa.table(
         {
-            "rel": pa.array([f.rel for f in files], pa.string()),
+            "rel": pa.array([os.fsencode(f.rel) for f in files], pa.binary()),  # names need not be UTF-8
             "status": pa.array([r["status"] for r in order], pa.string()),
             "reason": pa.array([r["reason"] for r in order], pa.string()),
             "size": pa.array([int(r["size"]) for r in order], pa.int64()),
@@ -170,7 +170,7 @@ def _read_part(path: Path, files: list[Found], dim: int) -> dict | None:
     except Exception:
         return None
     n = len(files)
-    if cols["rel"] != [f.rel for f in files] or vec.size != n * dim or rec.size != n * 2:
+    if cols["rel"] != [os.fsencode(f.rel) for f in files] or vec.size != n * dim or rec.size != n * 2:
         return None
     cols["vector"] = vec.astype(np.float32).reshape(n, dim)
     cols["recon"] = rec.astype(np.float32).reshape(n, 2)
@@ -192,7 +192,7 @@ def decode_batch(batch: dict[str, np.ndarray], pre: dict) -> dict[str, np.ndarra
     status, reason, sha = [], [], []
     size, mtime = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for k in range(n):
-        path, old = str(batch["path"][k]), str(batch["old"][k])
+        path, old = os.fsdecode(bytes(batch["path"][k])), str(batch["old"][k])
         state, why, digest = FAILED, "", ""
         try:
             st = os.stat(path)  # before the read: a file changed meanwhile looks changed next time too
@@ -452,7 +452,8 @@ def _run(
         for j in missing:
             r = ranges[j]
             part_of[r.start : r.stop] = j
-            items += [{"i": i, "path": os.fspath(todo[i].path), "old": old_sha.get(todo[i].rel, "")} for i in r]
+            # paths as bytes: a file name need not be UTF-8, and Arrow strings must be
+            items += [{"i": i, "path": os.fsencode(todo[i].path), "old": old_sha.get(todo[i].rel, "")} for i in r]
         total = len(items)
         res = ray.cluster_resources()
         pool = plan_pool(res.get("CPU", 1), res.get("GPU", 0), int(options.workers or 0), options.device)

@@ -154,6 +154,8 @@ def test_unchanged_and_unreadable_files(ray_local, ref, tmp_path):
 
     corpus = shutil.copytree(ref.corpus, tmp_path / "images", copy_function=shutil.copy2)
     (corpus / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    odd = os.fsdecode(b"disc/caf\xe9 copy.png")  # not UTF-8: Arrow strings could not hold it
+    shutil.copy2(corpus / "disc" / "disc_000.png", corpus / odd)
     todo = ref.todo(corpus)
     old_sha = {e.path: e.sha256 for e in ref.snap.entries if e.path.startswith("square/")}
     emb, stats = _run(ref, tmp_path / "parts", todo, old_sha)
@@ -163,7 +165,11 @@ def test_unchanged_and_unreadable_files(ray_local, ref, tmp_path):
     assert [(f.rel, r) for f, r in emb.failed] == [("disc/broken.png", local_reason)]
     assert stats.embedded == len(emb.done) == len(todo) - len(old_sha) - 1
     rows = ref.snap.row_of_path()
+    rows[odd] = rows["disc/disc_000.png"]  # a copy: the same vector
     np.testing.assert_allclose(emb.codes, np.asarray(ref.snap.vectors)[[rows[f.rel] for f, _ in emb.done]], atol=1e-5)
+    assert odd in {f.rel for f, _ in emb.done}
+    again, stats = _run(ref, tmp_path / "parts", todo, old_sha)  # and its part reads back
+    assert stats.computed == 0 and [f.rel for f, _ in again.done] == [f.rel for f, _ in emb.done]
 
 
 @pytest.mark.slow
