@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ PART_FILES = 2048  # expected files per part (parts end at content-defined bound
 PART_FORMAT = 1  # bump when what a part stores changes: old parts are then ignored
 DECODE_BATCH = 64  # files per decode task batch
 DECODE_MEMORY = 256 * 2**20  # memory a decode task asks Ray for, besides its batch's pixels
+DECODE_RETRIES = 2  # retries of a decode task whose worker died
 
 Progress = Callable[..., None]
 _log = logging.getLogger(__name__)
@@ -186,6 +188,7 @@ def decode_batch(batch: dict[str, np.ndarray], pre: dict) -> dict[str, np.ndarra
     reason, size, mtime_ns, sha256, and the model-input pixels (zeros unless status is 'embedded')."""
     from . import decode
 
+    crash_point("ray-decode")
     p = Preprocess.from_dict(pre)
     n = len(batch["i"])
     pixels = np.zeros((n, p.channels, p.size, p.size), np.uint8)
@@ -462,18 +465,24 @@ def _run(
         model_ref = ray.put(model_bytes)
         blocks = max(1, min(len(items) // DECODE_BATCH, 512))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = ds.map_batches(
-            decode_batch,
-            fn_kwargs={"pre": pre.to_dict()},
-            batch_size=DECODE_BATCH,
-            batch_format="numpy",
-            num_cpus=pool.decode_cpus,
-            # a task's working set: one file's bytes and decoder state, and the batch's pixels. Asking for
-            # it also keeps decoding in its own tasks: Ray Data fuses a task stage into the next actor stage
-            # only when their resource requests agree, and the (GPU) actors are not to decode.
-            memory=DECODE_MEMORY + DECODE_BATCH * pre.channels * pre.size**2,
-            **extra,
-        )
+        with warnings.catch_warnings():
+            # max_retries has no named parameter in Ray 2.60 (it warns that ray_remote_args are deprecated)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(
+                decode_batch,
+                fn_kwargs={"pre": pre.to_dict()},
+                batch_size=DECODE_BATCH,
+                batch_format="numpy",
+                num_cpus=pool.decode_cpus,
+                # a task's working set: one file's bytes and decoder state, and the batch's pixels. Asking
+                # for it also keeps decoding in its own tasks: Ray Data fuses a task stage into the next
+                # actor stage only when their resource requests agree, and the (GPU) actors are not to decode.
+                memory=DECODE_MEMORY + DECODE_BATCH * pre.channels * pre.size**2,
+                # a worker that dies is retried, but not forever (Ray Data's default): a file that crashes
+                # the decoder fails the run instead of looping
+                max_retries=DECODE_RETRIES,
+                **extra,
+            )
         bs = options.embed_batch and max(int(options.embed_batch), 1)
         ds = ds.map_batches(
             Embedder,
@@ -493,31 +502,52 @@ def _run(
             **extra,
         )
         pending: dict[int, dict[int, dict]] = {j: {} for j in missing}
-        done = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for k, i in enumerate(np.asarray(batch["i"]).tolist()):
-                j = int(part_of[i])
-                pending[j][i] = {
-                    name: batch[name][k]
-                    for name in ("status", "reason", "size", "mtime_ns", "sha256", "vector", "recon")
-                }
-                stats.nodes.update(str(batch["node"][k]).split("|"))
-                if batch["status"][k] == EMBEDDED:
-                    stats.embedded += 1
-                if len(pending[j]) == len(ranges[j]):
-                    r = ranges[j]
-                    _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
-                    results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
-                    stats.computed += 1
-                    crash_point("ray-part")
-            done += len(batch["i"])
-            if progress:
-                progress("embed", done, total)
+        try:
+            _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats, progress, total)
+        except SimsearchError:
+            raise
+        except Exception as e:  # a task failed past its retries, the cluster went away …
+            kept = sum(r is not None for r in results)
+            raise SimsearchError(
+                f"the Ray run failed ({one_line(_root_cause(e), 200)}); {kept} finished part(s) are kept"
+                f" in {work}: run the command again to resume"
+            ) from None
         if pending:
             raise SimsearchError(f"the Ray run ended with {len(pending)} part(s) incomplete; run it again to resume")
     finally:
         if started:
             ray.shutdown()
+
+
+def _root_cause(e: BaseException) -> str:
+    """The innermost error of a Ray failure (Ray wraps the worker's error in its own), as one line."""
+    while e.__cause__ is not None and e.__cause__ is not e:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats, progress, total) -> None:
+    """Gather the actors' rows into their parts; write each part as soon as all its files are back."""
+    done = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k, i in enumerate(np.asarray(batch["i"]).tolist()):
+            j = int(part_of[i])
+            pending[j][i] = {
+                name: batch[name][k] for name in ("status", "reason", "size", "mtime_ns", "sha256", "vector", "recon")
+            }
+            stats.nodes.update(str(batch["node"][k]).split("|"))
+            if batch["status"][k] == EMBEDDED:
+                stats.embedded += 1
+            if len(pending[j]) == len(ranges[j]):
+                r = ranges[j]
+                _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
+                results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
+                stats.computed += 1
+                crash_point("ray-part")
+        done += len(batch["i"])
+        if progress:
+            progress("embed", done, total)
 
 
 def _remove_stale(work: Path, keep: set[str]) -> int:

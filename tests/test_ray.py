@@ -173,16 +173,27 @@ def test_unchanged_and_unreadable_files(ray_local, ref, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_restarted_and_the_run_completes(ray_local, ref, tmp_path, monkeypatch):
-    """The first embedding actor to reach its first batch is SIGKILLed (the crash hook, once, via a
-    marker file); Ray Data restarts the actor and retries the batch, and the result is unchanged."""
+@pytest.mark.parametrize("where", ["embed-batch", "ray-decode"])
+def test_a_killed_worker_is_restarted_and_the_run_completes(ray_local, ref, tmp_path, monkeypatch, where):
+    """The first embedding actor to reach its first batch (or the first decode task) is SIGKILLed (the
+    crash hook, once, via a marker file); Ray restarts it and retries the batch; the result is unchanged."""
     marker = tmp_path / "crashed"
-    monkeypatch.setenv("SIMSEARCH_CRASH_AT", "embed-batch")
+    monkeypatch.setenv("SIMSEARCH_CRASH_AT", where)
     monkeypatch.setenv("SIMSEARCH_CRASH_ONCE", str(marker))
     emb, stats = _run(ref, tmp_path / "parts")
     assert marker.exists()  # a worker really died
     _assert_matches_index(ref, emb)
     assert stats.computed == stats.parts
+
+
+@pytest.mark.slow
+def test_a_decode_task_that_always_dies_fails_the_run_with_one_line(ray_local, ref, tmp_path, monkeypatch):
+    """A file that kills its decoder every time is retried a few times, not forever: the run ends with a
+    one-line error that says how to resume."""
+    monkeypatch.setenv("SIMSEARCH_CRASH_AT", "ray-decode")
+    with pytest.raises(SimsearchError, match="the Ray run failed .*run the command again to resume") as err:
+        _run(ref, tmp_path / "parts")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.slow
