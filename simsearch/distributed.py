@@ -520,11 +520,15 @@ def _run(
 
 
 def _root_cause(e: BaseException) -> str:
-    """The innermost error of a Ray failure (Ray wraps the worker's error in its own), as one line."""
-    while e.__cause__ is not None and e.__cause__ is not e:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
+    """What a Ray failure says: the first error in its chain that says anything (Ray Data adds an empty
+    SystemException beneath a worker's crash), as its type and first line."""
+    seen: BaseException | None = e
+    while seen is not None:
+        text = str(seen).strip().splitlines()
+        if text:
+            return f"{type(seen).__name__}: {text[0]}"
+        seen = seen.__cause__ if seen.__cause__ is not seen else None
+    return type(e).__name__
 
 
 def _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats, progress, total) -> None:
