@@ -494,7 +494,7 @@ def _run(
                 "batch_size": bs,
                 "threads": max(1, int(pool.actor.get("num_cpus", 1))),
             },
-            batch_size=max(DECODE_BATCH, bs or 256),
+            batch_size=max(DECODE_BATCH, bs or (2048 if pool.device == "cuda" else 256)),  # rows per actor call
             batch_format="numpy",
             # Ray Data restarts a dead actor and retries its batch (max_restarts=-1, max_task_retries=-1)
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, pool.size)),
