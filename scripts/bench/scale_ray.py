@@ -41,8 +41,8 @@ STORE_BYTES = 200 * 1024**2
 
 MODES = {
     "local": "single process",
-    "ray1": "Ray, 1 worker (one node, 1 CPU)",
-    "ray2": "Ray, 2 workers (two local nodes, 1 CPU each)",
+    "ray1": "Ray, 1 worker (one node of 1 logical CPU)",
+    "ray2": "Ray, 2 workers (two local nodes of 1 logical CPU each)",
 }
 
 
@@ -218,6 +218,10 @@ def main(argv=None) -> None:
             *busy_warning(float(load.split("/")[0]) if load != "n/a" else None),
             "",
             render(table(results)),
+            "",
+            "Ray's CPU counts are logical: every configuration runs on this machine's cores, and a Ray worker's"
+            " decode task and embedding actor are two processes (one torch thread each); the single process"
+            " decodes in one process per core and embeds with torch on every core.",
             "",
             f"command: python scripts/bench/scale_ray.py --folder {a.folder} --model {a.model} --n {a.n}",
         ]
