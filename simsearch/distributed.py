@@ -41,21 +41,8 @@ import numpy as np
 from . import store
 from .crashpoints import crash_point
 from .errors import ImageError, SimsearchError, one_line, oserror_reason
+from .indexer import Embedded, Found
 from .preprocess import Preprocess
-
-try:  # the streaming indexer's result type (``indexer.embed_files``)
-    from .indexer import Embedded, Found  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until the streaming indexer lands
-    from .indexer import Found
-
-    @dataclass
-    class Embedded:  # type: ignore[no-redef]
-        done: list[tuple[Found, dict]]
-        codes: np.ndarray
-        recon: np.ndarray
-        same: list[tuple[Found, dict]]
-        failed: list[tuple[Found, str]]
-
 
 __all__ = ["PART_FILES", "Pool", "RunStats", "embed_parts", "parts_dir", "plan_pool", "ray_embed_files", "split_parts"]
 

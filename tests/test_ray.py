@@ -259,6 +259,7 @@ def test_simsearch_index_ray_builds_the_single_process_index(ray_local, ref, tmp
     _cli("index", corpus, "--index", tmp_path / "local", "--model", ref.model)
     _cli("index", corpus, "--index", tmp_path / "ray", "--model", ref.model, "--ray")
     _assert_same_index(tmp_path / "local", tmp_path / "ray")
+    assert not (tmp_path / "ray" / "work" / "ray-parts").exists()  # committed: the parts are no longer needed
     res = _cli("query", corpus / "disc" / "disc_000.png", "--index", tmp_path / "ray", "-k", "3", "--json")
     assert "disc/disc_000.png" in res.stdout
 
