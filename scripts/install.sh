@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install simsearch and everything it needs into the current Python environment.
 #   bash scripts/install.sh          # runtime + test dependencies and the serve extra (simsearch serve)
-#   bash scripts/install.sh --dev    # also the pinned lint and type-check tools (ruff, mypy)
+#   bash scripts/install.sh --dev    # also the pinned lint and type-check tools (ruff, mypy) and the ray
+#                                    # extra (simsearch index --ray; its tests, tests/test_ray.py)
 # torch/torchvision are pinned to the releases this project is tested with
 # (on the project's CI machines pip takes them from local disk).
 set -euo pipefail
@@ -10,7 +11,7 @@ PY=${PYTHON:-python3}
 EXTRAS=test,serve
 for arg in "$@"; do
   case "$arg" in
-    --dev) EXTRAS=test,serve,dev ;;
+    --dev) EXTRAS=test,serve,dev,ray ;;
     *) echo "usage: bash scripts/install.sh [--dev]" >&2; exit 2 ;;
   esac
 done

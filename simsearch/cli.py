@@ -151,7 +151,13 @@ _train_options = [
     ),
     click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
-    click.option("--workers", type=click.IntRange(0), default=0, help="Decode processes (0 = one per core)."),
+    click.option(
+        "--workers",
+        type=click.IntRange(0),
+        default=0,
+        help="Decode processes (0 = one per core); with --ray, embedding actors "
+        "(0 = one per GPU, else one per CPU less one).",
+    ),
     click.option("--seed", type=int, default=0, show_default=True),
 ]
 
@@ -196,9 +202,37 @@ def _with(options):
     help="Embed each image as the mean over it and its 4 one-pixel shifts (better neighbours, "
     "5x embedding work). Default: on for a new index, else keep the index's.",
 )
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Decode and embed on a Ray cluster (pip install 'simsearch[ray]'): a local one, or the one at "
+    "--ray-address / RAY_ADDRESS. Every node must see FOLDER at the same path. Training stays on this machine.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    default=None,
+    help="The Ray cluster to join (e.g. HEAD:6379 from `ray start --head`, or auto); implies --ray.",
+)
 @_with(_train_options)
 @_common
-def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type, shards, tta, channels, **train_kw):
+def index(
+    folder,
+    index_path,
+    model,
+    retrain,
+    rebuild,
+    wait,
+    as_json,
+    index_type,
+    shards,
+    tta,
+    channels,
+    use_ray,
+    ray_address,
+    **train_kw,
+):
     """Index every image under FOLDER (train a model first if the index has none).
 
     Re-running updates the index incrementally: only new or changed files
@@ -208,6 +242,7 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
     Example:
       simsearch index ./photos --index indexes/photos
       simsearch index ./photos --index indexes/photos      # later: only the changes
+      simsearch index /shared/photos --ray --ray-address head:6379   # embed on a Ray cluster
     """
     from . import indexer, store
     from .render import human_bytes
@@ -223,6 +258,8 @@ def index(folder, index_path, model, retrain, rebuild, wait, as_json, index_type
         shards=shards,
         tta=tta,
         channels=int(channels) if channels else None,
+        ray=True if use_ray or ray_address else None,
+        ray_address=ray_address,
         **train_kw,
     )
     bars = _progress()

@@ -16,6 +16,7 @@ time (``embed_files``, or ``simsearch.distributed.ray_embed_files`` with
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -588,6 +589,7 @@ def update(
             snap._faiss = faiss_index
             store.write(index_dir, snap)
         (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
+        shutil.rmtree(index_dir / "work" / "ray-parts", ignore_errors=True)  # a --ray run's parts, likewise
         report.faiss = configs.to_dict(snap.meta.faiss)
         report.total = len(snap)
         report.timings = timer.t

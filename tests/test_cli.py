@@ -178,13 +178,13 @@ def test_train_then_index_with_model(corpus, tmp_path):
     assert res.exit_code == 1 and "does not match" in res.stderr
 
 
-def test_help_does_not_import_torch_or_faiss():
+def test_help_does_not_import_torch_faiss_or_ray():
     code = (
         "import sys; from simsearch.cli import cli\n"
         "try:\n    cli(['--help'], obj={})\nexcept SystemExit:\n    pass\n"
         "for cmd in sorted(cli.commands):\n"
         "    try:\n        cli([cmd, '--help'], obj={})\n    except SystemExit:\n        pass\n"
-        "bad = [m for m in ('torch', 'faiss', 'numpy') if m in sys.modules]\n"
+        "bad = [m for m in ('torch', 'faiss', 'numpy', 'ray', 'pyarrow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
