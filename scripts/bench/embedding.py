@@ -52,6 +52,7 @@ def row_embed(ctx: Ctx) -> list[dict]:
             "--no-tta gives the one-view figure",
         )
     )
+    rows += colour_rows(ctx)
     rows += numpy_encoder_rows(ctx, model, pixels, cpu.median / n)
     if not torch.cuda.is_available():
         rows.append(row("2", f"embed.embed on cuda, {what}", None, "images/s", notes="skipped: CUDA not available"))
@@ -124,3 +125,32 @@ def numpy_encoder_rows(ctx: Ctx, model, pixels: np.ndarray, torch_s_per_image: f
         )
     )
     return rows
+
+
+def colour_rows(ctx: Ctx) -> list[dict]:
+    """The model a colour folder gets (3×64×64, e.g. clip art or photos): the embedding cost that
+    docs/scale.md's cost model uses, one view and the default test-time views."""
+    from simsearch import embed, train
+    from simsearch import model as model_mod
+    from simsearch.views import tta_views_for
+
+    cfg = train.model_config_for(train.TrainConfig().objective, image_size=64, channels=3)
+    model = model_mod.build(cfg).eval()
+    n = max(ctx.a.embed_n // 8, 64)
+    pixels = np.random.default_rng(1).integers(0, 256, (n, 3, 64, 64), dtype=np.uint8)
+    views = tta_views_for(64)
+    log(f"row 2: embedding {n} 3×64×64 images on cpu, 1 and {len(views)} views ({ctx.a.reps} reps)")
+    one = timeit(lambda i: embed.embed(model, pixels, "cpu"), ctx.a.reps, warmup=1)
+    tta = timeit(lambda i: embed.embed(model, pixels, "cpu", views=views), ctx.a.reps, warmup=1)
+    what = f"3×64×64 → {cfg.latent_dim}-d (untrained; the input colour folders get)"
+    return [
+        row("2", f"embed.embed on cpu, {what}, {n} images, one view", n / one.median, "images/s"),
+        row(
+            "2",
+            f"… the same with the default {len(views)} test-time views",
+            n / tta.median,
+            "images/s",
+            "one view",
+            faster(tta.median, one.median),
+        ),
+    ]
