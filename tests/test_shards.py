@@ -223,6 +223,8 @@ def ray_local():
     ray = pytest.importorskip("ray")
     # the workers import this test module (its part functions) and the simsearch the driver imported
     path = [str(Path(__file__).parent), str(Path(simsearch.__file__).parent.parent), os.environ.get("PYTHONPATH", "")]
+    if ray.is_initialized():  # test_ray.py's session instance: this module needs workers that see its path
+        ray.shutdown()
     ray.init(
         num_cpus=2,
         include_dashboard=False,
