@@ -18,7 +18,7 @@ stored in the index, applied identically to indexed images and to queries.
 
 The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
 inner product = a blend of embedding cosine and diffusion similarity. The
-anchors (the gallery at fit time) stay fixed until the next ``--retrain`` /
+anchors (the gallery at fit time; above ``max_anchors`` images, a uniform sample of it) stay fixed until the next ``--retrain`` /
 ``--rebuild``, like the model; images added later are projected like queries.
 
 4. **near-copies** — diffusion places a query through its neighbours, which
@@ -55,6 +55,7 @@ class PostConfig:
     rank: int = 128  # eigenvectors kept
     weight: float = 1.0  # weight of the diffusion part in the search vector
     min_gallery: int = 2000  # smaller galleries skip diffusion (too little graph to learn from)
+    max_anchors: int = 100_000  # larger galleries fit the graph on a uniform sample of this many (bounded memory); the rest are placed like queries
     copies: bool = True  # calibrate a near-copy threshold and place copies at their original (step 4)
 
     def to_dict(self) -> dict:
@@ -216,24 +217,38 @@ class PostProcess:
 # ---------------------------------------------------------------- fitting
 
 
+def _covariance(x: np.ndarray, mean: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """np.cov of the rows of ``x`` (float64), a chunk at a time: no N×D float64 copy."""
+    d = x.shape[1]
+    acc = np.zeros((d, d), np.float64)
+    for s in range(0, len(x), chunk):
+        c = x[s : s + chunk].astype(np.float64) - mean
+        acc += c.T @ c
+    return acc / max(len(x) - 1, 1)
+
+
 def fit(raw: np.ndarray, ids: np.ndarray, cfg: PostConfig = PostConfig(), log=lambda msg: None) -> PostProcess:
     """Learn centring, whitening and the diffusion graph from the gallery's raw codes."""
     raw = np.asarray(raw, np.float32)
     mean = raw.mean(0) if len(raw) else np.zeros(raw.shape[1], np.float32)
     whitener = None
     if cfg.whiten and len(raw) > raw.shape[1] * 4:
-        cov = np.cov((raw - mean).T.astype(np.float64))
+        cov = _covariance(raw, mean)
         ev, vecs = np.linalg.eigh(cov)
         ev = np.maximum(ev, ev.max() * 1e-6)
         whitener = (vecs / ev**cfg.whiten).astype(np.float32)
     post = PostProcess(cfg, mean.astype(np.float32), whitener)
     if not cfg.diffusion or len(raw) < max(cfg.min_gallery, cfg.rank * 4, cfg.k * 4):
         return post
+    ids = np.asarray(ids, np.int64)
+    if cfg.max_anchors and len(raw) > cfg.max_anchors:  # the graph's memory grows with its size: a sample
+        rows = np.sort(np.random.default_rng(0).choice(len(raw), size=cfg.max_anchors, replace=False))
+        raw, ids = raw[rows], ids[rows]
     base = post.base(raw)
     log(f"fitting diffusion over a {cfg.k}-NN graph of {len(raw)} images")
     U, h = _spectral(base, cfg)
     order = np.argsort(ids)
-    post.anchor_ids = np.asarray(ids, np.int64)[order]
+    post.anchor_ids = ids[order]
     post.anchors, post.U, post.h = base[order], U[order], h
     if len(raw) >= ANCHOR_IVF_MIN:
         post.anchor_centroids, post.anchor_lists, post.anchor_nprobe = _fit_anchor_lists(post.anchors, cfg.k)

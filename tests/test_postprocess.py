@@ -52,6 +52,30 @@ def test_diffusion_vectors_and_projection():
     assert (labels[top] == labels[:50, None]).mean() > 0.95
 
 
+def test_a_large_gallery_fits_its_graph_on_a_uniform_sample():
+    """Above ``max_anchors`` images the graph (whose memory grows with it) is fitted on a seeded
+    uniform sample; the other gallery images are placed like queries and keep their clusters."""
+    x, labels = clustered()  # 2,000 images in 5 clusters
+    ids = np.arange(len(x)) * 3 + 1
+    full = fit(x, ids, CFG)
+    sampled = fit(x, ids, replace(CFG, max_anchors=600))
+    again = fit(x, ids, replace(CFG, max_anchors=600))
+    assert len(full.anchor_ids) == len(x) and len(sampled.anchor_ids) == 600
+    assert np.array_equal(sampled.anchor_ids, again.anchor_ids)  # deterministic
+    assert set(sampled.anchor_ids) <= set(ids) and np.all(np.diff(sampled.anchor_ids) > 0)
+    # uniform over the gallery: every cluster gets about its share (400 of 2,000 → 120 of 600)
+    counts = np.bincount(labels[np.searchsorted(ids, sampled.anchor_ids)], minlength=5)
+    assert counts.min() > 80 and counts.max() < 160
+    assert np.array_equal(sampled.mean, full.mean) and np.allclose(sampled.whitener, full.whitener)
+    g = sampled.search_vectors(x, ids)
+    assert g.shape == (len(x), 32 + 16) and np.isfinite(g).all()
+    top = np.argsort(-(g[:200] @ g.T), axis=1)[:, 1:11]
+    assert (labels[top] == labels[:200, None]).mean() > 0.95
+    # at or under the limit nothing changes
+    same = fit(x, ids, replace(CFG, max_anchors=len(x)))
+    assert np.array_equal(same.anchor_ids, full.anchor_ids) and np.allclose(same.U, full.U)
+
+
 def test_diffusion_lifts_map_on_fashion_mnist_pixels():
     """On real images (raw pixels as the codes), the diffusion part raises mAP: the
     reason it is on by default. Uses the Debian dataset-fashion-mnist files."""
