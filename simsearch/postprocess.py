@@ -68,6 +68,7 @@ class PostConfig:
 
 ANCHOR_IVF_MIN = 20_000  # fewer anchors: an exact scan is fast enough
 ANCHOR_RECALL = 0.99  # recall of a new image's k anchor neighbours the inverted lists must reach
+PROJECT_CHUNK = 8192  # images placed through their anchors at a time
 ANCHOR_NPROBE_MAX = 256  # the largest nprobe tried before scanning every cell
 
 
@@ -136,11 +137,14 @@ class PostProcess:
         from .ann import search
 
         assert self.U is not None and self.h is not None  # with diffusion only
-        sims, nn = search(self._anchor_index, np.ascontiguousarray(base), self.cfg.k)
-        w = np.maximum(sims, 0) ** self.cfg.gamma  # (n, k)
-        w[nn < 0] = 0
-        y_u = np.einsum("nk,nkr->nr", w, self.U[np.maximum(nn, 0)])
-        return _l2n(y_u * np.sqrt(self.h))
+        out = np.empty((len(base), self.U.shape[1]), np.float32)
+        for s in range(0, len(base), PROJECT_CHUNK):  # U[nn] is (n, k, rank): bounded by the chunk
+            sims, nn = search(self._anchor_index, np.ascontiguousarray(base[s : s + PROJECT_CHUNK]), self.cfg.k)
+            w = np.maximum(sims, 0) ** self.cfg.gamma  # (n, k)
+            w[nn < 0] = 0
+            y_u = np.einsum("nk,nkr->nr", w, self.U[np.maximum(nn, 0)])
+            out[s : s + PROJECT_CHUNK] = _l2n(y_u * np.sqrt(self.h))
+        return out
 
     def search_vectors(self, raw: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Search vectors of raw codes. ``ids``: the images' index ids when they are gallery
