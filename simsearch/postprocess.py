@@ -18,8 +18,9 @@ stored in the index, applied identically to indexed images and to queries.
 
 The search vector is L2-normalise([base, weight · normalise(coordinates)]), so
 inner product = a blend of embedding cosine and diffusion similarity. The
-anchors (the gallery at fit time; above ``max_anchors`` images, a uniform sample of it) stay fixed until the next ``--retrain`` /
-``--rebuild``, like the model; images added later are projected like queries.
+anchors (the gallery at fit time; above ``max_anchors`` images, a uniform sample of it) stay
+fixed until the next ``--retrain`` / ``--rebuild``, like the model; images added later are
+projected like queries.
 
 4. **near-copies** — diffusion places a query through its neighbours, which
    would rank the neighbours of a copy above the copy's own original. So a
@@ -55,7 +56,8 @@ class PostConfig:
     rank: int = 128  # eigenvectors kept
     weight: float = 1.0  # weight of the diffusion part in the search vector
     min_gallery: int = 2000  # smaller galleries skip diffusion (too little graph to learn from)
-    max_anchors: int = 100_000  # larger galleries fit the graph on a uniform sample of this many (bounded memory); the rest are placed like queries
+    # larger galleries fit the graph on a uniform sample of this many (bounded memory); the rest are placed like queries
+    max_anchors: int = 100_000
     copies: bool = True  # calibrate a near-copy threshold and place copies at their original (step 4)
 
     def to_dict(self) -> dict:
