@@ -257,38 +257,12 @@ def scan(files: list[Path], root: Path, root_abs: Path) -> list[Found]:
 
 
 @dataclass
-class Decoded:
-    """Decoded files all in memory: pixels of the files that decoded, which ones, and the rest
-    (``sort_decoded``'s input; ``update`` streams instead: ``embed_files`` → ``Embedded``)."""
-
-    pixels: np.ndarray  # (M, C, S, S) uint8
-    files: list[Found]  # aligned with pixels
-    infos: list[dict]  # size, mtime_ns, sha256 of each, aligned with pixels
-    failed: list[tuple[Found, str]]  # (file, reason)
-
-
-@dataclass
 class Changes:
-    """What the decoded files mean for the manifest (``sort_decoded``)."""
+    """What the embedded files mean for the manifest (``sort_embedded``)."""
 
     refreshed: dict[str, Entry]  # touched, same content: keep the vector, new size/mtime
-    embed: list[tuple[str, dict, int]]  # (rel, info, row in Decoded.pixels): new content to embed
+    embed: list[tuple[str, dict, int]]  # (rel, info, row in Embedded.codes): new content, embedded
     lost: list[str]  # indexed files that now fail to decode: dropped
-
-
-def sort_decoded(dec: Decoded, old: Snapshot | None, reembed: bool) -> Changes:
-    """A changed mtime with identical content is not an update: keep the vector, refresh the stat.
-    A file that was indexed but now fails to decode is dropped (and reported as skipped)."""
-    by_path = {e.path: e for e in old.entries} if old is not None else {}
-    refreshed, embed = {}, []
-    for row, (f, info) in enumerate(zip(dec.files, dec.infos)):
-        e = by_path.get(f.rel)
-        if e is not None and not reembed and e.sha256 == info["sha256"]:
-            refreshed[f.rel] = replace(e, size=info["size"], mtime_ns=info["mtime_ns"])
-        else:
-            embed.append((f.rel, info, row))
-    lost = [f.rel for f, _ in dec.failed if f.rel in by_path]
-    return Changes(refreshed, embed, lost)
 
 
 # ---------------------------------------------------------------- streaming: bounded memory
@@ -489,7 +463,8 @@ def _split_timings(timer: _Timer, emb: Embedded) -> None:
 
 
 def sort_embedded(emb: Embedded, old: Snapshot | None) -> Changes:
-    """``sort_decoded`` for an embedder's result: same content → the old entry with the new stat;
+    """What an embedder's result means for the manifest. A changed mtime with identical content is not
+    an update: the old entry with the new stat (``same``; the embedder compared the content hashes);
     embedded → to assemble (row = its row in ``emb.codes``); an indexed file that failed → dropped."""
     by_path = {e.path: e for e in old.entries} if old is not None else {}
     refreshed = {f.rel: replace(by_path[f.rel], size=info["size"], mtime_ns=info["mtime_ns"]) for f, info in emb.same}

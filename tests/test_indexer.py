@@ -1,5 +1,5 @@
 """The indexer's plan and its row bookkeeping, without decoding or training anything:
-``plan`` (a pure diff of folder against manifest), ``sort_decoded`` and ``assemble``."""
+``plan`` (a pure diff of folder against manifest), ``sort_embedded`` and ``assemble``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from synth import make_snapshot
 
 from simsearch.errors import SimsearchError
-from simsearch.indexer import Decoded, Found, UpdateReport, assemble, plan, sort_decoded
+from simsearch.indexer import Embedded, Found, UpdateReport, assemble, plan, sort_embedded
 
 D = 16
 
@@ -24,18 +24,25 @@ def found_as_indexed(snap) -> list[Found]:
     return [Found(Path("/x") / e.path, e.path, e.size, e.mtime_ns) for e in snap.entries]
 
 
-def decoded(files: list[Found], shas: list[str], failed=()) -> Decoded:
-    infos = [{"size": f.size, "mtime_ns": f.mtime_ns, "sha256": h} for f, h in zip(files, shas)]
-    return Decoded(np.zeros((len(files), 1, 4, 4), np.uint8), list(files), infos, list(failed))
+def embedded(old, files: list[Found], shas: list[str], reembed: bool, failed=()) -> Embedded:
+    """What an embedder returns for ``files`` (content hashes ``shas``): a file whose content the index
+    already holds is ``same`` (unless everything is re-embedded, as ``update`` asks with no old hashes)."""
+    old_sha = {} if reembed or old is None else {e.path: e.sha256 for e in old.entries}
+    infos = [(f, {"size": f.size, "mtime_ns": f.mtime_ns, "sha256": h}) for f, h in zip(files, shas)]
+    done = [(f, i) for f, i in infos if old_sha.get(f.rel) != i["sha256"]]
+    same = [(f, i) for f, i in infos if old_sha.get(f.rel) == i["sha256"]]
+    return Embedded(
+        done, np.zeros((len(done), D), np.float32), np.zeros((len(done), 2), np.float32), same, list(failed)
+    )
 
 
 def run(old, found, new_shas=None, failed=(), **kw):
-    """plan → (decode, faked) → sort → assemble; → (plan, rows, report)."""
+    """plan → (decode + embed, faked) → sort → assemble; → (plan, rows, report)."""
     p = plan(found, old, **kw)
     todo = p.to_decode
     ok = [f for f in todo if f.rel not in {g.rel for g, _ in failed}]
     shas = [(new_shas or {}).get(f.rel, _sha_of(old, f.rel)) for f in ok]
-    changes = sort_decoded(decoded(ok, shas, failed), old, p.reembed)
+    changes = sort_embedded(embedded(old, ok, shas, p.reembed, failed), old)
     report = UpdateReport(index="i", root="r")
     vecs = np.full((len(changes.embed), D), 7.0, np.float32)
     return p, changes, assemble(old, p, changes, vecs, report), report
