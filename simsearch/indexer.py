@@ -765,7 +765,10 @@ def _check_inside(files: list[Path], root_abs: Path) -> tuple[list[Path], list[t
 
 
 def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = False) -> int:
-    """Drop these manifest paths from the index; returns how many were present."""
+    """Drop these manifest paths from the index; returns how many were present. The FAISS index
+    follows as in an update (``_plan_faiss``): an IVF index drops the ids from a copy of itself
+    (no retraining), a sharded one tombstones them (its main shards are linked, not rewritten),
+    other types are rebuilt from the kept vectors."""
     index_dir = Path(index_dir)
     drop = set(rel_paths)
     with store.write_lock(index_dir, wait=wait):
@@ -773,15 +776,24 @@ def remove(index_dir: str | os.PathLike, rel_paths: list[str], wait: bool = Fals
         keep = [i for i, e in enumerate(old.entries) if e.path not in drop]
         n = len(old) - len(keep)
         if n:
+            rows = Rows(
+                old.ids[keep],
+                np.asarray(old.vectors[keep]),
+                [old.entries[i] for i in keep],
+                old.meta.next_id,
+                None if old.recon is None else old.recon[keep],
+            )
+            faiss_record, faiss_index = _plan_faiss(rows, old.post, old, None, [])
             snap = Snapshot(
-                meta=old.meta,
-                ids=old.ids[keep],
-                vectors=np.asarray(old.vectors[keep]),
-                entries=[old.entries[i] for i in keep],
+                meta=old.meta.with_(faiss=faiss_record),
+                ids=rows.ids,
+                vectors=rows.vectors,
+                entries=rows.entries,
                 skipped=old.skipped,
                 post=old.post,
-                recon=None if old.recon is None else old.recon[keep],
+                recon=rows.recon,
             )
+            snap._faiss = faiss_index
             store.write(index_dir, snap)
         return n
 

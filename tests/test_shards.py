@@ -329,6 +329,54 @@ def test_sharded_index_through_the_cli_and_index(tmp_path):
     run("verify", "--index", idx)
 
 
+
+@pytest.mark.parametrize("index_type", ["sharded", "ivf"])
+def test_index_remove_tombstones_or_drops_ids_without_rebuilding(tmp_path, index_type):
+    """``Index.remove`` updates the FAISS index as ``simsearch index`` does: a sharded index gets
+    tombstones (main shards linked, not rewritten), an IVF index drops the ids from a copy of itself
+    (the trained quantizer is kept); both answer like exact search over the kept images."""
+    from click.testing import CliRunner
+
+    import simsearch
+    from simsearch.cli import cli
+
+    root, idx = tmp_path / "images", tmp_path / "idx"
+    write_corpus(root, per_class=30)
+    extra = ["--shards", "2"] if index_type == "sharded" else []
+    res = CliRunner().invoke(
+        cli, ["index", str(root), "--index", str(idx), "--index-type", index_type, *extra, *FAST_CLI], obj={}
+    )
+    assert res.exit_code == 0, f"{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    index = simsearch.Index.open(idx)
+    gen1 = index._snap.gen_dir
+    if index_type == "ivf":
+        whole = faiss.read_index(str(gen1 / "index.faiss"))  # kept: the IVF view below points into it
+        before = faiss.extract_index_ivf(whole)
+        centroids = before.quantizer.reconstruct_n(0, before.nlist)
+    gone = ["disc/disc_000.png", "square/square_003.png", "stripes/stripes_007.png"]
+    gone_ids = {e.id for e in index.entries() if e.path in gone}
+    assert index.remove(gone) == 3 and len(index) == 87
+    fi = index._snap.faiss_index
+    assert fi.ntotal == 87
+    if index_type == "sharded":
+        assert isinstance(fi, shards.ShardedIndex) and set(fi.tombstones.tolist()) == gone_ids
+        assert fi.delta.ntotal == 0
+        gen2 = index._snap.gen_dir
+        assert (gen2 / "main-000.faiss").stat().st_ino == (gen1 / "main-000.faiss").stat().st_ino
+        fi.set_params({"nprobe": fi.nlist})
+    else:
+        whole = faiss.read_index(str(index._snap.gen_dir / "index.faiss"))
+        after = faiss.extract_index_ivf(whole)
+        np.testing.assert_array_equal(after.quantizer.reconstruct_n(0, after.nlist), centroids)  # not retrained
+        ann.apply_params(fi, {"nprobe": after.nlist})
+    v, ids = index.vectors(), index.ids()
+    assert not gone_ids & set(ids.tolist())
+    for row in (0, 40, len(ids) - 1):
+        got = [h.id for h in index.neighbors(int(ids[row]), k=5)]
+        order = np.argsort(-(v @ v[row]), kind="stable")
+        assert got == [int(i) for i in ids[order] if i != ids[row]][:5]
+    assert index.meta.faiss.recall_at_10 is not None and index.meta.faiss.recall_at_10 >= 0.95
+
 def test_scale_benchmark_smoke_run(tmp_path):
     """A tiny run of scripts/bench/scale_shards.py prints its table (the real figures are in its report)."""
     import subprocess
