@@ -14,7 +14,8 @@ and carry the stable ids. Types:
              with a merged top-k, a delta shard and tombstones for updates (``shards.py``);
              ``nprobe`` tuned as for ``ivf``.
 
-``auto`` = flat below ``AUTO_FLAT_MAX`` vectors, else ivf.
+``auto`` = flat below ``AUTO_FLAT_MAX`` vectors, sharded from ``AUTO_SHARDED_MIN`` (an index that is
+already sharded stays so down to half of it), else ivf.
 """
 
 from __future__ import annotations
@@ -24,19 +25,20 @@ import time
 
 import numpy as np
 
-from .constants import AUTO_FLAT_MAX
+from .constants import AUTO_FLAT_MAX, AUTO_SHARDED_MIN
 from .constants import INDEX_TYPES as TYPES
 
 TARGET_RECALL = 0.95
 RECALL_SAMPLE = 500
 
 
-def choose(kind: str, n: int, d: int) -> dict:
-    """Index spec {type, factory} for ``n`` vectors of dimension ``d``."""
+def choose(kind: str, n: int, d: int, current: str | None = None) -> dict:
+    """Index spec {type, factory} for ``n`` vectors of dimension ``d``. ``current``: the type of the
+    index being updated, if any (``auto`` keeps a sharded one sharded down to half the threshold)."""
     if kind not in TYPES:
         raise ValueError(f"unknown index type {kind!r} (choose from {', '.join(TYPES)})")
     if kind == "auto":
-        kind = "flat" if n < AUTO_FLAT_MAX else "ivf"
+        kind = auto_type(n, current)
     if kind == "flat":
         return {"type": "flat", "factory": "IDMap2,Flat"}
     if kind == "hnsw":
@@ -50,6 +52,15 @@ def choose(kind: str, n: int, d: int) -> dict:
         return {"type": "ivf", "factory": f"IVF{nlist},Flat"}
     m = next(m for m in (d // 4, d // 8, d // 2, d) if m >= 1 and d % m == 0)
     return {"type": "ivfpq", "factory": f"IVF{nlist},PQ{m}x8"}
+
+
+def auto_type(n: int, current: str | None = None) -> str:
+    """What ``auto`` means for ``n`` vectors (``current``: the type of the index being updated)."""
+    if n < AUTO_FLAT_MAX:
+        return "flat"
+    if n >= AUTO_SHARDED_MIN or (current == "sharded" and n >= AUTO_SHARDED_MIN // 2):
+        return "sharded"
+    return "ivf"
 
 
 def ivf_cells(n: int) -> int:

@@ -14,7 +14,7 @@ import traceback
 import click
 
 from . import __version__
-from .constants import AUTO_FLAT_MAX, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
+from .constants import AUTO_FLAT_MAX, AUTO_SHARDED_MIN, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
 from .errors import SimsearchError, printable
 
 INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
@@ -187,7 +187,8 @@ def _with(options):
     "--index-type",
     type=click.Choice(INDEX_TYPES),
     default=None,
-    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, else IVF; "
+    help=f"FAISS index: {', '.join(INDEX_TYPES)} (auto: exact below {AUTO_FLAT_MAX // 1000}k images, "
+    f"sharded from {AUTO_SHARDED_MIN // 1_000_000}M, else IVF; "
     "sharded: IVF-SQ8 shards with a delta shard for updates). Default: keep the index's.",
 )
 @click.option(

@@ -688,11 +688,11 @@ def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, n
     if requested is None:
         requested = old.meta.faiss.requested if old is not None else "auto"
     try:
-        spec = ann.choose(requested, len(snap), post.dim)
+        prev = old.meta.faiss if old is not None else None
+        spec = ann.choose(requested, len(snap), post.dim, current=prev.type if prev is not None else None)
     except ValueError as e:
         raise SimsearchError(str(e)) from None
     spec.update(metric="inner_product", requested=requested)
-    prev = old.meta.faiss if old is not None else None
     if spec["type"] == "sharded":
         return _plan_sharded(snap, post, old, spec, new_items, shards)
     if prev is not None and spec["type"] in ("ivf", "ivfpq") and prev.factory == spec["factory"]:

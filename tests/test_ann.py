@@ -35,10 +35,19 @@ def test_index_types_build_tune_and_round_trip(tmp_path, kind):
     assert measured >= (0.9 if kind != "ivfpq" else 0.3)
 
 
-def test_auto_index_type_is_exact_for_small_corpora_and_ivf_above():
+def test_auto_index_type_is_exact_for_small_corpora_ivf_above_and_sharded_for_millions():
     assert ann.choose("auto", ann.AUTO_FLAT_MAX - 1, 256)["type"] == "flat"
     big = ann.choose("auto", 70_000, 256)
     assert big["type"] == "ivf" and big["factory"] == "IVF1024,Flat"
+    huge = ann.choose("auto", ann.AUTO_SHARDED_MIN, 256)
+    assert huge["type"] == "sharded" and huge["factory"].endswith(",SQ8")
+    assert ann.choose("auto", ann.AUTO_SHARDED_MIN - 1, 256)["type"] == "ivf"
+    # hysteresis: a sharded index shrinking a little stays sharded; an IVF one growing to just under stays IVF
+    assert ann.auto_type(ann.AUTO_SHARDED_MIN - 1, current="sharded") == "sharded"
+    assert ann.auto_type(ann.AUTO_SHARDED_MIN // 2, current="sharded") == "sharded"
+    assert ann.auto_type(ann.AUTO_SHARDED_MIN // 2 - 1, current="sharded") == "ivf"
+    assert ann.auto_type(ann.AUTO_SHARDED_MIN - 1, current="ivf") == "ivf"
+    assert ann.auto_type(ann.AUTO_FLAT_MAX - 1, current="sharded") == "flat"
 
 
 # ------------------------------------------------------------------ against exact search

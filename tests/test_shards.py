@@ -329,7 +329,6 @@ def test_sharded_index_through_the_cli_and_index(tmp_path):
     run("verify", "--index", idx)
 
 
-
 @pytest.mark.parametrize("index_type", ["sharded", "ivf"])
 def test_index_remove_tombstones_or_drops_ids_without_rebuilding(tmp_path, index_type):
     """``Index.remove`` updates the FAISS index as ``simsearch index`` does: a sharded index gets
@@ -376,6 +375,42 @@ def test_index_remove_tombstones_or_drops_ids_without_rebuilding(tmp_path, index
         order = np.argsort(-(v @ v[row]), kind="stable")
         assert got == [int(i) for i in ids[order] if i != ids[row]][:5]
     assert index.meta.faiss.recall_at_10 is not None and index.meta.faiss.recall_at_10 >= 0.95
+
+
+def test_auto_switches_a_growing_index_to_sharded_and_back_with_hysteresis(tmp_path, monkeypatch):
+    """``--index-type auto`` (the default) turns an index sharded once it reaches
+    ``AUTO_SHARDED_MIN`` images (thresholds scaled down here) and keeps it sharded until it falls
+    below half of that."""
+    import simsearch
+
+    monkeypatch.setattr(ann, "AUTO_FLAT_MAX", 10)
+    monkeypatch.setattr(ann, "AUTO_SHARDED_MIN", 80)
+    root, idx = tmp_path / "images", tmp_path / "idx"
+    write_corpus(root, per_class=20)  # 60 images: ivf
+    from click.testing import CliRunner
+
+    from simsearch.cli import cli
+
+    def index_now() -> simsearch.Index:
+        res = CliRunner().invoke(cli, ["index", str(root), "--index", str(idx), *FAST_CLI], obj={})
+        assert res.exit_code == 0, f"{res.stdout}\n{res.stderr}\n{res.exception!r}"
+        return simsearch.Index.open(idx)
+
+    assert index_now().meta.faiss.type == "ivf"
+    rng = np.random.default_rng(9)
+    for i in range(25):  # 85 images: sharded
+        make_image("disc", rng).save(root / "disc" / f"grown_{i}.png")
+    index = index_now()
+    assert index.meta.faiss.type == "sharded" and index.meta.faiss.requested == "auto"
+    assert index.meta.faiss.recall_at_10 >= 0.95
+    for i in range(25):  # back to 60: still at least half of 80, stays sharded (a delta + tombstones)
+        (root / "disc" / f"grown_{i}.png").unlink()
+    assert index_now().meta.faiss.type == "sharded"
+    for p in [*sorted((root / "square").glob("*.png")), *sorted((root / "stripes").glob("*.png"))[:5]]:
+        p.unlink()  # 35: below half, ivf again
+    index = index_now()
+    assert index.meta.faiss.type == "ivf" and len(index) == 35
+
 
 def test_scale_benchmark_smoke_run(tmp_path):
     """A tiny run of scripts/bench/scale_shards.py prints its table (the real figures are in its report)."""
