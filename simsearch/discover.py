@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Literal, overload
 
 from simsearch.errors import SimsearchError, oserror_reason
 from simsearch.formats import IMAGE_EXTENSIONS
@@ -25,7 +26,13 @@ def _rel_key(rel: str) -> bytes:
     return os.fsencode(rel)
 
 
-def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+@overload
+def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, str]]]: ...
+@overload
+def discover(root: str | os.PathLike[str], *, strings: Literal[True]) -> tuple[list[str], list[tuple[Path, str]]]: ...
+
+
+def discover(root: str | os.PathLike[str], *, strings: bool = False):
     """Recursively find image files under ``root``.
 
     Returns ``(files, problems)``.  ``files`` are ``root / relative`` paths whose
@@ -36,6 +43,10 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path,
     Broken symlinks with an image extension, non-regular files with an image
     extension and unreadable directories are reported in ``problems`` as
     ``(path, reason)``.  If ``root`` is an image file, returns ``([root], [])``.
+
+    ``strings=True`` returns the files as ``str`` (``os.path.join(root, relative)``) instead
+    of ``Path`` objects: a third of the memory per file, for the indexer's million-file
+    folders (a ``Path`` keeps its parts as separate strings).
 
     Raises :class:`SimsearchError` if ``root`` does not exist or is neither a
     directory nor an image file.
@@ -54,28 +65,28 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path,
 
     if not stat.S_ISDIR(st.st_mode):
         if stat.S_ISREG(st.st_mode) and root_p.suffix.lower() in IMAGE_EXTENSIONS:
-            return [root_p], []
+            return [os.fspath(root_p) if strings else root_p], []
         raise SimsearchError(f"{root_p}: not a directory or a supported image file")
 
-    found: list[tuple[bytes, Path]] = []
+    found: list[tuple[bytes, str]] = []
     problems: list[tuple[Path, str]] = []
     visited = {(st.st_dev, st.st_ino)}
-    stack: list[tuple[Path, str]] = [(root_p, "")]
+    stack: list[tuple[str, str]] = [(os.fspath(root_p), "")]
     while stack:
         directory, rel = stack.pop()
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
         except OSError as exc:
-            problems.append((directory, f"cannot read directory: {oserror_reason(exc)}"))
+            problems.append((Path(directory), f"cannot read directory: {oserror_reason(exc)}"))
             continue
         entries.sort(key=lambda e: os.fsencode(e.name))
-        subdirs: list[tuple[Path, str]] = []
+        subdirs: list[tuple[str, str]] = []
         for entry in entries:
             name = entry.name
             if name.startswith("."):
                 continue
-            path = directory / name
+            path = os.path.join(directory, name)
             rel_child = f"{rel}/{name}" if rel else name
             try:
                 is_dir = entry.is_dir()  # follows symlinks
@@ -85,7 +96,7 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path,
                 try:
                     dst = os.stat(path)
                 except OSError as exc:
-                    problems.append((path, f"cannot read directory: {oserror_reason(exc)}"))
+                    problems.append((Path(path), f"cannot read directory: {oserror_reason(exc)}"))
                     continue
                 key = (dst.st_dev, dst.st_ino)
                 if key in visited:
@@ -105,13 +116,15 @@ def discover(root: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path,
             try:
                 os.stat(path)
             except FileNotFoundError:
-                problems.append((path, "broken symlink"))
+                problems.append((Path(path), "broken symlink"))
                 continue
             except OSError as exc:
-                problems.append((path, f"cannot access: {oserror_reason(exc)}"))
+                problems.append((Path(path), f"cannot access: {oserror_reason(exc)}"))
                 continue
-            problems.append((path, "not a regular file"))
+            problems.append((Path(path), "not a regular file"))
         stack.extend(reversed(subdirs))
     found.sort(key=lambda t: t[0])
     problems.sort(key=lambda t: os.fsencode(str(t[0])))
-    return [p for _, p in found], problems
+    if strings:
+        return [p for _, p in found], problems
+    return [Path(p) for _, p in found], problems

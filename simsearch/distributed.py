@@ -41,7 +41,7 @@ import numpy as np
 from . import store
 from .crashpoints import crash_point
 from .errors import ImageError, SimsearchError, one_line, oserror_reason
-from .indexer import Embedded, Found
+from .indexer import Embedded, FileInfo, Found
 from .preprocess import Preprocess
 
 __all__ = ["PART_FILES", "Pool", "RunStats", "embed_parts", "parts_dir", "plan_pool", "ray_embed_files", "split_parts"]
@@ -554,8 +554,8 @@ def _remove_stale(work: Path, keep: set[str]) -> int:
 
 def _gather(todo: list[Found], ranges: list[range], results: list, dim: int) -> Embedded:
     """All parts' rows, in input order, as ``Embedded``."""
-    done: list[tuple[Found, dict]] = []
-    same: list[tuple[Found, dict]] = []
+    done: list[tuple[Found, FileInfo]] = []
+    same: list[tuple[Found, FileInfo]] = []
     failed: list[tuple[Found, str]] = []
     codes, recon = [], []
     for r, cols in zip(ranges, results):
@@ -565,7 +565,7 @@ def _gather(todo: list[Found], ranges: list[range], results: list, dim: int) -> 
             if status == FAILED:
                 failed.append((todo[i], cols["reason"][k]))
                 continue
-            info = {"size": int(cols["size"][k]), "mtime_ns": int(cols["mtime_ns"][k]), "sha256": cols["sha256"][k]}
+            info = FileInfo(int(cols["size"][k]), int(cols["mtime_ns"][k]), cols["sha256"][k])
             if status == SAME:
                 same.append((todo[i], info))
             else:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -116,12 +116,12 @@ class UpdateReport:
         return d
 
 
-def relpath(path: Path, root: Path) -> str:
-    rel = os.path.relpath(path, root) if root.is_dir() else path.name
+def relpath(path: str | Path, root: Path) -> str:
+    rel = os.path.relpath(path, root) if root.is_dir() else os.path.basename(path)
     return Path(rel).as_posix()
 
 
-def relpaths(files: list[Path], root: Path, root_abs: Path) -> list[str]:
+def relpaths(files: Sequence[str | Path], root: Path, root_abs: Path) -> list[str]:
     """Paths relative to the indexed folder. ``discover`` returns ``root/…``, so a string
     prefix cut does it (os.path.relpath on 60k paths costs seconds); anything else falls back."""
     prefix = os.fspath(root) + "/"
@@ -167,14 +167,28 @@ def _decode(paths: list[Path], pre: Preprocess, workers: int, progress: Progress
     return pixels[: len(good)], good, infos, problems
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Found:
-    """A file in the folder, as ``plan`` sees it (``stat`` is None when it could not be read)."""
+    """A file in the folder, as ``plan`` sees it (``stat`` is None when it could not be read).
+    One per file for the whole build: slots and a ``str`` path keep it small (``scan``)."""
 
-    path: Path
+    path: str | Path
     rel: str  # relative to the indexed folder, as the manifest names it
     size: int | None = None
     mtime_ns: int | None = None
+
+
+class FileInfo(NamedTuple):
+    """What reading a file found (``pool.decode_files``' info, kept per embedded file as a tuple,
+    not a dict: a fifth of the memory)."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, info: dict) -> FileInfo:
+        return cls(int(info["size"]), int(info["mtime_ns"]), info["sha256"])
 
 
 @dataclass
@@ -244,10 +258,11 @@ def plan(
     )
 
 
-def scan(files: list[Path], root: Path, root_abs: Path) -> list[Found]:
+def scan(files: Sequence[str | Path], root: Path, root_abs: Path) -> list[Found]:
     """Stat the discovered files (a file that vanished since discovery has no stat: decoded, it fails)."""
     out = []
     for p, rel in zip(files, relpaths(files, root, root_abs)):
+        p = os.fspath(p)
         try:
             st = os.stat(p)
             out.append(Found(p, rel, st.st_size, st.st_mtime_ns))
@@ -261,7 +276,7 @@ class Changes:
     """What the embedded files mean for the manifest (``sort_embedded``)."""
 
     refreshed: dict[str, Entry]  # touched, same content: keep the vector, new size/mtime
-    embed: list[tuple[str, dict, int]]  # (rel, info, row in Embedded.codes): new content, embedded
+    embed: list[tuple[str, FileInfo, int]]  # (rel, info, row in Embedded.codes): new content, embedded
     lost: list[str]  # indexed files that now fail to decode: dropped
 
 
@@ -329,10 +344,10 @@ def _replay(pixels: np.ndarray, good: list[int], infos: dict[int, dict], problem
 class Embedded:
     """What an embedder (``embed_files``, ``distributed.ray_embed_files``) returns."""
 
-    done: list[tuple[Found, dict]]  # embedded files with info {'size','mtime_ns','sha256'}, in input order
+    done: list[tuple[Found, FileInfo]]  # embedded files with what reading them found, in input order
     codes: np.ndarray  # (len(done), D) float32 raw codes
     recon: np.ndarray  # (len(done), 2) float32 reconstruction statistics (reconerror)
-    same: list[tuple[Found, dict]]  # decoded, but content sha256 equals old_sha[rel]: not embedded (stat refresh only)
+    same: list[tuple[Found, FileInfo]]  # decoded, but content sha256 equals old_sha[rel]: not embedded (stat refresh)
     failed: list[tuple[Found, str]]  # could not be read: one-line reason
     timings: dict[str, float] = field(default_factory=dict)  # optional: seconds spent waiting for decoding ("decode")
 
@@ -383,7 +398,7 @@ def _embed_stream(
     n, chunk = len(todo), chunk_for(pre, options)
     bs = options.embed_batch and max(options.embed_batch, 1)
     buf = np.empty((min(chunk, n), pre.channels, pre.size, pre.size), np.uint8)
-    pending: list[tuple[Found, dict]] = []  # aligned with buf[: len(pending)]
+    pending: list[tuple[Found, FileInfo]] = []  # aligned with buf[: len(pending)]
     out = Embedded([], np.zeros((0, 0), np.float32), np.zeros((0, 2), np.float32), [], [])
     state: dict[str, Any] = {"model": None, "codes": None, "recon": None}
     waited = 0.0
@@ -415,10 +430,10 @@ def _embed_stream(
             if arr is None:
                 out.failed.append((f, reason or "unreadable"))
             elif old_sha.get(f.rel) == info["sha256"]:
-                out.same.append((f, info))
+                out.same.append((f, FileInfo.of(info)))
             else:
                 buf[len(pending)] = arr
-                pending.append((f, info))
+                pending.append((f, FileInfo.of(info)))
                 if len(pending) == len(buf):
                     embed_pending()
             if progress and done % chunk == 0 and done < n:
@@ -467,7 +482,7 @@ def sort_embedded(emb: Embedded, old: Snapshot | None) -> Changes:
     an update: the old entry with the new stat (``same``; the embedder compared the content hashes);
     embedded → to assemble (row = its row in ``emb.codes``); an indexed file that failed → dropped."""
     by_path = {e.path: e for e in old.entries} if old is not None else {}
-    refreshed = {f.rel: replace(by_path[f.rel], size=info["size"], mtime_ns=info["mtime_ns"]) for f, info in emb.same}
+    refreshed = {f.rel: replace(by_path[f.rel], size=info.size, mtime_ns=info.mtime_ns) for f, info in emb.same}
     embed = [(f.rel, info, row) for row, (f, info) in enumerate(emb.done)]
     lost = [f.rel for f, _ in emb.failed if f.rel in by_path]
     return Changes(refreshed, embed, lost)
@@ -493,20 +508,21 @@ def update(
         root_abs = root.resolve() if root.is_dir() else root.resolve().parent
         only = files is not None
         with timer("discover"):
+            paths: Sequence[str | Path]
             if files is not None:  # only
-                files, problems = _check_inside(files, root_abs)
+                paths, problems = _check_inside(files, root_abs)
             else:
-                files, problems = discover(root)
-            found = scan(files, root, root_abs)
+                paths, problems = discover(root, strings=True)
+            found = scan(paths, root, root_abs)
         old = _read_old(index_dir, root_abs, options)
         report = UpdateReport(index=str(index_dir), root=str(root_abs))
         report.skipped = [{"path": relpath(p, root_abs), "reason": r} for p, r in problems]
         for s in report.skipped:
             _log_skip(log, s["path"], s["reason"])
-        if not files and old is None:
+        if not paths and old is None:
             raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
 
-        source = _choose_model(index_dir, old, files, options)
+        source = _choose_model(index_dir, old, paths, options)
         todo = plan(
             found,
             old,
@@ -613,7 +629,7 @@ def _log_skip(log: Callable[[str], None], path, reason: str) -> None:
     log(f"skipped {path}: {reason}")  # (cli's progress display recognises this prefix)
 
 
-def _input_for(files: list[Path], options: BuildOptions) -> Preprocess:
+def _input_for(files: Sequence[str | Path], options: BuildOptions) -> Preprocess:
     """The model input for a new model: what the options fix, the rest probed from the corpus."""
     probed = probe(files)
     return Preprocess(options.size or probed.size, options.channels or probed.channels, options.fit or probed.fit)
@@ -996,7 +1012,7 @@ def assemble(
         else:
             report.added += 1
             eid, next_id = next_id, next_id + 1
-        entries.append(Entry(eid, rel, info["size"], info["mtime_ns"], info["sha256"]))
+        entries.append(Entry(eid, rel, info.size, info.mtime_ns, info.sha256))
     if len(new_vecs):
         vec_parts.append(np.asarray(new_vecs, np.float32))
         recon_parts.append(

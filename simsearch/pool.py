@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ def _isolate(chunks: list[tuple[int, list]], pre: Preprocess):
 
 
 def decode_files(
-    paths: list[Path], pre: Preprocess, workers: int = 0, chunksize: int = 64
+    paths: Sequence[str | Path], pre: Preprocess, workers: int = 0, chunksize: int = 64
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
     """Decode ``paths`` for indexing, in parallel, yielding in input order.
 

@@ -18,6 +18,7 @@ import math
 import random
 import statistics
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def _sample_is_gray(im: Image.Image) -> bool:
     return max(int(d1), int(d2)) <= _GRAY_TOLERANCE
 
 
-def probe(files: list[Path], sample: int = 200, seed: int = 0) -> Preprocess:
+def probe(files: Sequence[str | Path], sample: int = 200, seed: int = 0) -> Preprocess:
     """Choose Preprocess settings from a deterministic sample of the corpus.
 
     channels = 1 if ≥ 95% of the readable sampled images are grayscale, else 3;

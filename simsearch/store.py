@@ -171,7 +171,7 @@ def write_lock(index_dir: Path, wait: bool = False, timeout: float | None = None
 # ---------------------------------------------------------------- snapshot
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     id: int
     path: str  # relative to the corpus root, POSIX separators (surrogate-escaped if not UTF-8)

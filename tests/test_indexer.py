@@ -10,7 +10,7 @@ import pytest
 from synth import make_snapshot
 
 from simsearch.errors import SimsearchError
-from simsearch.indexer import Embedded, Found, UpdateReport, assemble, plan, sort_embedded
+from simsearch.indexer import Embedded, FileInfo, Found, UpdateReport, assemble, plan, sort_embedded
 
 D = 16
 
@@ -28,9 +28,9 @@ def embedded(old, files: list[Found], shas: list[str], reembed: bool, failed=())
     """What an embedder returns for ``files`` (content hashes ``shas``): a file whose content the index
     already holds is ``same`` (unless everything is re-embedded, as ``update`` asks with no old hashes)."""
     old_sha = {} if reembed or old is None else {e.path: e.sha256 for e in old.entries}
-    infos = [(f, {"size": f.size, "mtime_ns": f.mtime_ns, "sha256": h}) for f, h in zip(files, shas)]
-    done = [(f, i) for f, i in infos if old_sha.get(f.rel) != i["sha256"]]
-    same = [(f, i) for f, i in infos if old_sha.get(f.rel) == i["sha256"]]
+    infos = [(f, FileInfo(f.size, f.mtime_ns, h)) for f, h in zip(files, shas)]
+    done = [(f, i) for f, i in infos if old_sha.get(f.rel) != i.sha256]
+    same = [(f, i) for f, i in infos if old_sha.get(f.rel) == i.sha256]
     return Embedded(
         done, np.zeros((len(done), D), np.float32), np.zeros((len(done), 2), np.float32), same, list(failed)
     )

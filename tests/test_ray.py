@@ -80,7 +80,7 @@ def _assert_matches_index(ref: Reference, emb) -> None:
     idx = np.array([rows[f.rel] for f, _ in emb.done])
     for (_, info), r in zip(emb.done, idx):
         e = ref.snap.entries[r]
-        assert (info["size"], info["mtime_ns"], info["sha256"]) == (e.size, e.mtime_ns, e.sha256)
+        assert (info.size, info.mtime_ns, info.sha256) == (e.size, e.mtime_ns, e.sha256)
     assert emb.codes.shape == (len(idx), ref.snap.dim) and emb.codes.dtype == np.float32
     np.testing.assert_allclose(emb.codes, np.asarray(ref.snap.vectors)[idx], atol=1e-5, rtol=0)
     assert ref.snap.recon is not None
@@ -160,7 +160,7 @@ def test_unchanged_and_unreadable_files(ray_local, ref, tmp_path):
     old_sha = {e.path: e.sha256 for e in ref.snap.entries if e.path.startswith("square/")}
     emb, stats = _run(ref, tmp_path / "parts", todo, old_sha)
     assert sorted(f.rel for f, _ in emb.same) == sorted(old_sha)
-    assert all(info["sha256"] == old_sha[f.rel] for f, info in emb.same)
+    assert all(info.sha256 == old_sha[f.rel] for f, info in emb.same)
     (_, (_, _, local_reason, _)) = (None, next(iter(decode_files([corpus / "disc" / "broken.png"], ref.pre, 1))))
     assert [(f.rel, r) for f, r in emb.failed] == [("disc/broken.png", local_reason)]
     assert stats.embedded == len(emb.done) == len(todo) - len(old_sha) - 1

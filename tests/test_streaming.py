@@ -142,7 +142,7 @@ def test_embed_files_sorts_embedded_same_and_failed_in_input_order(built, folder
     assert [f.rel for f, _ in emb.same] == ["disc/disc_003.png"]
     assert [f.rel for f, _ in emb.failed] == ["disc/broken.png", "nope.png"]
     assert all(reason and "\n" not in reason for _, reason in emb.failed)
-    assert emb.done[1][1]["sha256"] == by_path["square/square_010.png"].sha256
+    assert emb.done[1][1].sha256 == by_path["square/square_010.png"].sha256
     assert emb.codes.shape == (2, snap.vectors.shape[1]) and emb.codes.dtype == np.float32
     assert emb.recon.shape == (2, 2)
     rows = [snap.entries.index(by_path[f.rel]) for f, _ in emb.done]
