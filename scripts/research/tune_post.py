@@ -39,6 +39,11 @@ VARIANTS = {
     "nocopies": replace(BASE, copies=False),
     "b1.25": replace(BASE, weight=1.25),
     "k20b1.25": replace(BASE, k=20, weight=1.25),
+    # the diffusion graph fitted on a uniform sample of the gallery, the rest placed through its anchors as
+    # queries are: the 50k gallery at the sampling ratios of a 300k (1/3) and a 1M (1/10) folder under the
+    # default max_anchors of 100k
+    "anchors1/3": replace(BASE, max_anchors=16_667),
+    "anchors1/10": replace(BASE, max_anchors=5_000),
 }
 
 
