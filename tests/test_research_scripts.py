@@ -19,7 +19,14 @@ RESEARCH = ROOT / "scripts" / "research"
 
 @pytest.mark.parametrize(
     "script",
-    ["tune_post.py", "post_sweep.py", "train_sweep.py", "frozen/fmnist_probe.py", "frozen/post_probe.py"],
+    [
+        "tune_post.py",
+        "post_sweep.py",
+        "train_sweep.py",
+        "codec_real.py",
+        "frozen/fmnist_probe.py",
+        "frozen/post_probe.py",
+    ],
 )
 def test_research_script_help(script):
     r = subprocess.run(
@@ -46,3 +53,25 @@ def test_split_folder_puts_the_first_files_by_name_in_queries(tmp_path):
     assert split_folder(src, tmp_path / "split", n_queries=8) == (q, g)
     assert len(list(q.rglob("*.png"))) == 5
     assert not (tmp_path / "split" / ".partial").exists()
+
+
+def test_codec_real_compares_ivf_and_sharded_on_an_index(tmp_path):
+    from click.testing import CliRunner
+    from synth import FAST_CLI, write_corpus
+
+    from simsearch.cli import cli
+
+    write_corpus(tmp_path / "images", per_class=30)
+    res = CliRunner().invoke(cli, ["index", str(tmp_path / "images"), "--index", str(tmp_path / "idx"), *FAST_CLI])
+    assert res.exit_code == 0, res.output
+    r = subprocess.run(
+        [sys.executable, str(RESEARCH / "codec_real.py"), "--index", str(tmp_path / "idx")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ivf") or line.startswith("| sharded")]
+    assert len(rows) == 2 and ",SQ8 |" in rows[1] and ",Flat |" in rows[0]
+    assert all(float(row.split("|")[4]) >= 0.95 for row in rows)  # both tuned to the recall target

@@ -32,9 +32,9 @@ def main() -> int:
     vecs, ids = np.ascontiguousarray(index.vectors(), dtype=np.float32), index.ids()
     n, d = vecs.shape
     print(f"{n:,} search vectors of dimension {d} from {a.index}")
-    print("| type | factory | nprobe | recall@10 | bytes/vector | build s | query ms (batch of 1000) |")
+    print("| type | factory | nprobe | recall@10 | bytes/vector | build s | query ms (batch of up to 1000) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    q = vecs[np.random.default_rng(1).choice(n, 1000, replace=False)]
+    q = vecs[np.random.default_rng(1).choice(n, min(n, 1000), replace=False)]
     for kind in a.types.split(","):
         spec = ann.choose(kind, n, d)
         t0 = time.perf_counter()
