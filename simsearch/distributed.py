@@ -9,7 +9,9 @@ size, mtime), the old content hashes it is compared against, the model's sha256,
 test-time views. A finished part is a parquet file (path, size, mtime_ns, sha256, vector, reconstruction
 statistics, and which files were unchanged or unreadable) written atomically under the index's work
 directory; a re-run reads finished parts back instead of embedding them, so an interrupted run resumes, and
-when every part is finished no cluster is needed at all.
+when every part is finished no cluster is needed at all. A batch that Ray gives up on (its decode task or
+actor died past its retries, as a file that kills the decoder makes it) is left out of the dataset, and the
+driver decodes and embeds its files itself, crash-isolated as the single-process path does (``_finish_here``).
 
 Ray Data reads and decodes the files in parallel tasks (``decode.read_file`` and ``decode.load``, as the
 single-process path decodes them) and a pool of actors embeds them with ``embed.embed`` (same views, same
@@ -67,6 +69,7 @@ class RunStats:
     reused: int = 0  # parts read back from disk (finished by an earlier run)
     computed: int = 0  # parts computed on the cluster in this run
     embedded: int = 0  # files the actors embedded in this run
+    local: int = 0  # files whose Ray batch died past its retries, finished (decoded, embedded) here instead
     nodes: set[str] = field(default_factory=set)  # node ids the decode tasks and actors ran on
     removed_stale: int = 0  # finished parts of earlier runs that no longer match, deleted
 
@@ -374,12 +377,14 @@ def embed_parts(
         )
     stats.removed_stale = _remove_stale(work, {_part_path(work, k).name for k in keys})
     _log.info(
-        "ray: %d part(s): %d finished by an earlier run, %d computed on %d node(s); %d file(s) embedded",
+        "ray: %d part(s): %d finished by an earlier run, %d computed on %d node(s); %d file(s) embedded there,"
+        " %d finished here after their batch failed there",
         stats.parts,
         stats.reused,
         stats.computed,
         len(stats.nodes),
         stats.embedded,
+        stats.local,
     )
     return _gather(todo, ranges, results, dim), stats
 
@@ -435,8 +440,13 @@ def _run(
 
     try:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # its plan and progress lines: we report progress
+        # a batch whose task died past its retries (a file that kills the decoder …) is logged by Ray Data and
+        # left out instead of failing the run; its files are finished here, crash-isolated (``_finish_here``)
+        ray_state_log = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
+        ray_state_log.setLevel(logging.CRITICAL)  # its traceback per lost batch: _finish_here says it in one line
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        ctx.max_errored_blocks = -1
         part_of = np.full(len(todo), -1, np.int64)
         items = []
         for j in missing:
@@ -465,8 +475,8 @@ def _run(
                 # for it also keeps decoding in its own tasks: Ray Data fuses a task stage into the next
                 # actor stage only when their resource requests agree, and the (GPU) actors are not to decode.
                 memory=DECODE_MEMORY + DECODE_BATCH * pre.channels * pre.size**2,
-                # a worker that dies is retried, but not forever (Ray Data's default): a file that crashes
-                # the decoder fails the run instead of looping
+                # a worker that dies is retried, but not forever (Ray Data's default): a batch with a file
+                # that crashes the decoder is given up after that, and its files are finished by the driver
                 max_retries=DECODE_RETRIES,
                 **extra,
             )
@@ -500,10 +510,52 @@ def _run(
                 f" in {work}: run the command again to resume"
             ) from None
         if pending:
+            stats.local = _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim)
+            for j in sorted(pending):
+                _write_if_complete(j, todo, ranges, keys, pending, results, work, dim, stats)
+        if pending:
             raise SimsearchError(f"the Ray run ended with {len(pending)} part(s) incomplete; run it again to resume")
     finally:
         if started:
             ray.shutdown()
+
+
+def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim: int) -> int:
+    """The files of batches that Ray gave up on (their decode task or actor died past its retries: a
+    file that kills the decoder, a node that keeps failing), decoded and embedded on this machine the way
+    the single-process indexer does it (``indexer.embed_files``): decoding in worker processes, so that a
+    file that kills its decoder is reported as skipped ("decoder crashed") and the rest are embedded.
+    Their rows go into ``pending``; → how many files."""
+    from . import indexer
+    from .indexer import BuildOptions
+
+    lost = [i for j in sorted(pending) for i in ranges[j] if i not in pending[j]]
+    if not lost:
+        return 0
+    _log.warning(
+        "ray: %d file(s) in batches that failed on the cluster past their retries: decoding and embedding them here",
+        len(lost),
+    )
+    with tempfile.TemporaryDirectory(prefix="simsearch-model-") as tmp:
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(model_bytes)
+        emb = indexer.embed_files([todo[i] for i in lost], pre, path, views, old_sha, BuildOptions(device="cpu"), None)
+    at = {todo[i].rel: i for i in lost}
+    no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(2, np.float32)
+
+    def put(f: Found, status: str, reason: str, info: FileInfo | None, vector, recon) -> None:
+        i = at[f.rel]
+        size, mtime, sha = (info.size, info.mtime_ns, info.sha256) if info is not None else (0, 0, "")
+        row = {"status": status, "reason": reason, "size": size, "mtime_ns": mtime, "sha256": sha}
+        pending[int(part_of[i])][i] = {**row, "vector": vector, "recon": recon}
+
+    for k, (f, info) in enumerate(emb.done):
+        put(f, EMBEDDED, "", info, emb.codes[k], emb.recon[k])
+    for f, info in emb.same:
+        put(f, SAME, "", info, no_vector, no_recon)
+    for f, reason in emb.failed:
+        put(f, FAILED, reason, None, no_vector, no_recon)
+    return len(lost)
 
 
 def _root_cause(e: BaseException) -> str:
@@ -530,15 +582,21 @@ def _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats
             stats.nodes.update(str(batch["node"][k]).split("|"))
             if batch["status"][k] == EMBEDDED:
                 stats.embedded += 1
-            if len(pending[j]) == len(ranges[j]):
-                r = ranges[j]
-                _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
-                results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
-                stats.computed += 1
-                crash_point("ray-part")
+            _write_if_complete(j, todo, ranges, keys, pending, results, work, dim, stats)
         done += len(batch["i"])
         if progress:
             progress("embed", done, total)
+
+
+def _write_if_complete(j: int, todo, ranges, keys, pending, results, work: Path, dim: int, stats: RunStats) -> None:
+    """Part ``j`` has every file's row: write it (atomically), read it back into ``results``."""
+    if len(pending[j]) < len(ranges[j]):
+        return
+    r = ranges[j]
+    _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
+    results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
+    stats.computed += 1
+    crash_point("ray-part")
 
 
 def _remove_stale(work: Path, keep: set[str]) -> int:
