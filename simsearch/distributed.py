@@ -289,7 +289,11 @@ def _connect(address: str | None) -> bool:
         ray.init(address=address, **kw)
     except Exception as e:
         where = f"the Ray cluster at {address}" if address else "a Ray cluster"
-        raise SimsearchError(f"cannot connect to {where}: {one_line(str(e), 200)}") from None
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE", "disabled") == "disabled":
+            # a head started by `ray start` (Ray 2.60) asks for a token, and says so only in its log lines
+            hint = "; if the cluster uses token authentication, set RAY_AUTH_MODE=token (token: ~/.ray/auth_token)"
+        raise SimsearchError(f"cannot connect to {where}: {one_line(str(e), 200)}{hint}") from None
     return True
 
 
