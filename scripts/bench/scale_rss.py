@@ -14,7 +14,7 @@ its images (300k PNGs: each shifted by a pixel or two and darkened a little, so 
 same), written under ``--scratch`` and deleted afterwards unless ``--keep``. Builds use a given model
 (``--model``): nothing is trained, so the figures are the streaming pipeline's. ``--old-code DIR`` also
 runs the indexer in DIR (a checkout of an older simsearch, e.g. the one before streaming) on the
-``--old-sizes`` corpora for comparison.
+``--old-sizes`` corpora for comparison (labelled "older checkout").
 
     python scripts/bench/scale_rss.py --model /work/main/indexes/fashion-mnist/models/<sha>.pt \\
         --fmnist data/fashion-mnist/train --sizes 60000,300000
@@ -138,7 +138,7 @@ def main() -> None:
                 print(f"wrote {n} PNGs to {folder} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             runs = [("streaming (this checkout)", here)]
             if a.old_code and str(size) in a.old_sizes.split(","):
-                runs.append((f"all in memory ({a.old_code.name})", a.old_code.resolve()))
+                runs.append((f"older checkout ({a.old_code.name})", a.old_code.resolve()))
             for label, code in runs:
                 print(f"indexing {folder} with {label}", file=sys.stderr, flush=True)
                 res = run_build(folder, work / "index", a.model, code, a.workers, a.chunk)
@@ -168,14 +168,16 @@ def report(rows: list[dict]) -> None:
             f"| {r['label']} | {r['images']:,} | {vec:,.0f} MiB | {r.get('embed_peak_mib', float('nan')):,.0f} MiB |"
             f" {r['peak_mib']:,.0f} MiB | {r['worker_peak_mib']:,.0f} MiB | {r['seconds']:.0f} | {stages} |"
         )
-    new = [r for r in rows if r["label"].startswith("streaming")]
-    if len(new) >= 2:
-        lo, hi = min(new, key=lambda r: r["images"]), max(new, key=lambda r: r["images"])
+    for label in dict.fromkeys(r["label"] for r in rows):
+        same = [r for r in rows if r["label"] == label]
+        if len(same) < 2:
+            continue
+        lo, hi = min(same, key=lambda r: r["images"]), max(same, key=lambda r: r["images"])
         dn = hi["images"] - lo["images"]
         for key, what in (("embed_peak_mib", "through embedding"), ("peak_mib", "overall")):
             if key in lo and key in hi:
                 per = (hi[key] - lo[key]) * MIB / dn
-                print(f"\ngrowth {what}: {per:,.0f} bytes per extra image (its raw vector: {dim * 4} bytes)")
+                print(f"\n{label}, growth {what}: {per:,.0f} bytes per extra image (its raw vector: {dim * 4} bytes)")
 
 
 if __name__ == "__main__":
