@@ -57,9 +57,26 @@ def _common(f):
         ctx.ensure_object(dict)
         ctx.obj["quiet"] = quiet or ctx.obj.get("quiet", False)
         ctx.obj["verbose"] = verbose or ctx.obj.get("verbose", False)
+        _library_log(ctx.obj["quiet"], ctx.obj["verbose"])
         return f(*args, **kwargs)
 
     return wrapper
+
+
+def _library_log(quiet: bool, verbose: bool) -> None:
+    """The library's log lines (``logging.getLogger("simsearch…")``, e.g. what a Ray run did) on stderr:
+    warnings by default, also its info lines with -v, only errors with -q."""
+    import logging
+
+    class ToStderr(logging.Handler):  # whatever sys.stderr is when a line is logged (tests swap it)
+        def emit(self, record: logging.LogRecord) -> None:
+            click.echo(_printable(self.format(record)), err=True)
+
+    log = logging.getLogger("simsearch")
+    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
+        log.addHandler(ToStderr())
+        log.propagate = False
+    log.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
 
 
 def _say(msg: str) -> None:

@@ -281,8 +281,10 @@ def test_simsearch_index_ray_builds_the_single_process_index(ray_local, ref, tmp
     Image.open(corpus / "square" / "square_007.png").rotate(90).save(corpus / "square" / "square_007.png")
     for name in ("local", "ray"):
         extra = ["--ray"] if name == "ray" else []
-        res = _cli("index", corpus, "--index", tmp_path / name, *extra)
+        res = _cli("index", corpus, "--index", tmp_path / name, *extra, "-v")
         assert "updated 1" in res.stderr and "unchanged 299" in res.stderr, res.stderr
+    # -v shows the library's log lines: what the Ray run did
+    assert "ray: 1 part(s): 0 finished by an earlier run, 1 computed on 1 node(s)" in res.stderr, res.stderr
     _assert_same_index(tmp_path / "local", tmp_path / "ray")
 
 
