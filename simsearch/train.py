@@ -250,10 +250,10 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
         v = _light(v, sat, 1 + cfg.light * col(12) if cfg.light else None, cfg.light * col(13) if cfg.light else None)
     if cfg.blur:
         sizes = [_shrunk(h, w, 0.5 + 0.4 * float(f)) for f in u[:, 15].tolist()]
-        pick = (u[:, 14] < cfg.blur).tolist()
+        softened = (u[:, 14] < cfg.blur).tolist()
         groups: dict[tuple[int, int], list[int]] = {}  # images shrunk to the same size go together
         for i in range(b):
-            if pick[i]:
+            if softened[i]:
                 groups.setdefault(sizes[i], []).append(i)
         if groups:
             v = v.clone()
