@@ -23,6 +23,7 @@ from .indexer import BuildOptions, UpdateReport
 from .meta import IndexMeta
 from .preprocess import Preprocess
 from .query import Hit
+from .settings import corruption_config
 from .views import mean_over_views, shifted_views
 
 _blas = None
@@ -214,9 +215,10 @@ class Index:
         return self._snap.post.base(self._snap.vectors if codes is None else codes)
 
     def recon_stats(self) -> np.ndarray | None:
-        """Per-image reconstruction statistics stored at index time (float32 (N, 2), columns
-        ``reconerror.COLUMNS``: mse, detail; row i ↔ ``ids()[i]``; NaN rows for images embedded
-        before format 3), or None when the index stores none (one migrated from format 2)."""
+        """Per-image reconstruction statistics stored at index time (float32 (N, 3), columns
+        ``reconerror.COLUMNS``: mse, detail, denoise_mse; row i ↔ ``ids()[i]``; NaN where not known:
+        every column of an image embedded before format 3, the denoising error of one embedded
+        before format 4), or None when the index stores none (one migrated from format 2)."""
         return None if self._snap.recon is None else self._snap.recon.copy()
 
     # ------------------------------------------------------------ query
@@ -251,17 +253,12 @@ class Index:
     def corrupt(self, pixels: np.ndarray, seed: int = 0) -> np.ndarray:
         """The model's training corruption (the edits a denoising model learned to undo: shift, zoom,
         rotation, border, light, softening, noise as its training config recorded them) applied to
-        preprocessed images, deterministic in ``seed``: uint8 (N, C, S, S) in, same out."""
-        import torch
-
+        preprocessed images: uint8 (N, C, S, S) in, same out. Each image's edits are drawn from
+        ``seed`` and its own pixels (``train.corrupt_each``): the same image gets the same copy in
+        any batch."""
         from . import train
 
-        cfg = train.TrainConfig.from_dict(((self._snap.meta.model.train or {}).get("config")) or {})
-        gen = torch.Generator().manual_seed(int(seed))
-        x = torch.from_numpy(np.asarray(pixels, np.uint8).astype(np.float32) / 255.0)
-        with torch.no_grad():
-            y = train.corrupt_views(x, cfg, gen)
-        return (y.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        return train.corrupt_pixels(pixels, corruption_config(self._snap.meta.model.train), seed)
 
     NUMPY_MAX_BATCH = 256
 
@@ -371,7 +368,7 @@ class Index:
             "faiss_factory": m.faiss.factory,
             "faiss_params": m.faiss.params,
             "recall_at_10": m.faiss.recall_at_10,
-            "recon_stats": "stored" if m.recon else "not stored (computed on demand by `outliers`)",
+            "recon_stats": self._recon_note(),
             "format_version": m.format_version,
             "migrations": m.migrations,
             "simsearch_version": m.simsearch_version,
@@ -379,6 +376,13 @@ class Index:
             "updated": m.updated,
             "disk_bytes": store.disk_usage(self.path),
         }
+
+    def _recon_note(self) -> str:
+        rec = self._snap.recon
+        if rec is None:
+            return "not stored (computed on demand by `outliers`)"
+        unknown = int(np.isnan(rec).any(1).sum())
+        return "stored" + (f"; not known for {unknown} images (computed on demand by `outliers`)" if unknown else "")
 
     def skipped(self) -> list[dict]:
         return list(self._snap.skipped)

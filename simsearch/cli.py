@@ -775,7 +775,7 @@ def outliers(index_path, n, by, as_json, as_csv, sheet, device):
         for o in res.outliers:
             click.echo(json.dumps({**o.to_dict(), "abspath": str(root / o.path)}, ensure_ascii=True))
     elif fmt == "csv":
-        rows = [["rank", "id", "path", "score", "z", "percentile", "mse", "detail"]]
+        rows = [["rank", "id", "path", "score", "z", "percentile", "mse", "detail", "denoise"]]
         rows += [
             [
                 o.rank,
@@ -786,6 +786,7 @@ def outliers(index_path, n, by, as_json, as_csv, sheet, device):
                 o.percentile,
                 "" if o.mse is None else o.mse,
                 "" if o.detail is None else o.detail,
+                "" if o.denoise is None else o.denoise,
             ]
             for o in res.outliers
         ]

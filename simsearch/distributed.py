@@ -5,9 +5,10 @@
 ``ray_embed_files`` is the Ray twin of ``indexer.embed_files``: same arguments, same result. The files to
 embed are cut into *parts* at content-defined boundaries (a file ends a part when a hash of its path says so,
 so adding or removing a file changes only its own part). Each part is keyed by a hash of its files (path,
-size, mtime), the old content hashes it is compared against, the model's sha256, the preprocessing and the
-test-time views. A finished part is a parquet file (path, size, mtime_ns, sha256, vector, reconstruction
-statistics, and which files were unchanged or unreadable) written atomically under the index's work
+size, mtime), the old content hashes it is compared against, the model's sha256, the preprocessing, the
+test-time views and the corruptions of the denoising error. A finished part is a parquet file (path, size,
+mtime_ns, sha256, vector, reconstruction statistics (``reconerror.COLUMNS``), and which files were unchanged
+or unreadable) written atomically under the index's work
 directory; a re-run reads finished parts back instead of embedding them, so an interrupted run resumes, and
 when every part is finished no cluster is needed at all. A batch that Ray gives up on (its decode task or
 actor died past its retries, as a file that kills the decoder makes it) is left out of the dataset, and the
@@ -40,16 +41,18 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import configs, store
 from .crashpoints import crash_point
 from .errors import ImageError, SimsearchError, one_line, oserror_reason
 from .indexer import Embedded, FileInfo, Found
 from .preprocess import Preprocess
+from .reconerror import COLUMNS
+from .settings import TrainConfig
 
 __all__ = ["PART_FILES", "Pool", "RunStats", "embed_parts", "parts_dir", "plan_pool", "ray_embed_files", "split_parts"]
 
 PART_FILES = 2048  # expected files per part (parts end at content-defined boundaries)
-PART_FORMAT = 1  # bump when what a part stores changes: old parts are then ignored
+PART_FORMAT = 2  # bump when what a part stores changes: old parts are then ignored (2: the denoising error)
 DECODE_BATCH = 64  # files per decode task batch
 DECODE_MEMORY = 256 * 2**20  # memory a decode task asks Ray for, besides its batch's pixels
 DECODE_RETRIES = 2  # retries of a decode task whose worker died
@@ -97,11 +100,20 @@ def split_parts(rels: list[str], target: int = PART_FILES) -> list[range]:
     return parts
 
 
-def part_key(files: list[Found], old_sha: dict[str, str], model_sha: str, pre: Preprocess, views) -> str:
+def part_key(
+    files: list[Found], old_sha: dict[str, str], model_sha: str, pre: Preprocess, views, corruption: dict | None = None
+) -> str:
     """A deterministic hash of what a part's result depends on: its files (path, size, mtime), the
-    content hashes they are compared against, the model, the preprocessing and the test-time views."""
+    content hashes they are compared against, the model, the preprocessing, the test-time views and
+    the denoising error's corruptions (``corruption``: a ``TrainConfig`` as a dict)."""
     h = hashlib.sha256()
-    head = {"format": PART_FORMAT, "model": model_sha, "pre": pre.to_dict(), "views": [list(v) for v in views or []]}
+    head = {
+        "format": PART_FORMAT,
+        "model": model_sha,
+        "pre": pre.to_dict(),
+        "views": [list(v) for v in views or []],
+        "corruption": corruption or {},
+    }
     h.update(json.dumps(head, sort_keys=True).encode())
     for f in files:
         h.update(json.dumps([f.rel, f.size, f.mtime_ns, old_sha.get(f.rel, "")]).encode("utf-8", "surrogateescape"))
@@ -129,7 +141,7 @@ def _write_part(path: Path, files: list[Found], rows: dict[int, dict], start: in
 
     order = [rows[start + k] for k in range(len(files))]
     vec = np.stack([r["vector"] for r in order]).astype(np.float32) if order else np.zeros((0, dim), np.float32)
-    rec = np.stack([r["recon"] for r in order]).astype(np.float32) if order else np.zeros((0, 2), np.float32)
+    rec = np.stack([r["recon"] for r in order]).astype(np.float32) if order else np.zeros((0, len(COLUMNS)), np.float32)
     table = pa.table(
         {
             "rel": pa.array([os.fsencode(f.rel) for f in files], pa.binary()),  # names need not be UTF-8
@@ -139,7 +151,7 @@ def _write_part(path: Path, files: list[Found], rows: dict[int, dict], start: in
             "mtime_ns": pa.array([int(r["mtime_ns"]) for r in order], pa.int64()),
             "sha256": pa.array([r["sha256"] for r in order], pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1), pa.float32()), dim),
-            "recon": pa.FixedSizeListArray.from_arrays(pa.array(rec.reshape(-1), pa.float32()), 2),
+            "recon": pa.FixedSizeListArray.from_arrays(pa.array(rec.reshape(-1), pa.float32()), len(COLUMNS)),
         }
     )
     buf = io.BytesIO()
@@ -162,10 +174,11 @@ def _read_part(path: Path, files: list[Found], dim: int) -> dict | None:
     except Exception:
         return None
     n = len(files)
-    if cols["rel"] != [os.fsencode(f.rel) for f in files] or vec.size != n * dim or rec.size != n * 2:
+    k = len(COLUMNS)
+    if cols["rel"] != [os.fsencode(f.rel) for f in files] or vec.size != n * dim or rec.size != n * k:
         return None
     cols["vector"] = vec.astype(np.float32).reshape(n, dim)
-    cols["recon"] = rec.astype(np.float32).reshape(n, 2)
+    cols["recon"] = rec.astype(np.float32).reshape(n, k)
     return cols
 
 
@@ -224,9 +237,19 @@ def _node_id() -> str:
 
 class Embedder:
     """A Ray Data actor: loads the model once (from bytes in the object store, checked against its
-    sha256) and embeds the batches that reach it with ``embed.embed``."""
+    sha256) and embeds the batches that reach it with ``embed.embed`` (codes and reconstruction
+    statistics, the denoising error with the ``corruption`` config, a ``TrainConfig`` as a dict)."""
 
-    def __init__(self, model_ref: list, sha256: str, device: str, views, batch_size: int | None, threads: int):
+    def __init__(
+        self,
+        model_ref: list,
+        sha256: str,
+        device: str,
+        views,
+        batch_size: int | None,
+        threads: int,
+        corruption: dict | None = None,
+    ):
         import ray
         import torch
 
@@ -239,6 +262,7 @@ class Embedder:
             path.write_bytes(data)
             self.model, _ = model_mod.load(path, expected_sha256=sha256)
         self.device, self.views, self.batch_size = device, views, batch_size
+        self.corruption = TrainConfig.from_dict(corruption or {})
         self.node = _node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -246,7 +270,7 @@ class Embedder:
 
         n = len(batch["i"])
         dim = int(self.model.config.latent_dim)
-        vec, rec = np.zeros((n, dim), np.float32), np.zeros((n, 2), np.float32)
+        vec, rec = np.zeros((n, dim), np.float32), np.zeros((n, len(COLUMNS)), np.float32)
         todo = np.flatnonzero(np.asarray(batch["status"]) == EMBEDDED)
         if len(todo):
             vec[todo], rec[todo] = embed_mod.embed(
@@ -256,6 +280,7 @@ class Embedder:
                 self.batch_size,
                 views=self.views,
                 recon=True,
+                corruption=self.corruption,
             )
         out = {k: batch[k] for k in ("i", "status", "reason", "size", "mtime_ns", "sha256")}
         nodes = [f"{d}|{self.node}" for d in batch["node"]]  # decode node | embed node
@@ -339,9 +364,11 @@ def embed_parts(
     progress: Progress | None = None,
     work: Path | None = None,
     part_files: int = PART_FILES,
+    corruption: TrainConfig | None = None,
 ) -> tuple[Embedded, RunStats]:
     """``ray_embed_files`` with its parts directory (``work``, default ``parts_dir(model_path)``) and
     part size as arguments; → (the result, what this run did)."""
+    corrupt = configs.to_dict(corruption or TrainConfig())
     _require()
     model_path = Path(model_path)
     try:
@@ -351,7 +378,7 @@ def embed_parts(
     model_sha = hashlib.sha256(model_bytes).hexdigest()
     work = Path(work) if work is not None else parts_dir(model_path)
     ranges = split_parts([f.rel for f in todo], part_files)
-    keys = [part_key(todo[r.start : r.stop], old_sha, model_sha, pre, views) for r in ranges]
+    keys = [part_key(todo[r.start : r.stop], old_sha, model_sha, pre, views, corrupt) for r in ranges]
     stats = RunStats(parts=len(ranges))
     dim = _latent_dim(model_bytes)
 
@@ -378,6 +405,7 @@ def embed_parts(
             work,
             dim,
             stats,
+            corrupt,
         )
     stats.removed_stale = _remove_stale(work, {_part_path(work, k).name for k in keys})
     _log.info(
@@ -401,14 +429,18 @@ def ray_embed_files(
     old_sha: dict[str, str],
     options,
     progress: Progress | None,
+    *,
+    corruption: TrainConfig | None = None,
 ) -> Embedded:
     """Decode and embed ``todo`` on a Ray cluster (``options.ray_address``; None = RAY_ADDRESS or a
-    local one); the Ray twin of ``indexer.embed_files``. Finished parts are kept under the index's
-    work directory (``parts_dir``) and a re-run reuses them; ``SIMSEARCH_RAY_PART_FILES`` sets the
-    files per part (default ``PART_FILES``: smaller parts lose less to an interruption, and cost more
-    files). See the module docstring."""
+    local one); the Ray twin of ``indexer.embed_files`` (``corruption`` as there). Finished parts are
+    kept under the index's work directory (``parts_dir``) and a re-run reuses them;
+    ``SIMSEARCH_RAY_PART_FILES`` sets the files per part (default ``PART_FILES``: smaller parts lose
+    less to an interruption, and cost more files). See the module docstring."""
     part_files = int(os.environ.get("SIMSEARCH_RAY_PART_FILES") or PART_FILES)
-    return embed_parts(todo, pre, model_path, views, old_sha, options, progress, part_files=part_files)[0]
+    return embed_parts(
+        todo, pre, model_path, views, old_sha, options, progress, part_files=part_files, corruption=corruption
+    )[0]
 
 
 def _latent_dim(model_bytes: bytes) -> int:
@@ -436,6 +468,7 @@ def _run(
     work,
     dim,
     stats,
+    corruption,
 ):
     """Compute the ``missing`` parts on the cluster; each is written as soon as all its files are back."""
     started = _connect(getattr(options, "ray_address", None))
@@ -494,6 +527,7 @@ def _run(
                 "views": views,
                 "batch_size": bs,
                 "threads": max(1, int(pool.actor.get("num_cpus", 1))),
+                "corruption": corruption,
             },
             batch_size=max(DECODE_BATCH, bs or (2048 if pool.device == "cuda" else 256)),  # rows per actor call
             batch_format="numpy",
@@ -545,7 +579,7 @@ def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sh
         path.write_bytes(model_bytes)
         emb = indexer.embed_files([todo[i] for i in lost], pre, path, views, old_sha, BuildOptions(device="cpu"), None)
     at = {todo[i].rel: i for i in lost}
-    no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(2, np.float32)
+    no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(len(COLUMNS), np.float32)
 
     def put(f: Found, status: str, reason: str, info: FileInfo | None, vector, recon) -> None:
         i = at[f.rel]
@@ -637,7 +671,7 @@ def _gather(todo: list[Found], ranges: list[range], results: list, dim: int) -> 
     return Embedded(
         done=done,
         codes=np.stack(codes).astype(np.float32) if codes else np.zeros((0, dim), np.float32),
-        recon=np.stack(recon).astype(np.float32) if recon else np.zeros((0, 2), np.float32),
+        recon=np.stack(recon).astype(np.float32) if recon else np.zeros((0, len(COLUMNS)), np.float32),
         same=same,
         failed=failed,
     )

@@ -15,7 +15,10 @@ import torch
 from . import device as dev
 from .crashpoints import crash_point
 from .model import AutoEncoder
+from .reconerror import DENOISE_SEEDS, denoise
 from .reconerror import stats as recon_stats
+from .settings import TrainConfig
+from .train import corrupt_pixels
 from .views import mean_over_views, shifted_views
 
 
@@ -43,6 +46,7 @@ def embed(
     progress: Callable[..., None] | None = ...,
     views: list | None = ...,
     recon: Literal[False] = ...,
+    corruption: TrainConfig | None = ...,
 ) -> np.ndarray: ...
 
 
@@ -56,6 +60,7 @@ def embed(
     views: list | None = ...,
     *,
     recon: Literal[True],
+    corruption: TrainConfig | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -68,15 +73,19 @@ def embed(
     progress: Callable[..., None] | None = None,
     views: list | None = None,
     recon: bool = False,
+    corruption: TrainConfig | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """uint8 (N, C, H, W) → raw float32 codes (N, latent_dim) (μ for a VAE).
 
     ``views``: test-time views, [dy, dx] pixel offsets; each code is the mean over the image
     shifted by each (``views.shifted_views``). ``batch_size`` counts images, not views.
-    ``recon``: also → the reconstruction statistics (N, 2) (``reconerror.stats``) of the image
-    itself, decoded from the same encoder pass: → (codes, statistics)."""
+    ``recon``: also → the reconstruction statistics (N, 3) (``reconerror.COLUMNS``) of the same
+    pixels: → (codes, statistics). The clean reconstruction is decoded from the same encoder pass;
+    the denoising error needs one more encoder and decoder pass per corrupted copy
+    (``reconerror.DENOISE_SEEDS``; ``corruption``: the model's training corruptions,
+    ``settings.corruption_config``, None = the defaults)."""
     chunks = _chunks(pixels, batch_size, device, max(1, len(views or [])))
-    parts = list(embed_batches(model, chunks, device, progress, len(pixels), views, recon))
+    parts = list(embed_batches(model, chunks, device, progress, len(pixels), views, recon, corruption))
     if not recon:
         return np.concatenate(parts)
     return np.concatenate([c for c, _ in parts]), np.concatenate([r for _, r in parts])
@@ -100,10 +109,12 @@ def embed_batches(
     total: int | None = None,
     views: list | None = None,
     recon: bool = False,
+    corruption: TrainConfig | None = None,
 ) -> Iterator[Any]:
     """Embed an iterable of uint8 batches, yielding float32 code arrays batch by batch
-    (``views``, ``recon``: see ``embed``; with ``recon`` each item is (codes, statistics))."""
+    (``views``, ``recon``, ``corruption``: see ``embed``; with ``recon`` each item is (codes, statistics))."""
     device = dev.pick_device(device)
+    corruption = corruption or TrainConfig()
     done = 0
     with _evaluating(model, device):
         if device.type == "cuda":
@@ -111,13 +122,13 @@ def embed_batches(
         for batch in batches:
             if len(batch) == 0:
                 empty = np.zeros((0, model.config.latent_dim), np.float32)
-                yield (empty, np.zeros((0, 2), np.float32)) if recon else empty
+                yield (empty, np.zeros((0, 3), np.float32)) if recon else empty
                 continue
             shifted = shifted_views(batch, views)
             x = dev.to_device(torch.from_numpy(np.ascontiguousarray(shifted)), device)
             with dev.autocast(device):
                 z = model.encode(x)
-                stats = _recon_stats(model, batch, z, views, device) if recon else None
+                stats = _recon_stats(model, batch, z, views, device, corruption) if recon else None
             codes = mean_over_views(z.float().cpu().numpy(), len(batch))
             yield (codes, stats) if recon else codes
             crash_point("embed-batch")
@@ -126,9 +137,11 @@ def embed_batches(
                 progress("embed", done, total or done)
 
 
-def _recon_stats(model: AutoEncoder, batch: np.ndarray, z: torch.Tensor, views, device) -> np.ndarray:
-    """Reconstruction statistics of ``batch`` from its codes ``z`` (view-major, as ``shifted_views``
-    lays them out): the unshifted view's code is decoded, so the encoder runs once for both."""
+def _recon_stats(model: AutoEncoder, batch: np.ndarray, z: torch.Tensor, views, device, corruption) -> np.ndarray:
+    """Reconstruction statistics (N, 3) of ``batch`` from its codes ``z`` (view-major, as
+    ``shifted_views`` lays them out): the unshifted view's code is decoded, so the encoder runs once
+    for both; then the denoising error, from one encoder and decoder pass over the batch's corrupted
+    copies (all ``DENOISE_SEEDS`` at once)."""
     n = len(batch)
     plain = [tuple(int(a) for a in v) for v in (views or [])]
     if not plain or all(v == (0, 0) for v in plain):
@@ -138,9 +151,17 @@ def _recon_stats(model: AutoEncoder, batch: np.ndarray, z: torch.Tensor, views, 
         z0 = z[i * n : (i + 1) * n]
     else:  # no unshifted view among the test-time views: encode the image itself
         z0 = model.encode(dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device))
-    y = torch.sigmoid(model.decode(z0).float())
-    out = y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-    return recon_stats(batch, out)
+    clean = recon_stats(batch, _to_uint8(model.decode(z0)))
+    noisy = np.concatenate([corrupt_pixels(batch, corruption, seed) for seed in DENOISE_SEEDS])
+    out = _to_uint8(model(dev.to_device(torch.from_numpy(noisy), device)))
+    den = denoise(batch, [out[k * n : (k + 1) * n] for k in range(len(DENOISE_SEEDS))])
+    return np.concatenate([clean, den[:, None]], axis=1)
+
+
+def _to_uint8(logits: torch.Tensor) -> np.ndarray:
+    """Decoder logits → the uint8 picture (as ``reconstruct`` returns it)."""
+    y = torch.sigmoid(logits.float())
+    return y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -155,6 +176,5 @@ def reconstruct(
         for batch in _chunks(pixels, batch_size, device):
             x = dev.to_device(torch.from_numpy(np.ascontiguousarray(batch)), device)
             with dev.autocast(device):
-                y = torch.sigmoid(model(x).float())
-            out.append(y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy())
+                out.append(_to_uint8(model(x)))
     return np.concatenate(out) if out else np.zeros((0, *pixels.shape[1:]), np.uint8)

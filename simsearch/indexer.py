@@ -37,7 +37,7 @@ from .views import tta_views_for
 
 if TYPE_CHECKING:
     from .postprocess import PostConfig
-from .settings import ModelConfig, TrainConfig
+from .settings import ModelConfig, TrainConfig, corruption_config
 
 Progress = Callable[..., None]
 
@@ -346,7 +346,7 @@ class Embedded:
 
     done: list[tuple[Found, FileInfo]]  # embedded files with what reading them found, in input order
     codes: np.ndarray  # (len(done), D) float32 raw codes
-    recon: np.ndarray  # (len(done), 2) float32 reconstruction statistics (reconerror)
+    recon: np.ndarray  # (len(done), 3) float32 reconstruction statistics (reconerror.COLUMNS)
     same: list[tuple[Found, FileInfo]]  # decoded, but content sha256 equals old_sha[rel]: not embedded (stat refresh)
     failed: list[tuple[Found, str]]  # could not be read: one-line reason
     timings: dict[str, float] = field(default_factory=dict)  # optional: seconds spent waiting for decoding ("decode")
@@ -362,18 +362,21 @@ def embed_files(
     progress: Progress | None,
     *,
     model: Any = None,
+    corruption: TrainConfig | None = None,
 ) -> Embedded:
     """The local, streaming embedder (decode pool + encoder, chunk by chunk).
 
     ``todo`` is decoded in worker processes (``pool.decode_files``, ``options.workers``) and
     embedded a chunk (``chunk_for``) at a time: codes and reconstruction statistics of each chunk
-    (one encoder pass, test-time ``views`` averaged) before the next chunk's pixels are kept, so the
+    (one encoder pass, test-time ``views`` averaged, then the denoising error of the chunk's
+    corrupted copies: ``embed.embed`` with ``recon``, ``corruption`` = the model's training
+    corruptions, ``settings.corruption_config``) before the next chunk's pixels are kept, so the
     pixels held at a time are one chunk's, whatever ``len(todo)`` is. A file whose content sha256
     equals ``old_sha[rel]`` is not embedded (``same``). The model at ``model_path`` (and torch) is
     loaded only once something needs embedding; ``model``: the same model, already loaded."""
     decoded = decode_files([f.path for f in todo], pre, workers=options.workers)
     load = lambda: model if model is not None else _load_model_file(model_path)  # noqa: E731
-    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress)
+    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress, corruption)
 
 
 def _load_model_file(path: Path):
@@ -393,13 +396,14 @@ def _embed_stream(
     old_sha: dict[str, str],
     options: BuildOptions,
     progress: Progress | None,
+    corruption: TrainConfig | None = None,
 ) -> Embedded:
     """``embed_files`` on a stream of decoded files (``decoded`` yields as ``pool.decode_files``)."""
     n, chunk = len(todo), chunk_for(pre, options)
     bs = options.embed_batch and max(options.embed_batch, 1)
     buf = np.empty((min(chunk, n), pre.channels, pre.size, pre.size), np.uint8)
     pending: list[tuple[Found, FileInfo]] = []  # aligned with buf[: len(pending)]
-    out = Embedded([], np.zeros((0, 0), np.float32), np.zeros((0, 2), np.float32), [], [])
+    out = Embedded([], np.zeros((0, 0), np.float32), reconerror.unknown(0), [], [])
     state: dict[str, Any] = {"model": None, "codes": None, "recon": None}
     waited = 0.0
 
@@ -410,10 +414,12 @@ def _embed_stream(
 
         if state["model"] is None:
             state["model"] = load_model()
-        codes, recon = embed_mod.embed(state["model"], buf[: len(pending)], options.device, bs, None, views, recon=True)
+        codes, recon = embed_mod.embed(
+            state["model"], buf[: len(pending)], options.device, bs, None, views, recon=True, corruption=corruption
+        )
         if state["codes"] is None:  # every row is written once: the vectors, and nothing that grows with n
             state["codes"] = np.empty((n, codes.shape[1]), np.float32)
-            state["recon"] = np.empty((n, 2), np.float32)
+            state["recon"] = np.empty((n, recon.shape[1]), np.float32)
         k = len(out.done)
         state["codes"][k : k + len(codes)] = codes
         state["recon"][k : k + len(codes)] = recon
@@ -457,16 +463,18 @@ def _embed(index_dir: Path, model, info: ModelRecord, pre: Preprocess, todo: Pla
     path = store.model_path(index_dir, info.sha256)  # the model is in the index before anything is embedded
     old_sha = {} if todo.reembed or old is None else {e.path: e.sha256 for e in old.entries}
     files = todo.to_decode
+    corruption = corruption_config(info.train)  # the denoising error's corruptions: the model's training ones
     if options.ray:
         import importlib
 
         distributed = importlib.import_module("simsearch.distributed")  # the simsearch[ray] extra
-        return distributed.ray_embed_files(files, pre, path, todo.views, old_sha, options, progress)
-    if replay is not None:
-        return _embed_stream(
-            files, replay, pre, lambda: model or _load_model_file(path), todo.views, old_sha, options, progress
+        return distributed.ray_embed_files(
+            files, pre, path, todo.views, old_sha, options, progress, corruption=corruption
         )
-    return embed_files(files, pre, path, todo.views, old_sha, options, progress, model=model)
+    if replay is not None:
+        load = lambda: model or _load_model_file(path)  # noqa: E731
+        return _embed_stream(files, replay, pre, load, todo.views, old_sha, options, progress, corruption)
+    return embed_files(files, pre, path, todo.views, old_sha, options, progress, model=model, corruption=corruption)
 
 
 def _split_timings(timer: _Timer, emb: Embedded) -> None:
@@ -971,7 +979,7 @@ class Rows:
     vectors: np.ndarray  # (N, D) float32 raw codes
     entries: list[Entry]
     next_id: int
-    recon: np.ndarray | None = None  # (N, 2) reconstruction statistics, NaN where unknown
+    recon: np.ndarray | None = None  # (N, 3) reconstruction statistics (reconerror.COLUMNS), NaN where unknown
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -3,7 +3,9 @@
 Only ``store.py`` reads and writes the file (``IndexMeta.from_json`` / ``to_json``, after
 ``migrations.migrate`` brought an older format up to date); everything else uses attributes.
 Format 2 is ``dataclasses.asdict(IndexMeta)``; format 3 added ``recon`` (the generation's
-``recon.npy``: per-image reconstruction statistics, ``reconerror.py``). No torch, no faiss.
+``recon.npy``: per-image reconstruction statistics, ``reconerror.py``); format 4 added the
+denoising error as a third column of it and ``recon_columns``, the names of its columns. No torch,
+no faiss.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from . import configs
+from .reconerror import COLUMNS
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,13 @@ class IndexMeta:
     created: str = ""
     updated: str = ""
     migrations: list = field(default_factory=list)  # names of the format migrations applied, in order
-    # recon.npy holds (N, 2) reconstruction statistics (reconerror.COLUMNS), NaN for images embedded
-    # before format 3; False: no such file (an index migrated from format 2 until its next write)
+    # recon.npy holds (N, len(recon_columns)) reconstruction statistics, NaN for images whose values
+    # are not known (embedded before the column existed); False: no such file (an index migrated
+    # from format 2 until its next write)
     recon: bool = False
+    # the columns of recon.npy, in order: reconerror.COLUMNS when written by this format; a reader
+    # fills a column the file lacks with NaN (format 3 stored mse and detail only)
+    recon_columns: list = field(default_factory=lambda: list(COLUMNS))
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict:

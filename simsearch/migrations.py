@@ -67,7 +67,21 @@ def m002_recon_unknown(meta: dict, gen: Path) -> dict:
     return out
 
 
-STEPS: list[tuple[int, Step]] = [(1, m001_fill_v1), (2, m002_recon_unknown)]  # (format version it applies to, step)
+def m003_denoise_unknown(meta: dict, gen: Path) -> dict:
+    """Format 3 → 4. Format 4 stores each image's denoising error (``reconerror.COLUMNS``'s third
+    column, ``denoise_mse``) from the embedding pass, beside the clean error and the detail. A
+    format-3 generation's ``recon.npy`` has the first two columns only: ``recon_columns`` says so,
+    the reader marks the third column unknown (NaN), ``outliers --by recon`` computes it from the
+    files for those images (and says how many), and the next write stores the three columns (NaN
+    for the images embedded before; an update fills in the ones it embeds, a re-embed all)."""
+    out = dict(meta)
+    out["recon_columns"] = ["mse", "detail"]
+    out["format_version"] = 4
+    return out
+
+
+# (format version it applies to, step)
+STEPS: list[tuple[int, Step]] = [(1, m001_fill_v1), (2, m002_recon_unknown), (3, m003_denoise_unknown)]
 
 
 def migrate(meta: dict, gen: Path, steps: list[tuple[int, Step]] | None = None) -> dict:

@@ -17,10 +17,13 @@ as robust z-scores:
    stored encoder output, ``Index.codes``) from the mean code, under the codes' covariance: a
    picture the encoder maps somewhere the corpus does not go.
 
-The score is robust_z(1) + robust_z(2). The codes are stored; the denoising error needs the
-pixels, so it is computed now from the files (one decode and ``DENOISE_VIEWS`` model passes);
-the clean reconstruction error and the detail stored per image at index time (``recon.npy``,
-format 3) are reported beside it.
+The score is robust_z(1) + robust_z(2). Both are stored at index time: the codes, and the
+denoising error with the clean reconstruction error and the detail (``recon.npy``, format 4,
+``reconerror.COLUMNS``), computed by the embedding pass from the same decoded pixels. Only the
+images whose values the index does not know (embedded by an older release: format 3 stored no
+denoising error, format 2 nothing) are decoded from their files now and run through the model
+(``Index.corrupt`` / ``Index.reconstruct``, the same seeds and the same arithmetic as at index
+time: ``reconerror.denoise``); ``Result.computed`` says how many.
 
 ``--by knn``: 1 − the mean cosine (base space: ``Index.base_vectors``) to the ``k`` nearest other
 images: an image far from every other one.
@@ -38,11 +41,11 @@ import numpy as np
 
 from . import neighbours, reconerror
 from .errors import SimsearchError
+from .reconerror import DENOISE_SEEDS, DENOISE_VIEWS  # noqa: F401 — DENOISE_VIEWS re-exported
 
 METHODS = ("recon", "knn")
 KNN_K = 5
 EPS = 1e-6
-DENOISE_VIEWS = 3  # corrupted copies per image for the denoising error
 BATCH = 512
 
 
@@ -54,8 +57,9 @@ class Outlier:
     score: float
     z: float
     percentile: float  # share of the index scoring at most this, in %
-    mse: float | None = None  # recon only
+    mse: float | None = None  # recon only: clean reconstruction error
     detail: float | None = None
+    denoise: float | None = None  # recon only: denoising error
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -66,10 +70,10 @@ class Result:
     method: str
     outliers: list[Outlier]
     images: int
-    computed: int = 0  # recon: images whose denoising error was computed now, from the files
+    computed: int = 0  # recon: images whose statistics the index did not store, computed now from the files
     unreadable: int = 0  # recon: images that could not be read to compute them (left out)
     scores: np.ndarray | None = None  # every image's score (row order), for scripts
-    stats: np.ndarray | None = None  # recon: every image's (mse, detail), row order
+    stats: np.ndarray | None = None  # recon: every image's (mse, detail, denoise_mse), row order
     parts: np.ndarray | None = None  # recon: every image's (denoising z, code z), row order
 
     def note(self) -> str:
@@ -80,7 +84,7 @@ class Result:
             "+ robust z of log(Mahalanobis distance of the code)"
         )
         if self.computed:
-            s += f"; denoising errors of {self.computed} images computed now from the files"
+            s += f"; {self.computed} images' errors computed now from the files (the index did not store them)"
         if self.unreadable:
             s += f"; {self.unreadable} unreadable images left out"
         return s
@@ -129,35 +133,46 @@ def latent_distance(codes: np.ndarray) -> np.ndarray:
     return np.log(d2 + EPS)
 
 
-def denoise_stats(
-    index, progress: Callable[..., None] | None = None, workers: int = 1
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every indexed image's denoising error and (mse, detail), computed from the files now.
-    → (denoise (N,), stats (N, 2), unreadable); unreadable rows stay NaN."""
+def file_stats(
+    index, rows: np.ndarray | None = None, progress: Callable[..., None] | None = None, workers: int = 1
+) -> tuple[np.ndarray, int]:
+    """Reconstruction statistics (``reconerror.COLUMNS``: mse, detail, denoise_mse) of the indexed
+    images in ``rows`` (default: all), computed now from their files, as the embedding pass computes
+    them at index time. → (stats (len(rows), 3), unreadable); an unreadable image's row stays NaN."""
     from .pool import decode_files
 
     entries = index.entries()
-    n = len(entries)
-    paths = [index.root / e.path for e in entries]
+    rows = np.arange(len(entries)) if rows is None else np.asarray(rows, np.int64)
+    paths = [index.root / entries[r].path for r in rows]
     good, pixels = [], []
     for i, arr, _reason, _info in decode_files(paths, index.preprocess, workers=workers):
         if arr is not None:
             good.append(i)
             pixels.append(arr)
-    den = np.full(n, np.nan)
-    stats = reconerror.unknown(n)
+    out = reconerror.unknown(len(rows))
     for start in range(0, len(pixels), BATCH):
         px = np.stack(pixels[start : start + BATCH])
-        rows = np.asarray(good[start : start + BATCH])
-        stats[rows] = reconerror.stats(px, index.reconstruct(px))
-        err = np.zeros(len(px))
-        for v in range(DENOISE_VIEWS):
-            noisy = index.corrupt(px, seed=1_000_003 * v + start)
-            err += reconerror.stats(px, index.reconstruct(noisy))[:, 0]
-        den[rows] = err / DENOISE_VIEWS
+        at = np.asarray(good[start : start + BATCH])
+        out[at, :2] = reconerror.stats(px, index.reconstruct(px))
+        out[at, 2] = reconerror.denoise(px, [index.reconstruct(index.corrupt(px, seed)) for seed in DENOISE_SEEDS])
         if progress:
             progress("denoise", min(start + BATCH, len(pixels)), len(pixels))
-    return den, stats, n - len(good)
+    return out, len(rows) - len(good)
+
+
+def recon_stats(index, progress=None, workers: int = 1) -> tuple[np.ndarray, int, int]:
+    """Every indexed image's (mse, detail, denoise_mse): as stored at index time, and computed from
+    the files (``file_stats``) for the images with a value the index does not know (NaN).
+    → (stats (N, 3), computed, unreadable); an unreadable image's unknown values stay NaN."""
+    n = len(index)
+    stats = index.recon_stats()
+    stats = reconerror.unknown(n) if stats is None else stats
+    need = np.flatnonzero(~np.isfinite(stats).all(1))
+    if not len(need):
+        return stats, 0, 0
+    fresh, unreadable = file_stats(index, need, progress, workers)
+    stats[need] = np.where(np.isfinite(stats[need]), stats[need], fresh)  # a stored value is kept
+    return stats, len(need) - unreadable, unreadable
 
 
 def scores(index, by: str = "recon", progress=None, workers: int = 1) -> Result:
@@ -168,15 +183,12 @@ def scores(index, by: str = "recon", progress=None, workers: int = 1) -> Result:
     if n < 3:
         raise SimsearchError(f"{index.path}: needs at least 3 indexed images to find outliers, has {n}")
     if by == "recon":
-        den, stats, unreadable = denoise_stats(index, progress, workers)
-        stored = index.recon_stats()  # the clean error and detail stored at index time, where there are
-        if stored is not None:
-            ok = np.isfinite(stored).all(1)
-            stats[ok] = stored[ok]
+        stats, computed, unreadable = recon_stats(index, progress, workers)
+        den = stats[:, 2].astype(np.float64)
         parts = np.stack([robust_z(detail_adjusted(den, stats[:, 1])), robust_z(latent_distance(index.codes()))], 1)
         s = parts.sum(1)
         s[~np.isfinite(den)] = np.nan
-        return Result(by, [], n, n - unreadable, unreadable, s, stats, parts)
+        return Result(by, [], n, computed, unreadable, s, stats, parts)
     sims, _rows = neighbours.knn(index.base_vectors(), min(KNN_K, n - 1), progress=progress)
     s = 1.0 - np.mean(np.where(np.isfinite(sims), sims, 0.0), axis=1)
     return Result(by, [], n, scores=s.astype(np.float64))
@@ -211,6 +223,7 @@ def find(index, n: int = 20, by: str = "recon", progress=None, workers: int = 1)
                 round(float(pct[r]), 3),
                 None if stats is None else round(float(stats[r, 0]), 6),
                 None if stats is None else round(float(stats[r, 1]), 6),
+                None if stats is None else round(float(stats[r, 2]), 6),
             )
         )
     return res

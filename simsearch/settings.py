@@ -130,5 +130,12 @@ class TrainConfig:
         return configs.from_dict(cls, d)
 
 
+def corruption_config(train: dict | None) -> TrainConfig:
+    """The corruptions of a model's training (``ModelRecord.train``, what a model file records
+    under ``extra["train"]``; None or without a config: the defaults): what ``Index.corrupt`` and
+    the denoising error of the embedding pass apply."""
+    return TrainConfig.from_dict(((train or {}).get("config")) or {})
+
+
 def model_config_for(objective: str, **kw) -> ModelConfig:
     return ModelConfig(variational=(objective == "vae"), **kw)

@@ -12,7 +12,8 @@ Layout (``indexes/default`` unless told otherwise)::
         manifest.sqlite     id → path (bytes), size, mtime_ns, sha256; skipped files
         vectors.npy         raw float32 embeddings, row i ↔ ids[i]
         ids.npy             int64 stable ids, ascending
-        recon.npy           float32 (N, 2) reconstruction statistics per row (format 3; reconerror.py)
+        recon.npy           float32 (N, 3) reconstruction statistics per row: mse, detail, denoise_mse
+                            (format 4; format 3 had the first two; reconerror.py)
         index.faiss         FAISS index over centred, L2-normalised vectors (inner product = cosine)
                             (type "sharded" instead: shards.json, trained.faiss, main-NNN.faiss,
                             delta.faiss, tombstones.npy; see shards.py)
@@ -49,6 +50,7 @@ from . import migrations
 from .crashpoints import crash_point
 from .errors import REBUILD_HINT, IndexFormatError, IndexLockedError, IndexNotFoundError, SimsearchError
 from .meta import FORMAT_VERSION, Counts, FaissRecord, IndexMeta
+from .reconerror import COLUMNS
 
 if TYPE_CHECKING:
     from .postprocess import PostProcess
@@ -191,7 +193,7 @@ class Snapshot:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
-    recon: np.ndarray | None = None  # (N, 2) reconstruction statistics (reconerror.py); None = not stored
+    recon: np.ndarray | None = None  # (N, 3) reconstruction statistics (reconerror.COLUMNS); None = not stored
     post: PostProcess = field(kw_only=True)  # the fitted post-processing (raw codes → search vectors)
     _rows_by_path: dict | None = None
     _rows_by_sha: dict | None = None
@@ -202,7 +204,7 @@ class Snapshot:
             raise IndexFormatError(
                 f"inconsistent index: {n} ids, {self.vectors.shape[0]} vectors, {len(self.entries)} manifest rows"
             )
-        if self.recon is not None and self.recon.shape != (n, 2):
+        if self.recon is not None and self.recon.shape != (n, len(COLUMNS)):
             raise IndexFormatError(f"inconsistent index: {n} ids, reconstruction statistics {self.recon.shape}")
 
     def __len__(self) -> int:
@@ -364,8 +366,15 @@ def _read_once(index_dir: Path, load_faiss: bool) -> Snapshot:
             recon = np.load(need("recon.npy"), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise corrupt("recon.npy", e) from None
-        if recon.shape != (len(ids), 2) or recon.dtype != np.float32:
-            raise corrupt("recon.npy", f"expected float32 ({len(ids)}, 2), got {recon.dtype} {recon.shape}")
+        cols = list(meta.recon_columns)
+        if recon.shape != (len(ids), len(cols)) or recon.dtype != np.float32:
+            raise corrupt("recon.npy", f"expected float32 ({len(ids)}, {len(cols)}), got {recon.dtype} {recon.shape}")
+        if cols != list(COLUMNS):  # an older generation's columns: the ones it lacks are not known
+            full = np.full((len(ids), len(COLUMNS)), np.nan, np.float32)
+            for j, name in enumerate(COLUMNS):
+                if name in cols:
+                    full[:, j] = recon[:, cols.index(name)]
+            recon = full
     snap = Snapshot(
         meta=meta,
         ids=ids,
@@ -535,6 +544,7 @@ def write(index_dir: str | os.PathLike, snap: Snapshot, keep: int = 2) -> Path:
             post=dataclasses.replace(snap.meta.post, sha256=write_post(index_dir, snap.post, snap.meta.post.sha256)),
             format_version=FORMAT_VERSION,
             recon=snap.recon is not None,
+            recon_columns=list(COLUMNS),
             counts=Counts(vectors=len(snap.ids), skipped=len(snap.skipped)),
             updated=now,
             created=snap.meta.created or now,

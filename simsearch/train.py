@@ -57,6 +57,12 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- augmentation
+#
+# Each edit is drawn (``random_*``, from one generator for a whole training batch) and applied
+# (``_affine``, ``_pad``, ``_light``, ``_resample``) separately, so that ``corrupt_each`` can apply
+# the same edits with parameters drawn per image (see there).
+
+PAD_AMOUNT = 0.2  # how much a border (``random_pad``) shrinks the picture, at most
 
 
 def random_affine(
@@ -77,16 +83,26 @@ def random_affine(
     u = lambda: torch.rand(b, generator=gen).mul_(2).sub_(1)  # noqa: E731  U(-1, 1)
     s = 1.0 + scale * u()
     a = 1.0 + aspect * u()
-    sx, sy = s * a.sqrt(), s / a.sqrt()
-    if flip:
-        sx = sx * torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    t = torch.deg2rad(rotate * u())
+    sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    degrees = rotate * u()
+    tx = 2 * shift * u()
+    ty = 2 * shift * u()
+    return _affine(x, s, a, sign, degrees, tx, ty)
+
+
+def _affine(
+    x: torch.Tensor, s: torch.Tensor, a: torch.Tensor, sign: torch.Tensor, degrees: torch.Tensor, tx, ty
+) -> torch.Tensor:
+    """Each image zoomed by s, one axis stretched by a, flipped where sign is −1, rotated and moved
+    (tx, ty: in units of half the side), all (B,)."""
+    sx, sy = s * a.sqrt() * sign, s / a.sqrt()
+    t = torch.deg2rad(degrees)
     cos, sin = t.cos(), t.sin()
-    theta = torch.zeros(b, 2, 3)
+    theta = torch.zeros(x.shape[0], 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = sx * cos, -sy * sin
     theta[:, 1, 0], theta[:, 1, 1] = sx * sin, sy * cos
-    theta[:, 0, 2] = 2 * shift * u()
-    theta[:, 1, 2] = 2 * shift * u()
+    theta[:, 0, 2] = tx
+    theta[:, 1, 2] = ty
     return _warp(x, theta, "border")
 
 
@@ -107,12 +123,21 @@ def photometric(x: torch.Tensor, light: float, saturation: float, gen: torch.Gen
     for RGB, saturation (1 ± saturation) around the grey value. x ∈ [0,1]."""
     b = x.shape[0]
     u = lambda: torch.rand(b, 1, 1, 1, generator=gen).mul_(2).sub_(1).to(x.device, x.dtype)  # noqa: E731
-    if saturation and x.shape[1] == 3:
+    sat = 1 + saturation * u() if saturation and x.shape[1] == 3 else None
+    contrast = 1 + light * u() if light else None
+    bright = light * u() if light else None
+    return _light(x, sat, contrast, bright)
+
+
+def _light(x: torch.Tensor, sat, contrast, bright) -> torch.Tensor:
+    """Saturation factor ``sat`` (RGB; None: unchanged), then contrast factor ``contrast`` about the
+    image mean plus ``bright`` (None: unchanged), each (B, 1, 1, 1); clamped to [0, 1]."""
+    if sat is not None:
         grey = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, True)
-        x = grey + (x - grey) * (1 + saturation * u())
-    if light:
+        x = grey + (x - grey) * sat
+    if contrast is not None:
         mean = x.mean((1, 2, 3), keepdim=True)
-        x = (x - mean) * (1 + light * u()) + mean + light * u()
+        x = (x - mean) * contrast + mean + bright
     return x.clamp(0, 1)
 
 
@@ -124,15 +149,22 @@ def resample_blur(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
     if pick is None:
         return x
     f = float(torch.empty(1).uniform_(0.5, 0.9, generator=gen))
-    small = F.interpolate(
-        x[pick], size=(max(2, round(h * f)), max(2, round(w * f))), mode="bilinear", antialias=True, align_corners=False
-    )
     out = x.clone()
-    out[pick] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    out[pick] = _resample(x[pick], _shrunk(h, w, f))
     return out
 
 
-def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float = 0.2) -> torch.Tensor:
+def _shrunk(h: int, w: int, f: float) -> tuple[int, int]:
+    return max(2, round(h * f)), max(2, round(w * f))
+
+
+def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Shrunk to ``size`` (antialiased) and scaled back."""
+    small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(small, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+
+
+def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float = PAD_AMOUNT) -> torch.Tensor:
     """With probability ``prob`` per sample: shrink by up to ``amount`` about a random point and fill
     the border with white, black or the image's corner colour (a padded or letterboxed copy)."""
     pick = _pick(x.shape[0], prob, gen)
@@ -140,16 +172,23 @@ def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float
         return x
     n = int(pick.sum())
     f = 1 + amount * torch.rand(n, generator=gen)  # sampling grid scale > 1: the picture shrinks
+    move = torch.rand(n, 2, generator=gen) * 2 - 1
+    choice = torch.randint(0, 3, (n,), generator=gen)
+    out = x.clone()
+    out[pick] = _pad(x[pick], f, move, choice)
+    return out
+
+
+def _pad(xs: torch.Tensor, f: torch.Tensor, move: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    """Each image shrunk by 1/f (B,) and moved by ``move`` (B, 2) ∈ [-1, 1]² of the room left, on
+    white (choice 0), black (1) or its corner colour (2)."""
+    n = len(xs)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = f
-    theta[:, :, 2] = (f - 1)[:, None] * (torch.rand(n, 2, generator=gen) * 2 - 1)  # keep the picture inside
-    choice = torch.randint(0, 3, (n,), generator=gen)
-    xs = x[pick]
-    fill = torch.where(choice == 0, 1.0, 0.0).to(x.device, x.dtype).view(n, 1, 1, 1).expand(-1, x.shape[1], 1, 1)
-    fill = torch.where((choice == 2).to(x.device).view(n, 1, 1, 1), xs[:, :, :1, :1], fill)
-    out = x.clone()
-    out[pick] = _warp(xs - fill, theta, "zeros") + fill
-    return out
+    theta[:, :, 2] = (f - 1)[:, None] * move  # keep the picture inside
+    fill = torch.where(choice == 0, 1.0, 0.0).to(xs.device, xs.dtype).view(n, 1, 1, 1).expand(-1, xs.shape[1], 1, 1)
+    fill = torch.where((choice == 2).to(xs.device).view(n, 1, 1, 1), xs[:, :, :1, :1], fill)
+    return _warp(xs - fill, theta, "zeros") + fill
 
 
 def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -171,6 +210,71 @@ def corrupt(x: torch.Tensor, noise_std: float, mask_prob: float, gen: torch.Gene
     noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
     keep = (torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen) >= mask_prob).to(x.device, x.dtype)
     return ((x + noise_std * noise) * keep).clamp_(0, 1)
+
+
+def image_keys(pixels: np.ndarray, seed: int) -> list[int]:
+    """One 128-bit key per image from ``seed`` and the image's own pixels (shape and bytes): what
+    ``corrupt_each`` draws that image's edits from."""
+    px = np.ascontiguousarray(pixels)
+    head = int(seed).to_bytes(8, "little", signed=True) + repr(px.shape[1:]).encode() + str(px.dtype).encode()
+    return [
+        int.from_bytes(hashlib.blake2b(head + px[i].tobytes(), digest_size=16).digest(), "big") for i in range(len(px))
+    ]
+
+
+def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Tensor:
+    """``corrupt_views`` with each image's edits drawn from its own key (``image_keys``), not from a
+    generator shared by the batch: an image is corrupted the same way whatever else is in its
+    batch and wherever it is in it. The same edits with the same ranges and probabilities; unlike
+    training, the softening factor is drawn per image rather than per batch. x ∈ [0,1] (B,C,H,W) on the CPU."""
+    b, c, h, w = x.shape
+    if b == 0:
+        return x
+    rngs = [np.random.default_rng(k) for k in keys]
+    u = torch.from_numpy(np.stack([r.random(16) for r in rngs]).astype(np.float32))  # (B, 16) U(0, 1)
+    pm = u * 2 - 1  # U(-1, 1)
+    sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
+    v = _affine(
+        x, 1.0 + cfg.scale * pm[:, 0], 1.0 + cfg.aspect * pm[:, 1], sign, cfg.rotate * pm[:, 3],
+        2 * cfg.shift * pm[:, 4], 2 * cfg.shift * pm[:, 5],
+    )  # fmt: skip
+    if cfg.pad:
+        pick = u[:, 6] < cfg.pad
+        if pick.any():
+            v = v.clone()
+            choice = (u[pick, 10] * 3).long().clamp_(0, 2)
+            v[pick] = _pad(v[pick], 1 + PAD_AMOUNT * u[pick, 7], pm[pick][:, 8:10], choice)
+    if cfg.light or cfg.saturation:
+        col = lambda j: pm[:, j].view(b, 1, 1, 1).to(v.device, v.dtype)  # noqa: E731
+        sat = 1 + cfg.saturation * col(11) if cfg.saturation and c == 3 else None
+        v = _light(v, sat, 1 + cfg.light * col(12) if cfg.light else None, cfg.light * col(13) if cfg.light else None)
+    if cfg.blur:
+        sizes = [_shrunk(h, w, 0.5 + 0.4 * float(f)) for f in u[:, 15].tolist()]
+        softened = (u[:, 14] < cfg.blur).tolist()
+        groups: dict[tuple[int, int], list[int]] = {}  # images shrunk to the same size go together
+        for i in range(b):
+            if softened[i]:
+                groups.setdefault(sizes[i], []).append(i)
+        if groups:
+            v = v.clone()
+            for size, rows in groups.items():
+                v[rows] = _resample(v[rows], size)
+    if cfg.noise_std or cfg.mask_prob:
+        noise = torch.from_numpy(np.stack([r.standard_normal((c, h, w)) for r in rngs]).astype(np.float32))
+        keep = torch.from_numpy(np.stack([r.random((1, h, w)) for r in rngs]) >= cfg.mask_prob).to(v.dtype)
+        v = ((v + cfg.noise_std * noise.to(v.device)) * keep.to(v.device)).clamp_(0, 1)
+    return v
+
+
+def corrupt_pixels(pixels: np.ndarray, cfg: TrainConfig, seed: int = 0) -> np.ndarray:
+    """uint8 (N, C, H, W) → uint8 (N, C, H, W): each image corrupted by ``corrupt_each`` with its
+    own key (``seed`` and its pixels), rounded back to uint8. What ``Index.corrupt`` returns and
+    what the embedding pass measures the denoising error on (``embed``)."""
+    px = np.asarray(pixels, np.uint8)
+    x = torch.from_numpy(px.astype(np.float32) / 255.0)
+    with torch.no_grad():
+        y = corrupt_each(x, cfg, image_keys(px, seed))
+    return (y.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 # ---------------------------------------------------------------- losses

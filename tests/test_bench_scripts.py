@@ -103,3 +103,19 @@ def test_bench_outliers_planted_clipart_rank_at_the_top(tmp_path):
            "--work", str(tmp_path / "w"), "--n", "2000", "--plant", "10", "--top", "20", "--budget", "60"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_bench_recon_store_times_the_embedding_pass_and_outliers(shared_index, shared_corpus, tmp_path):
+    import json
+
+    from simsearch import store
+
+    model = store.model_path(shared_index.path, shared_index.meta.model.sha256)
+    cmd = [sys.executable, str(SCRIPTS / "bench_recon_store.py"), "--folder", str(shared_corpus), "--model",
+           str(model), "--work", str(tmp_path / "w"), "--workers", "1", "--json", str(tmp_path / "r.json")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["images"] == len(shared_index) and res["format_version"] == 4 and res["recon_columns"] == 3
+    assert res["outliers_computed_from_files"] == 0  # the index stores every value
+    assert res["embed"]["cpu_s"] > 0 and res["embed_images_per_cpu_s"] > 0 and len(res["top5"]) == 5

@@ -148,7 +148,8 @@ def test_info(built):
     corpus, idx = built
     res = run("info", "--index", idx, "--json")
     d = json.loads(res.stdout)
-    assert d["images"] == 60 and d["dim"] == 128 and d["input"] == "1×32×32" and d["format_version"] == 3
+    assert d["images"] == 60 and d["dim"] == 128 and d["input"] == "1×32×32" and d["format_version"] == 4
+    assert d["recon_stats"] == "stored"  # every column known: a build stores the denoising error too
     assert d["faiss_factory"] == "IDMap2,Flat" and d["metric"] == "cosine" and d["disk_bytes"] > 0
     res = run("info", "--index", idx)
     assert "images" in res.stdout and "60" in res.stdout

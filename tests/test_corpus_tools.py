@@ -1,5 +1,5 @@
 """simsearch outliers, map and reconstruct on small generated data, and the reconstruction
-statistics that the index stores (format 3)."""
+statistics that the index stores (format 3; the denoising error since format 4)."""
 
 from __future__ import annotations
 
@@ -40,18 +40,72 @@ def test_reconerror_stats():
     assert s.shape == (2, 2) and s.dtype == np.float32
     assert s[0, 0] == pytest.approx(0.04, abs=1e-6) and s[1, 0] == 0
     assert s[0, 1] == 0 and s[1, 1] > 0.4
+    # the denoising error: the mean over the copies of each copy's mse
+    d = reconerror.denoise(x, [y, x, np.full_like(x, 255)])
+    assert d.shape == (2,) and d.dtype == np.float32
+    np.testing.assert_allclose(d, [(0.04 + 0 + 1) / 3, (0 + 0 + 0.5) / 3], atol=1e-6)
+    assert reconerror.unknown(4).shape == (4, len(reconerror.COLUMNS)) == (4, 3)
 
 
-def test_a_build_stores_statistics_equal_to_reconstructing_again(shared_index):
+def test_a_build_stores_statistics_equal_to_computing_them_from_the_files(shared_index):
     stats = shared_index.recon_stats()
-    assert stats is not None and stats.shape == (len(shared_index), 2) and np.isfinite(stats).all()
+    assert stats is not None and stats.shape == (len(shared_index), 3) and np.isfinite(stats).all()
     assert "recon.npy" in shared_index.meta.files and shared_index.meta.recon
+    assert shared_index.meta.recon_columns == ["mse", "detail", "denoise_mse"]
     from simsearch.reconview import load_pixels
 
     ids = shared_index.ids()[:5].tolist()
     px, _ = load_pixels(shared_index, ids)
     again = reconerror.stats(px, shared_index.reconstruct(px))
-    np.testing.assert_allclose(again, stats[:5], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(again, stats[:5, :2], rtol=1e-4, atol=1e-6)
+    # outliers' own computation from the files (Index.corrupt + Index.reconstruct), all three columns
+    fresh, unreadable = outliers.file_stats(shared_index, np.arange(5))
+    assert unreadable == 0
+    np.testing.assert_allclose(fresh, stats[:5], rtol=1e-4, atol=1e-6)
+    assert (stats[:, 2] > stats[:, 0]).mean() > 0.5  # redrawing a corrupted copy is mostly harder
+
+
+def test_a_corrupted_copy_depends_on_the_image_and_the_seed_not_on_the_batch(shared_index):
+    from simsearch.reconview import load_pixels
+
+    px, _ = load_pixels(shared_index, shared_index.ids()[:9].tolist())
+    both = shared_index.corrupt(px, seed=1)
+    assert not np.array_equal(both, px)
+    np.testing.assert_array_equal(shared_index.corrupt(px[4:5], seed=1)[0], both[4])  # alone
+    np.testing.assert_array_equal(shared_index.corrupt(px[::-1], seed=1)[::-1], both)  # another order
+    assert not np.array_equal(shared_index.corrupt(px, seed=2), both)  # another seed: another copy
+
+
+def test_the_denoising_error_does_not_depend_on_the_batch(shared_index):
+    """The same image embedded alone, in batches of 7 or all at once gets the same statistics."""
+    from simsearch import embed
+    from simsearch.reconview import load_pixels
+    from simsearch.settings import corruption_config
+
+    rows = np.arange(20)
+    px, _ = load_pixels(shared_index, shared_index.ids()[rows].tolist())
+    model, views = shared_index.model, shared_index.views
+    corruption = corruption_config(shared_index.meta.model.train)
+
+    def stats_of(pixels, batch_size=None):
+        return embed.embed(model, pixels, "cpu", batch_size, views=views, recon=True, corruption=corruption)[1]
+
+    whole = stats_of(px)
+    alone = np.concatenate([stats_of(px[i : i + 1]) for i in range(len(px))])
+    sevens = stats_of(px, batch_size=7)
+    shuffled = stats_of(px[::-1], batch_size=3)[::-1]
+    for other in (alone, sevens, shuffled):
+        np.testing.assert_allclose(other, whole, rtol=0, atol=1e-6)
+    # and what the build stored for them (embedded in its own chunk and batch)
+    np.testing.assert_allclose(whole, shared_index.recon_stats()[rows], rtol=0, atol=1e-6)
+
+
+def test_an_image_added_alone_stores_what_its_twin_got_in_the_build(index_copy):
+    shutil.copyfile(index_copy.root / "disc" / "disc_003.png", index_copy.root / "twin.png")
+    index_copy.update()
+    rows = {e.path: i for i, e in enumerate(index_copy.entries())}
+    stats = index_copy.recon_stats()
+    np.testing.assert_allclose(stats[rows["twin.png"]], stats[rows["disc/disc_003.png"]], rtol=0, atol=1e-6)
 
 
 def test_an_update_embeds_only_new_images_and_keeps_stored_statistics(index_copy):
@@ -112,7 +166,7 @@ def test_outliers_find_the_planted_image(index_copy):
     shutil.copyfile(index_copy.root / "disc" / "disc_003.png", index_copy.root / "twin.png")
     index_copy.update()
     res = outliers.find(index_copy, 5, "recon")
-    assert [o.rank for o in res.outliers] == [1, 2, 3, 4, 5] and res.computed == len(index_copy)
+    assert [o.rank for o in res.outliers] == [1, 2, 3, 4, 5] and res.computed == 0  # all stored
     assert res.outliers[0].path == "cross.png" and res.outliers[0].percentile == 100 and res.outliers[0].z > 1.5
     # knn: an image with an identical twin is as far from "an outlier" as can be
     knn = outliers.find(index_copy, len(index_copy), "knn")
@@ -121,15 +175,45 @@ def test_outliers_find_the_planted_image(index_copy):
     assert [o.score for o in knn.outliers] == sorted((o.score for o in knn.outliers), reverse=True)
 
 
+def test_stored_values_rank_as_computing_them_from_the_files(shared_index, monkeypatch):
+    stored = outliers.find(shared_index, len(shared_index))
+    assert stored.computed == 0 and stored.stats is not None and "computed now" not in stored.note()
+    # the same index as if it stored nothing (a format-2 index): everything from the files
+    monkeypatch.setattr(shared_index, "recon_stats", lambda: None)
+    fresh = outliers.find(shared_index, len(shared_index))
+    assert fresh.computed == len(shared_index) and "computed now" in fresh.note()
+    assert fresh.stats is not None and fresh.scores is not None and stored.scores is not None
+    np.testing.assert_allclose(fresh.stats, stored.stats, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fresh.scores, stored.scores, rtol=0, atol=1e-4)
+    assert [o.id for o in fresh.outliers] == [o.id for o in stored.outliers]
+
+
+def test_only_unknown_values_are_computed_from_the_files(shared_index, monkeypatch):
+    full = shared_index.recon_stats()
+    assert full is not None
+    partial = full.copy()
+    partial[[3, 17, 40], 2] = np.nan  # denoising errors not known (a format-3 index)
+    partial[[8], :] = np.nan  # nothing known (a format-2 row)
+    monkeypatch.setattr(shared_index, "recon_stats", lambda: partial.copy())
+    asked = []
+    real = outliers.file_stats
+    monkeypatch.setattr(outliers, "file_stats", lambda idx, rows, *a: asked.append(list(rows)) or real(idx, rows, *a))
+    res = outliers.scores(shared_index)
+    assert asked == [[3, 8, 17, 40]] and res.computed == 4 and res.stats is not None
+    np.testing.assert_allclose(res.stats, full, rtol=0, atol=1e-6)
+
+
 def test_outliers_cli_formats_and_sheet(shared_index, tmp_path):
     before = tree_digest(shared_index.root)
     res = run("outliers", "--index", shared_index.path, "-n", "4", "--json")
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len(rows) == 4 and {"rank", "id", "path", "score", "z", "percentile", "mse", "detail"} <= set(rows[0])
+    assert len(rows) == 4 and {"rank", "id", "path", "score", "z", "percentile", "mse", "detail", "denoise"} <= set(
+        rows[0]
+    )
     assert "detail" in res.stderr  # what the score means
     res = run("outliers", "--index", shared_index.path, "-n", "3", "--by", "knn", "--csv")
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert len(rows) == 3 and rows[0]["mse"] == ""
+    assert len(rows) == 3 and rows[0]["mse"] == "" and rows[0]["denoise"] == ""
     table = run("outliers", "--index", shared_index.path, "-n", "2", "--sheet", tmp_path / "o.png").stdout
     assert "rank" in table and Image.open(tmp_path / "o.png").size[0] > 100
     run("outliers", "--index", shared_index.path, "--json", "--csv", code=2)

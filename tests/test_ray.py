@@ -21,6 +21,7 @@ from simsearch.discover import discover  # noqa: E402
 from simsearch.errors import SimsearchError  # noqa: E402
 from simsearch.indexer import BuildOptions, scan  # noqa: E402
 from simsearch.preprocess import Preprocess  # noqa: E402
+from simsearch.settings import corruption_config  # noqa: E402
 
 STORE_BYTES = 80 * 1024**2  # a small object store: the tests move a few MB
 
@@ -68,13 +69,16 @@ def ref(tmp_path_factory) -> Reference:
 
 def _run(ref: Reference, work: Path, todo=None, old_sha=None, part_files=64):
     todo = ref.todo() if todo is None else todo
+    corruption = corruption_config(ref.snap.meta.model.train)  # as the indexer passes it
     return distributed.embed_parts(
-        todo, ref.pre, ref.model, ref.views, old_sha or {}, BuildOptions(), None, work=work, part_files=part_files
-    )
+        todo, ref.pre, ref.model, ref.views, old_sha or {}, BuildOptions(), None, work=work, part_files=part_files,
+        corruption=corruption,
+    )  # fmt: skip
 
 
 def _assert_matches_index(ref: Reference, emb) -> None:
-    """Ray's rows are the single-process index's: same paths, stats and vectors (1e-5)."""
+    """Ray's rows are the single-process index's: same paths, stats and vectors (1e-5), the
+    reconstruction statistics' three columns (the denoising error too) included."""
     rows = ref.snap.row_of_path()
     assert [f.rel for f, _ in emb.done] == sorted(rows, key=os.fsencode)  # every image, in discovery order
     idx = np.array([rows[f.rel] for f, _ in emb.done])
@@ -83,7 +87,7 @@ def _assert_matches_index(ref: Reference, emb) -> None:
         assert (info.size, info.mtime_ns, info.sha256) == (e.size, e.mtime_ns, e.sha256)
     assert emb.codes.shape == (len(idx), ref.snap.dim) and emb.codes.dtype == np.float32
     np.testing.assert_allclose(emb.codes, np.asarray(ref.snap.vectors)[idx], atol=1e-5, rtol=0)
-    assert ref.snap.recon is not None
+    assert ref.snap.recon is not None and emb.recon.shape == (len(idx), 3) and np.isfinite(emb.recon).all()
     np.testing.assert_allclose(emb.recon, ref.snap.recon[idx], atol=1e-5, rtol=0)
     assert not emb.same and not emb.failed
 
@@ -253,7 +257,7 @@ def _assert_same_index(a: Path, b: Path) -> None:
     ]
     np.testing.assert_array_equal(sa.ids, sb.ids)
     np.testing.assert_allclose(np.asarray(sa.vectors), np.asarray(sb.vectors), atol=1e-5, rtol=0)
-    assert sa.recon is not None and sb.recon is not None
+    assert sa.recon is not None and sb.recon is not None and np.isfinite(sa.recon).all()  # denoising error too
     np.testing.assert_allclose(sa.recon, sb.recon, atol=1e-5, rtol=0)
     assert sa.meta.model.sha256 == sb.meta.model.sha256 and sa.meta.embedding.views == sb.meta.embedding.views
 

@@ -17,7 +17,7 @@ from synth import FAST, write_corpus
 
 from simsearch import indexer, store
 from simsearch.indexer import BuildOptions, Embedded, Found, embed_files, train_sample
-from simsearch.settings import TrainConfig
+from simsearch.settings import TrainConfig, corruption_config
 
 
 def state(idx: Path):
@@ -37,7 +37,10 @@ def all_in_memory(idx: Path, root: Path):
     files = [root / e.path for e in snap.entries]
     pixels = np.stack([arr for _, arr, _, _ in decode_files(files, pre, workers=1)])
     model = store.load_model(idx, snap.meta.model.sha256)
-    return embed_mod.embed(model, pixels, "cpu", None, None, snap.meta.embedding.views, recon=True)
+    corruption = corruption_config(snap.meta.model.train)
+    return embed_mod.embed(
+        model, pixels, "cpu", None, None, snap.meta.embedding.views, recon=True, corruption=corruption
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_embed_files_sorts_embedded_same_and_failed_in_input_order(built, folder
     assert all(reason and "\n" not in reason for _, reason in emb.failed)
     assert emb.done[1][1].sha256 == by_path["square/square_010.png"].sha256
     assert emb.codes.shape == (2, snap.vectors.shape[1]) and emb.codes.dtype == np.float32
-    assert emb.recon.shape == (2, 2)
+    assert emb.recon.shape == (2, 3)
     rows = [snap.entries.index(by_path[f.rel]) for f, _ in emb.done]
     np.testing.assert_allclose(emb.codes, snap.vectors[rows], atol=1e-6)
     np.testing.assert_allclose(emb.recon, snap.recon[rows], atol=1e-6)
@@ -235,9 +238,9 @@ def test_ray_option_dispatches_to_distributed_with_the_saved_model(built, folder
     idx0, _ = built
     calls = []
 
-    def ray_embed_files(todo, pre, model_path, views, old_sha, options, progress):
+    def ray_embed_files(todo, pre, model_path, views, old_sha, options, progress, *, corruption):
         calls.append((len(todo), Path(model_path).is_file(), options.ray_address))
-        return embed_files(todo, pre, model_path, views, old_sha, options, progress)
+        return embed_files(todo, pre, model_path, views, old_sha, options, progress, corruption=corruption)
 
     monkeypatch.setitem(sys.modules, "simsearch.distributed", types.SimpleNamespace(ray_embed_files=ray_embed_files))
     model = store.model_path(idx0, store.read_meta(idx0).model.sha256)
@@ -245,7 +248,7 @@ def test_ray_option_dispatches_to_distributed_with_the_saved_model(built, folder
     indexer.update(folder, tmp_path / "idx", opts)
     assert calls == [(46, True, "ray://nowhere:1")]
     a, b = state(idx0), state(tmp_path / "idx")
-    assert a[0] == b[0] and np.allclose(a[2], b[2], atol=1e-6)
+    assert a[0] == b[0] and np.allclose(a[2], b[2], atol=1e-6) and np.allclose(a[3], b[3], atol=1e-6)
 
 
 # ---------------------------------------------------------------- memory
