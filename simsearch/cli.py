@@ -74,8 +74,7 @@ def _library_log(quiet: bool, verbose: bool) -> None:
 
     log = logging.getLogger("simsearch")
     if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
-        log.addHandler(ToStderr())
-        log.propagate = False
+        log.addHandler(ToStderr())  # (records still propagate: a root handler, as pytest's, sees them too)
     log.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
 
 
