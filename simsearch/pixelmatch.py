@@ -35,6 +35,10 @@ from PIL import Image
 GRID = 96  # each picture is first resampled to GRID×GRID RGB
 SIDE = 48  # aligned thumbnails compared at SIDE×SIDE (chosen on the development set: 24, 32, 48, 64 tried)
 CROPS = (0.0, 0.025, 0.05, 0.075)  # crop fractions tried per side (copies are cropped by up to ~5% a side)
+# A thumbnail whose pixels' RMS deviation from their mean is below FLAT is flat (one grey level). Float32
+# rounding alone leaves up to ~2e-7 on a flat grid's cropped thumbnails; one grid cell off by 1/255 leaves
+# ~7e-6. (An absolute norm of 1e-6 sat below that rounding: flat greys then correlated ±1 by chance.)
+FLAT = 1e-6
 
 
 def grid(img: Image.Image) -> np.ndarray:
@@ -117,12 +121,13 @@ def aligned(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float
 def similarity(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float, ...] = CROPS) -> float:
     """Pearson correlation of the two ``grid``s' aligned RGB thumbnails (see the module docstring):
     1.0 for identical pixels, indifferent to a plain background both share. A flat picture (one
-    colour) matches only another flat picture, by 1 − their mean absolute difference."""
+    grey level, see ``FLAT``) matches only another flat picture, by 1 − their mean absolute difference."""
     ta, tb = aligned(ga, gb, side, crops)
     x, y = ta.ravel() - ta.mean(), tb.ravel() - tb.mean()
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx < 1e-6 or ny < 1e-6:  # a flat picture: only another flat picture of the same colour matches
-        return float(1.0 - np.abs(ta - tb).mean()) if nx < 1e-6 and ny < 1e-6 else 0.0
+    flat = FLAT * np.sqrt(x.size)
+    if nx < flat or ny < flat:  # a flat picture: only another flat picture of the same colour matches
+        return float(1.0 - np.abs(ta - tb).mean()) if nx < flat and ny < flat else 0.0
     return float(x @ y / (nx * ny))
 
 
