@@ -27,6 +27,7 @@ see the blur of a downsized copy. numpy + Pillow only; no model.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -43,6 +44,11 @@ FLAT = 1e-6
 
 def grid(img: Image.Image) -> np.ndarray:
     """A picture as float32 (GRID, GRID, 3) RGB in 0–1, flattened onto white, aspect ignored."""
+    return as_float(grid_bytes(img))
+
+
+def grid_bytes(img: Image.Image) -> np.ndarray:
+    """``grid`` as uint8 0–255 (a quarter of the memory; ``as_float`` gives ``grid`` exactly)."""
     from .preprocess import to_display
 
     rgb = to_display(img)
@@ -50,7 +56,12 @@ def grid(img: Image.Image) -> np.ndarray:
         rgb = rgb.copy()
         rgb.thumbnail((4 * GRID, 4 * GRID), Image.Resampling.BOX)
     small = rgb.resize((GRID, GRID), Image.Resampling.BOX)
-    return np.asarray(small, np.float32) / 255.0
+    return np.asarray(small, np.uint8)
+
+
+def as_float(g: np.ndarray) -> np.ndarray:
+    """A grid as float32 in 0–1, whether it is ``grid``'s or ``grid_bytes``'s."""
+    return g.astype(np.float32) / np.float32(255.0) if g.dtype == np.uint8 else np.asarray(g, np.float32)
 
 
 def _box(n_src: int, lo: float, hi: float, n_out: int) -> np.ndarray:
@@ -131,18 +142,31 @@ def similarity(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[fl
     return float(x @ y / (nx * ny))
 
 
-def load_grid(path) -> np.ndarray | None:
-    """``grid`` of an image file; None when it cannot be read now (it vanished or stopped decoding)."""
+def load_grid(path, as_bytes: bool = False) -> np.ndarray | None:
+    """``grid`` (``grid_bytes`` with ``as_bytes``) of an image file; None when it cannot be read now (it
+    vanished or stopped decoding)."""
     from .decode import open_image
 
     try:
-        return grid(open_image(path))
+        img = open_image(path)
+        return grid_bytes(img) if as_bytes else grid(img)
     except Exception:  # noqa: BLE001 — any unreadable file: the pair stays unverified
         return None
 
 
-def similarities(pairs, grid_of) -> np.ndarray:
-    """``similarity`` of each (a, b) in ``pairs``, where ``grid_of(key)`` gives a picture's grid or
+def load_grids(paths, progress=None) -> list[np.ndarray | None]:
+    """``load_grid(path, as_bytes=True)`` of each path, in order. ``progress("decode", done, total)``."""
+    out = []
+    for i, path in enumerate(paths):
+        out.append(load_grid(path, as_bytes=True))
+        if progress and (i + 1) % 256 == 0 or progress and i + 1 == len(paths):
+            progress("decode", i + 1, len(paths))
+    return out
+
+
+def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
+    """``similarity`` of each (a, b) in ``pairs``, one pair at a time: the reference that
+    ``similarities`` is tested and benchmarked against. ``grid_of(key)`` gives a picture's grid or
     None (→ NaN for that pair). One BLAS thread: these are many tiny products."""
     from threadpoolctl import threadpool_limits
 
@@ -151,5 +175,227 @@ def similarities(pairs, grid_of) -> np.ndarray:
         for i, (a, b) in enumerate(pairs):
             ga, gb = grid_of(a), grid_of(b)
             if ga is not None and gb is not None:
-                out[i] = similarity(ga, gb)
+                out[i] = similarity(as_float(ga), as_float(gb))
     return out
+
+
+# ---------------------------------------------------------------- many pairs at once
+#
+# ``similarity`` of one pair runs six coordinate-search steps (three per direction), each making 16
+# crop candidates (a (48×96)·(96×288) and a (768×96)·(96×144) product) and their mean absolute
+# differences from the partner's thumbnail. Across many pairs most of that work repeats: a picture's
+# candidates depend only on the picture and on the crop fixed so far, never on the partner. So
+# ``similarities`` turns each pair into two *directions* (a source picture's crops sought against
+# the partner's uncropped thumbnail), groups them by source, makes each (picture, fixed crop)
+# candidate set once for all the directions that need it, and compares it with several partners
+# per elementwise pass. The box maps are banded (an output cell reads at most 3 source cells), so
+# each product is split into blocks of ``ROWS`` output cells that read only their window of the
+# source: the same nonzero products, about a quarter of the multiplications. The numbers are
+# ``similarity``'s up to the order in which sums are rounded (~1e-6).
+
+ROWS = 8  # output cells per block of a banded product
+SOURCES_AT_ONCE = 64  # source pictures per task (their directions' best crops are held until its end)
+KEYS_AT_ONCE = 16  # candidate sets made per batched product (16 crops × 27 KB each)
+DIRECTIONS_AT_ONCE = 2  # partners compared with one candidate set per elementwise pass (it stays in L2)
+
+
+class _Plan:
+    """The crop maps split into blocks of ``ROWS`` output cells, each with its window of source cells."""
+
+    def __init__(self, n: int, side: int, crops: tuple[float, ...]):
+        maps = _crop_maps(n, side, crops)
+        self.n, self.side, self.k = n, side, len(maps)
+        self.uncropped = maps[0]
+        self.rows = ROWS if side % ROWS == 0 else side
+        self.blocks = []  # (first output cell, source window, that block of every map (K, rows, window))
+        for lo in range(0, side, self.rows):
+            part = maps[:, lo : lo + self.rows]
+            nz = np.flatnonzero(part.any(axis=(0, 1)))
+            win = slice(int(nz[0]), int(nz[-1]) + 1)
+            self.blocks.append((lo, win, np.ascontiguousarray(part[:, :, win])))
+
+    def candidates(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """One coordinate-search step's crop candidates for a batch of grids ``x`` (k, n, n, 3): the
+        first axis box-mapped by map ``fixed[i]``, then the second by every map in turn → (k, blocks,
+        K, rows·side·3): candidate c of grid i, block by block, is ``[i, :, c]``, the (second axis,
+        first axis, channel) cells raveled, so transposed. On grids this is the left/right step
+        (``_one_way``'s ``_cols(maps, _rows(rows, a))``), on transposed grids the top/bottom step."""
+        k, n, side, rows = x.shape[0], self.n, self.side, self.rows
+        flat = x.reshape(k, n, n * 3)
+        y = np.empty((k, side, n * 3), np.float32)
+        for lo, win, w in self.blocks:  # the first axis, by each grid's own map
+            np.matmul(w[fixed], flat[:, win], out=y[:, lo : lo + rows])
+        y = y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+        out = np.empty((k, len(self.blocks), self.k * rows, side * 3), np.float32)
+        for b, (_, win, w) in enumerate(self.blocks):  # the second axis, by every map
+            np.matmul(w.reshape(-1, w.shape[-1]), y[:, win], out=out[:, b])
+        return out.reshape(k, len(self.blocks), self.k, rows * side * 3)
+
+    def thumbs(self, x: np.ndarray) -> np.ndarray:
+        """Uncropped thumbnails (k, E) of grids ``x``, raveled (row, column, channel): ``thumb``'s products."""
+        k, n, side = x.shape[0], self.n, self.side
+        y = np.matmul(self.uncropped, x.reshape(k, n, n * 3))  # rows
+        y = y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+        return _transpose(np.matmul(self.uncropped, y).reshape(k, -1), side)  # columns
+
+
+def _transpose(t: np.ndarray, side: int) -> np.ndarray:
+    """Raveled (…, E) thumbnails with their two axes swapped."""
+    return np.ascontiguousarray(t.reshape(*t.shape[:-1], side, side, 3).swapaxes(-3, -2)).reshape(t.shape)
+
+
+def _step(plan, x, src, fixed, which, thumbs, partner, transposed, found, buf):
+    """One coordinate-search step for the directions ``which`` of a block: direction d seeks the crop
+    of its source ``x[src[d]]``, map ``fixed[d]`` fixed (``_Plan.candidates``), closest to its
+    partner's uncropped thumbnail ``thumbs[partner[d]]``, laid out as the candidates come out
+    (``transposed`` in the left/right steps). Where the step finds a crop strictly closer than the
+    direction's ``found`` error (err: a sum of absolute differences), that crop replaces its best
+    (best, and flipped: whether it is transposed), as in ``_one_way``. → the map each direction chose
+    (0 outside ``which``)."""
+    err, best, flipped = found
+    K, nb = plan.k, len(plan.blocks)
+    width = thumbs.shape[1] // nb
+    ones = np.ones(width, np.float32)
+    flat_buf = buf.reshape(-1, width)
+    keys, inverse = np.unique(src[which].astype(np.int64) * K + fixed[which], return_inverse=True)
+    by_key = np.argsort(inverse, kind="stable")
+    order = which[by_key]  # the directions, key by key
+    bounds = np.searchsorted(inverse[by_key], np.arange(len(keys) + 1))
+    chosen = np.zeros(len(src), np.int64)
+    for k0 in range(0, len(keys), KEYS_AT_ONCE):
+        ks = keys[k0 : k0 + KEYS_AT_ONCE]
+        cands = plan.candidates(x[ks // K], ks % K)  # (keys, blocks, K, width)
+        lo = bounds[k0]
+        dirs = order[lo : bounds[k0 + len(ks)]]
+        t = thumbs[partner[dirs]].reshape(len(dirs), nb, 1, width)
+        sums = np.empty((len(dirs), nb * K), np.float32)  # per direction, block and crop
+        for j in range(len(ks)):
+            end = bounds[k0 + j + 1] - lo
+            for d0 in range(bounds[k0 + j] - lo, end, DIRECTIONS_AT_ONCE):
+                d1 = min(d0 + DIRECTIONS_AT_ONCE, end)
+                b = buf[: d1 - d0]
+                np.subtract(cands[j], t[d0:d1], out=b)
+                np.abs(b, out=b)
+                np.matmul(flat_buf[: (d1 - d0) * nb * K], ones, out=sums[d0:d1].reshape(-1))
+        e = sums.reshape(len(dirs), nb, K).sum(axis=1)
+        k = e.argmin(axis=1)  # the first of equals, as np.argmin in ``_one_way``
+        e = e[np.arange(len(dirs)), k]
+        chosen[dirs] = k
+        better = np.flatnonzero(e < err[dirs])
+        if len(better):
+            d = dirs[better]
+            err[d] = e[better]
+            own = np.searchsorted(bounds[k0 : k0 + len(ks) + 1], better + lo, side="right") - 1
+            best[d] = cands[own, :, k[better]].reshape(len(d), -1)
+            flipped[d] = transposed
+    return chosen
+
+
+def _sources(plan, grids, thumbs, thumbs_t, src, dst, dirs, block):
+    """The directions ``dirs``, whose sources are the grids ``block`` (in order), searched as in
+    ``_one_way`` against ``thumbs`` (uncropped thumbnails; ``thumbs_t`` the same transposed) → (the
+    sum of absolute differences at the best crop; Σc, Σc², Σc·t of that crop c and the partner's
+    thumbnail t, in float64 since the correlation subtracts them)."""
+    x = np.stack([as_float(grids[i]) for i in block])
+    local = np.searchsorted(block, src[dirs])
+    partner = dst[dirs]
+    n = len(dirs)
+    err, best, flipped = np.full(n, np.inf, np.float32), np.empty((n, thumbs.shape[1]), np.float32), np.zeros(n, bool)
+    found = err, best, flipped
+    nb = len(plan.blocks)
+    buf = np.empty((DIRECTIONS_AT_ONCE, nb, plan.k, thumbs.shape[1] // nb), np.float32)
+    every = np.arange(n)
+    k = _step(plan, x, local, np.zeros(n, np.int64), every, thumbs_t, partner, True, found, buf)  # left/right
+    xt = np.ascontiguousarray(x.transpose(0, 2, 1, 3))
+    k = _step(plan, xt, local, k, every, thumbs, partner, False, found, buf)  # top/bottom, given left/right
+    # left/right again, given top/bottom: where top/bottom stayed uncropped (map 0) these are the first
+    # step's candidates again, the same numbers, which cannot come out strictly closer: skipped
+    _step(plan, x, local, k, np.flatnonzero(k != 0), thumbs_t, partner, True, found, buf)
+    s1, s2, s12 = (np.empty(n, np.float64) for _ in range(3))
+    for i in range(0, n, 64):  # a few at a time, to stay in cache
+        c = best[i : i + 64].astype(np.float64)
+        p = partner[i : i + 64]
+        t = np.where(flipped[i : i + 64, None], thumbs_t[p], thumbs[p]).astype(np.float64)
+        s1[i : i + 64] = c.sum(axis=1)
+        s2[i : i + 64] = np.einsum("ij,ij->i", c, c)
+        s12[i : i + 64] = np.einsum("ij,ij->i", c, t)
+    return err, s1, s2, s12
+
+
+def similarities(
+    pairs, grid_of, side: int = SIDE, crops: tuple[float, ...] = CROPS, progress=None, threads: int = 0
+) -> np.ndarray:
+    """``similarity`` of each (a, b) in ``pairs`` (float32; the same up to rounding, ~1e-6), computed
+    for all the pairs together (see above). ``grid_of(key)`` gives a picture's ``grid`` or
+    ``grid_bytes`` (held as given until the end), or None (→ NaN for its pairs); it is called once per
+    key. ``progress(done, total)``: directions done (two per pair). ``threads``: worker threads (0:
+    the usable CPUs); numpy releases the GIL in the products and the elementwise passes."""
+    pairs = list(pairs)
+    out = np.full(len(pairs), np.nan, np.float32)
+    slot: dict = {}
+    grids: list[np.ndarray] = []
+    ends = np.full((len(pairs), 2), -1, np.int64)
+    for i, pair in enumerate(pairs):
+        for j, key in enumerate(pair):
+            if key not in slot:
+                g = grid_of(key)
+                slot[key] = -1 if g is None else len(grids)
+                if g is not None:
+                    grids.append(g)
+            ends[i, j] = slot[key]
+    ok = np.flatnonzero((ends >= 0).all(axis=1))
+    if len(ok):
+        out[ok] = _similarities(grids, ends[ok, 0], ends[ok, 1], side, crops, progress, threads)
+    return out
+
+
+def _similarities(grids, a, b, side, crops, progress=None, threads: int = 0) -> np.ndarray:
+    """``similarities`` of the pairs (grids[a[i]], grids[b[i]])."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    plan = _Plan(grids[0].shape[0], side, crops)
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, threads)
+    m = len(a)
+    src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+    order = np.argsort(src, kind="stable")
+    sources, starts = np.unique(src[order], return_index=True)
+    starts = np.append(starts, len(src))
+    err = np.empty(2 * m, np.float32)
+    s1, s2, s12 = (np.empty(2 * m, np.float64) for _ in range(3))
+    with threadpool_limits(limits=1, user_api="blas"):  # many mid-sized products: one thread each
+        thumbs = np.empty((len(grids), side * side * 3), np.float32)
+        for i in range(0, len(grids), 256):
+            thumbs[i : i + 256] = plan.thumbs(np.stack([as_float(g) for g in grids[i : i + 256]]))
+        thumbs_t = _transpose(thumbs, side)
+
+        def task(i: int):
+            dirs = order[starts[i] : starts[min(i + SOURCES_AT_ONCE, len(sources))]]
+            return dirs, _sources(plan, grids, thumbs, thumbs_t, src, dst, dirs, sources[i : i + SOURCES_AT_ONCE])
+
+        done = 0
+        with ThreadPoolExecutor(threads) as pool:  # the tasks write to disjoint directions
+            tasks = range(0, len(sources), SOURCES_AT_ONCE)
+            for dirs, (e, c1, c2, c12) in pool.map(task, tasks) if threads > 1 else map(task, tasks):
+                err[dirs], s1[dirs], s2[dirs], s12[dirs] = e, c1, c2, c12
+                done += len(dirs)
+                if progress:
+                    progress(done, 2 * m)
+    t1 = thumbs.sum(axis=1, dtype=np.float64)
+    t2 = np.einsum("ij,ij->i", thumbs, thumbs, dtype=np.float64)
+    first = err[:m] <= err[m:]  # as ``aligned``: A's crop against B's thumbnail when it is at least as close
+    pick = np.where(first, np.arange(m), np.arange(m, 2 * m))
+    other = np.where(first, b, a)  # whose uncropped thumbnail the chosen crop was compared with
+    size = thumbs.shape[1]
+    c1, c2, ct = s1[pick], s2[pick], s12[pick]
+    nx = np.sqrt(np.maximum(c2 - c1 * c1 / size, 0.0))  # float64 sums: no cancellation to speak of
+    ny = np.sqrt(np.maximum(t2[other] - t1[other] ** 2 / size, 0.0))
+    cov = ct - c1 * t1[other] / size
+    flat = FLAT * np.sqrt(size)
+    fx, fy = nx < flat, ny < flat
+    mad = err[pick].astype(np.float64) / size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(fx | fy, np.where(fx & fy, 1.0 - mad, 0.0), cov / (nx * ny))
