@@ -154,12 +154,17 @@ def load_grid(path, as_bytes: bool = False) -> np.ndarray | None:
         return None
 
 
-def load_grids(paths, progress=None) -> list[np.ndarray | None]:
-    """``load_grid(path, as_bytes=True)`` of each path, in order. ``progress("decode", done, total)``."""
-    out = []
-    for i, path in enumerate(paths):
-        out.append(load_grid(path, as_bytes=True))
-        if progress and (i + 1) % 256 == 0 or progress and i + 1 == len(paths):
+def load_grids(paths, progress=None, workers: int = 0) -> list[np.ndarray | None]:
+    """``load_grid(path, as_bytes=True)`` of each path, in order, decoded in ``pool`` worker processes
+    (``workers``: 0 → the usable CPUs; 1, or under 64 files: in this process). ``progress("decode",
+    done, total)``."""
+    from .pool import decode_grids
+
+    paths = list(paths)
+    out: list[np.ndarray | None] = [None] * len(paths)
+    for i, g, _, _ in decode_grids(paths, workers=1 if len(paths) < 64 else workers):
+        out[i] = g
+        if progress and ((i + 1) % 256 == 0 or i + 1 == len(paths)):
             progress("decode", i + 1, len(paths))
     return out
 
