@@ -10,9 +10,11 @@
    compared pixel by pixel (``pixelmatch``: aligned 48×48 colour thumbnails, either picture
    cropped by up to 7.5% a side, Pearson correlation) and kept only when that similarity reaches
    its own calibrated threshold (step 4). Files with the same bytes need no check. The cost is one
-   decode per image that has a candidate partner and a few ms per candidate pair: it grows with the
-   number of candidate pairs, not with the size of the index. A pair whose file cannot be read
-   now is left out (and counted).
+   decode per image that has a candidate partner (in ``pool`` worker processes) and, with all pairs
+   checked together (``pixelmatch.similarities``: each picture's crops made once for all its
+   partners), about half a millisecond of CPU per candidate pair: it grows with the number of
+   candidate pairs, not with the size of the index. A pair whose file cannot be read now is left
+   out (and counted).
 3. **Groups.** Union-find over the pairs, strongest first, where a union is refused when it would
    put two images that are *not* a pair into one group (complete linkage). A chain A≈B≈C with
    A≉C therefore does not drift into one group: C starts its own. Each group records its weakest

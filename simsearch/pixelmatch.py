@@ -22,7 +22,12 @@ colour edits is built not to). This check compares the pixels themselves:
 
 ``SIDE`` = 48 was chosen on a development set (openclipart-png with planted copies) among 24,
 32, 48 and 64: coarser thumbnails cannot see what tells variants of one drawing apart, finer ones
-see the blur of a downsized copy. numpy + Pillow only; no model.
+see the blur of a downsized copy.
+
+``similarity`` checks one pair and is the definition. ``similarities`` checks many pairs at once
+with the same numbers (up to the rounding order of sums, ~1e-6), several times faster: each
+picture's crops are made once for all its partners (see "many pairs at once" below). numpy +
+Pillow only; no model.
 """
 
 from __future__ import annotations
@@ -279,7 +284,8 @@ def _step(plan, x, src, fixed, which, thumbs, partner, transposed, found, buf):
             for d0 in range(bounds[k0 + j] - lo, end, DIRECTIONS_AT_ONCE):
                 d1 = min(d0 + DIRECTIONS_AT_ONCE, end)
                 b = buf[: d1 - d0]
-                np.subtract(cands[j], t[d0:d1], out=b)
+                np.copyto(b, t[d0:d1])  # then subtract in place: ~2x faster than into a third array
+                np.subtract(b, cands[j], out=b)
                 np.abs(b, out=b)
                 np.matmul(flat_buf[: (d1 - d0) * nb * K], ones, out=sums[d0:d1].reshape(-1))
         e = sums.reshape(len(dirs), nb, K).sum(axis=1)
