@@ -138,7 +138,11 @@ def similarity(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[fl
     """Pearson correlation of the two ``grid``s' aligned RGB thumbnails (see the module docstring):
     1.0 for identical pixels, indifferent to a plain background both share. A flat picture (one
     grey level, see ``FLAT``) matches only another flat picture, by 1 − their mean absolute difference."""
-    ta, tb = aligned(ga, gb, side, crops)
+    return _correlation(*aligned(ga, gb, side, crops))
+
+
+def _correlation(ta: np.ndarray, tb: np.ndarray) -> float:
+    """``similarity`` of two aligned thumbnails (``similarities`` calls it too, on the same arrays)."""
     x, y = ta.ravel() - ta.mean(), tb.ravel() - tb.mean()
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
     flat = FLAT * np.sqrt(x.size)
@@ -197,16 +201,23 @@ def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
 # candidates depend only on the picture and on the crop fixed so far, never on the partner. So
 # ``similarities`` turns each pair into two *directions* (a source picture's crops sought against
 # the partner's uncropped thumbnail), groups them by source, makes each (picture, fixed crop)
-# candidate set once for all the directions that need it, and compares it with several partners
-# per elementwise pass. The box maps are banded (an output cell reads at most 3 source cells), so
-# each product is split into blocks of ``ROWS`` output cells that read only their window of the
-# source: the same nonzero products, about a quarter of the multiplications. The numbers are
-# ``similarity``'s up to the order in which sums are rounded (~1e-6).
+# candidate set once for all the directions that need it, and compares it with partners two at a
+# time while it is in cache. The box maps are banded (an output cell reads at most 3 source cells),
+# so each product is split into blocks of ``ROWS`` output cells that read only their window of the
+# source: the same nonzero products in the same order, about a quarter of the multiplications, and
+# the same crops to the bit. Once both directions of a pair are searched, the crop chosen is made
+# again and scored by ``similarity``'s own ``_correlation`` on arrays laid out as ``aligned``'s: the
+# same numbers, unless the sums of absolute differences (added up in another order) tie within
+# rounding, where the two paths may pick different crops (tested to agree within 1e-5).
 
 ROWS = 8  # output cells per block of a banded product
-SOURCES_AT_ONCE = 64  # source pictures per task (their directions' best crops are held until its end)
+SOURCES_AT_ONCE = 64  # source pictures per task
 KEYS_AT_ONCE = 16  # candidate sets made per batched product (16 crops × 27 KB each)
 DIRECTIONS_AT_ONCE = 2  # partners compared with one candidate set per elementwise pass (it stays in L2)
+# A step's best map is chosen on sums of absolute differences added up in another order than
+# ``_one_way``'s float32 means: each within ~9e-6 (relative) of the exact sum at worst, 1.2e-6 seen on
+# 60k Fashion-MNIST. Where the runner-up is within TIE, the pair is checked by ``similarity`` itself.
+TIE = 2e-5
 
 
 class _Plan:
@@ -215,6 +226,7 @@ class _Plan:
     def __init__(self, n: int, side: int, crops: tuple[float, ...]):
         maps = _crop_maps(n, side, crops)
         self.n, self.side, self.k = n, side, len(maps)
+        self.crops_given = crops
         self.uncropped = maps[0]
         self.rows = ROWS if side % ROWS == 0 else side
         self.blocks = []  # (first output cell, source window, that block of every map (K, rows, window))
@@ -224,29 +236,46 @@ class _Plan:
             win = slice(int(nz[0]), int(nz[-1]) + 1)
             self.blocks.append((lo, win, np.ascontiguousarray(part[:, :, win])))
 
-    def candidates(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
-        """One coordinate-search step's crop candidates for a batch of grids ``x`` (k, n, n, 3): the
-        first axis box-mapped by map ``fixed[i]``, then the second by every map in turn → (k, blocks,
-        K, rows·side·3): candidate c of grid i, block by block, is ``[i, :, c]``, the (second axis,
-        first axis, channel) cells raveled, so transposed. On grids this is the left/right step
-        (``_one_way``'s ``_cols(maps, _rows(rows, a))``), on transposed grids the top/bottom step."""
+    def _first(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """Grids ``x`` (k, n, n, 3) with their first axis box-mapped by map ``fixed[i]`` → (k, n,
+        side·3): the second axis first, ready for its own maps."""
         k, n, side, rows = x.shape[0], self.n, self.side, self.rows
         flat = x.reshape(k, n, n * 3)
         y = np.empty((k, side, n * 3), np.float32)
-        for lo, win, w in self.blocks:  # the first axis, by each grid's own map
+        for lo, win, w in self.blocks:
             np.matmul(w[fixed], flat[:, win], out=y[:, lo : lo + rows])
-        y = y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+        return y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+
+    def candidates(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """One coordinate-search step's crop candidates for a batch of grids ``x`` (k, n, n, 3): the
+        first axis box-mapped by map ``fixed[i]``, then the second by every map in turn → (k, blocks,
+        K, rows·side·3): candidate c of grid i, block by block, is ``[i, :, c]``, its (second axis,
+        first axis, channel) cells raveled. On grids this is the left/right step (``_one_way``'s
+        ``_cols(maps, _rows(rows, a))``), on transposed grids the top/bottom step."""
+        k, side, rows = x.shape[0], self.side, self.rows
+        y = self._first(x, fixed)
         out = np.empty((k, len(self.blocks), self.k * rows, side * 3), np.float32)
-        for b, (_, win, w) in enumerate(self.blocks):  # the second axis, by every map
+        for b, (_, win, w) in enumerate(self.blocks):
             np.matmul(w.reshape(-1, w.shape[-1]), y[:, win], out=out[:, b])
         return out.reshape(k, len(self.blocks), self.k, rows * side * 3)
 
+    def crops(self, x: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """One crop per grid: the first axis by map ``first[i]``, the second by map ``second[i]``
+        → (k, side, side, 3), laid out (second axis, first axis, channel) as ``candidates``."""
+        k, side, rows = x.shape[0], self.side, self.rows
+        y = self._first(x, first)
+        out = np.empty((k, side, side * 3), np.float32)
+        for lo, win, w in self.blocks:
+            np.matmul(w[second], y[:, win], out=out[:, lo : lo + rows])
+        return out.reshape(k, side, side, 3)
+
     def thumbs(self, x: np.ndarray) -> np.ndarray:
-        """Uncropped thumbnails (k, E) of grids ``x``, raveled (row, column, channel): ``thumb``'s products."""
+        """Uncropped thumbnails of grids ``x`` → (k, E): ``thumb``'s products, and as ``thumb`` leaves
+        them in memory: (column, row, channel) raveled."""
         k, n, side = x.shape[0], self.n, self.side
         y = np.matmul(self.uncropped, x.reshape(k, n, n * 3))  # rows
         y = y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
-        return _transpose(np.matmul(self.uncropped, y).reshape(k, -1), side)  # columns
+        return np.matmul(self.uncropped, y).reshape(k, -1)  # columns
 
 
 def _transpose(t: np.ndarray, side: int) -> np.ndarray:
@@ -254,17 +283,20 @@ def _transpose(t: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(t.reshape(*t.shape[:-1], side, side, 3).swapaxes(-3, -2)).reshape(t.shape)
 
 
-def _step(plan, x, src, fixed, which, thumbs, partner, transposed, found, buf):
-    """One coordinate-search step for the directions ``which`` of a block: direction d seeks the crop
-    of its source ``x[src[d]]``, map ``fixed[d]`` fixed (``_Plan.candidates``), closest to its
-    partner's uncropped thumbnail ``thumbs[partner[d]]``, laid out as the candidates come out
-    (``transposed`` in the left/right steps). Where the step finds a crop strictly closer than the
-    direction's ``found`` error (err: a sum of absolute differences), that crop replaces its best
-    (best, and flipped: whether it is transposed), as in ``_one_way``. → the map each direction chose
-    (0 outside ``which``)."""
-    err, best, flipped = found
-    K, nb = plan.k, len(plan.blocks)
-    width = thumbs.shape[1] // nb
+def _step(plan, x, src, fixed, which, step, targets, thumbs_t, partner, found, buf):
+    """Search step ``step`` (0: left/right; 1: top/bottom, ``x`` holding transposed grids; 2:
+    left/right again) for the directions ``which`` of a block: direction d seeks the crop of its source
+    ``x[src[d]]``, map ``fixed[d]`` fixed (``_Plan.candidates``), closest to its partner's uncropped
+    thumbnail, ``targets[partner[d]]`` laid out as the candidates come out (``thumbs_t``: as ``thumb``
+    leaves it). The map chosen has the least sum of absolute differences; where the runner-up comes
+    within ``TIE`` of it, these sums (added in another order than ``_one_way``'s means) might not pick
+    the same map as ``_one_way``: the direction is marked (``found``'s tie). The chosen crop's mean
+    absolute difference is then taken as ``_one_way`` takes it, on arrays laid out as there (the same
+    float32 number), and replaces the direction's best (``found``'s err, and how: step, first and
+    second map) where strictly smaller, as in ``_one_way``. → the map each direction chose."""
+    err, how, tie = found
+    K, nb, side = plan.k, len(plan.blocks), plan.side
+    width = targets.shape[1] // nb
     ones = np.ones(width, np.float32)
     flat_buf = buf.reshape(-1, width)
     keys, inverse = np.unique(src[which].astype(np.int64) * K + fixed[which], return_inverse=True)
@@ -277,7 +309,7 @@ def _step(plan, x, src, fixed, which, thumbs, partner, transposed, found, buf):
         cands = plan.candidates(x[ks // K], ks % K)  # (keys, blocks, K, width)
         lo = bounds[k0]
         dirs = order[lo : bounds[k0 + len(ks)]]
-        t = thumbs[partner[dirs]].reshape(len(dirs), nb, 1, width)
+        t = targets[partner[dirs]].reshape(len(dirs), nb, 1, width)
         sums = np.empty((len(dirs), nb * K), np.float32)  # per direction, block and crop
         for j in range(len(ks)):
             end = bounds[k0 + j + 1] - lo
@@ -289,58 +321,90 @@ def _step(plan, x, src, fixed, which, thumbs, partner, transposed, found, buf):
                 np.abs(b, out=b)
                 np.matmul(flat_buf[: (d1 - d0) * nb * K], ones, out=sums[d0:d1].reshape(-1))
         e = sums.reshape(len(dirs), nb, K).sum(axis=1)
-        k = e.argmin(axis=1)  # the first of equals, as np.argmin in ``_one_way``
-        e = e[np.arange(len(dirs)), k]
+        k = e.argmin(axis=1)
+        two = np.partition(e, 1, axis=1)
+        tie[dirs] |= two[:, 1] - two[:, 0] <= TIE * two[:, 0]
         chosen[dirs] = k
-        better = np.flatnonzero(e < err[dirs])
-        if len(better):
-            d = dirs[better]
-            err[d] = e[better]
-            own = np.searchsorted(bounds[k0 : k0 + len(ks) + 1], better + lo, side="right") - 1
-            best[d] = cands[own, :, k[better]].reshape(len(d), -1)
-            flipped[d] = transposed
+        own = np.repeat(np.arange(len(ks)), np.diff(bounds[k0 : k0 + len(ks) + 1]))
+        crop = cands[own, :, k].reshape(len(dirs), side, side, 3)  # (second axis, first axis, channel)
+        crop = crop if step == 1 else crop.swapaxes(1, 2)  # as ``_one_way`` holds it
+        whole = t if targets is thumbs_t else thumbs_t[partner[dirs]]  # as ``thumb`` leaves it
+        whole = whole.reshape(len(dirs), side, side, 3).swapaxes(1, 2)  # and returns it
+        mean = np.abs(crop - whole).mean(axis=(1, 2, 3))
+        better = mean < err[dirs]
+        d = dirs[better]
+        err[d] = mean[better]
+        how[0, d], how[1, d], how[2, d] = step, fixed[d], k[better]
     return chosen
 
 
-def _sources(plan, grids, thumbs, thumbs_t, src, dst, dirs, block):
+def _whole(thumbs_t: np.ndarray, i, side: int) -> np.ndarray:
+    """Uncropped thumbnails ``thumbs_t[i]`` laid out as ``thumb`` returns them."""
+    return thumbs_t[i].reshape(*np.shape(i), side, side, 3).swapaxes(-3, -2)
+
+
+def _search(plan, grids, thumbs, thumbs_t, src, dst, dirs, block):
     """The directions ``dirs``, whose sources are the grids ``block`` (in order), searched as in
-    ``_one_way`` against ``thumbs`` (uncropped thumbnails; ``thumbs_t`` the same transposed) → (the
-    sum of absolute differences at the best crop; Σc, Σc², Σc·t of that crop c and the partner's
-    thumbnail t, in float64 since the correlation subtracts them)."""
+    ``_one_way`` against their partners' uncropped ``thumbs`` (``thumbs_t``: the same transposed)
+    → (``_one_way``'s error at the best crop; how that crop is made: (3, D) step, first and second
+    map, for ``_Plan.crops``; whether a step's choice came within ``TIE`` of its runner-up)."""
     x = np.stack([as_float(grids[i]) for i in block])
     local = np.searchsorted(block, src[dirs])
     partner = dst[dirs]
     n = len(dirs)
-    err, best, flipped = np.full(n, np.inf, np.float32), np.empty((n, thumbs.shape[1]), np.float32), np.zeros(n, bool)
-    found = err, best, flipped
+    found = np.full(n, np.inf, np.float32), np.zeros((3, n), np.int64), np.zeros(n, bool)
     nb = len(plan.blocks)
     buf = np.empty((DIRECTIONS_AT_ONCE, nb, plan.k, thumbs.shape[1] // nb), np.float32)
-    every = np.arange(n)
-    k = _step(plan, x, local, np.zeros(n, np.int64), every, thumbs_t, partner, True, found, buf)  # left/right
+    every, zero = np.arange(n), np.zeros(n, np.int64)
+    k = _step(plan, x, local, zero, every, 0, thumbs_t, thumbs_t, partner, found, buf)  # left/right
     xt = np.ascontiguousarray(x.transpose(0, 2, 1, 3))
-    k = _step(plan, xt, local, k, every, thumbs, partner, False, found, buf)  # top/bottom, given left/right
+    k = _step(plan, xt, local, k, every, 1, thumbs, thumbs_t, partner, found, buf)  # top/bottom
     # left/right again, given top/bottom: where top/bottom stayed uncropped (map 0) these are the first
     # step's candidates again, the same numbers, which cannot come out strictly closer: skipped
-    _step(plan, x, local, k, np.flatnonzero(k != 0), thumbs_t, partner, True, found, buf)
-    s1, s2, s12 = (np.empty(n, np.float64) for _ in range(3))
-    for i in range(0, n, 64):  # a few at a time, to stay in cache
-        c = best[i : i + 64].astype(np.float64)
-        p = partner[i : i + 64]
-        t = np.where(flipped[i : i + 64, None], thumbs_t[p], thumbs[p]).astype(np.float64)
-        s1[i : i + 64] = c.sum(axis=1)
-        s2[i : i + 64] = np.einsum("ij,ij->i", c, c)
-        s12[i : i + 64] = np.einsum("ij,ij->i", c, t)
-    return err, s1, s2, s12
+    _step(plan, x, local, k, np.flatnonzero(k != 0), 2, thumbs_t, thumbs_t, partner, found, buf)
+    return found
+
+
+def _score(plan, grids, thumbs_t, a, b, err, how, tie) -> np.ndarray:
+    """``similarity`` of the pairs (a[i], b[i]) from their two directions' search (``_search``'s
+    ``err``, ``how``, ``tie``; A's directions first): the crop of the closer direction (A's when at
+    least as close, as in ``aligned``) made again and scored with ``_correlation`` against the other's
+    thumbnail, both laid out as ``aligned`` returns them. Pairs marked tie: ``similarity`` itself."""
+    side, m = plan.side, len(a)
+    cropped_a = err[:m] <= err[m:]
+    pick = np.where(cropped_a, np.arange(m), np.arange(m, 2 * m))
+    src, other = np.where(cropped_a, a, b), np.where(cropped_a, b, a)
+    step, first, second = how[:, pick]
+    out = np.empty(m, np.float64)
+    order = np.argsort(src, kind="stable")
+    for i in range(0, m, 256):
+        part = order[i : i + 256]
+        rows, which = np.unique(src[part], return_inverse=True)  # each grid made float once
+        x = np.stack([as_float(grids[s]) for s in rows])[which]
+        top = step[part] == 1  # the top/bottom step ran on the transposed grid
+        x[top] = x[top].transpose(0, 2, 1, 3)
+        made = plan.crops(x, first[part], second[part])
+        for on_top in (True, False):  # one layout per batch: as ``_one_way`` holds its crops
+            for a_cropped in (True, False):
+                sel = np.flatnonzero((top == on_top) & (cropped_a[part] == a_cropped))
+                if not len(sel):
+                    continue
+                crop = made[sel] if on_top else made[sel].swapaxes(1, 2)
+                whole = _whole(thumbs_t, other[part[sel]], side)
+                out[part[sel]] = _correlations(crop, whole) if a_cropped else _correlations(whole, crop)
+    for q in np.flatnonzero(tie[:m] | tie[m:]).tolist():  # the search may have gone another way
+        out[q] = similarity(as_float(grids[a[q]]), as_float(grids[b[q]]), side, plan.crops_given)
+    return out
 
 
 def similarities(
     pairs, grid_of, side: int = SIDE, crops: tuple[float, ...] = CROPS, progress=None, threads: int = 0
 ) -> np.ndarray:
-    """``similarity`` of each (a, b) in ``pairs`` (float32; the same up to rounding, ~1e-6), computed
-    for all the pairs together (see above). ``grid_of(key)`` gives a picture's ``grid`` or
-    ``grid_bytes`` (held as given until the end), or None (→ NaN for its pairs); it is called once per
-    key. ``progress(done, total)``: directions done (two per pair). ``threads``: worker threads (0:
-    the usable CPUs); numpy releases the GIL in the products and the elementwise passes."""
+    """``similarity`` of each (a, b) in ``pairs``, the same numbers, computed for all the pairs
+    together (see above). ``grid_of(key)`` gives a picture's ``grid`` or ``grid_bytes`` (held as given
+    until the end), or None (→ NaN for its pairs); it is called once per key. ``progress(done,
+    total)``: directions searched (two per pair). ``threads``: worker threads for the search (0: the
+    usable CPUs); numpy releases the GIL in the products and the elementwise passes."""
     pairs = list(pairs)
     out = np.full(len(pairs), np.nan, np.float32)
     slot: dict = {}
@@ -360,6 +424,20 @@ def similarities(
     return out
 
 
+def _correlations(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """``_correlation`` of each (ta[i], tb[i]), the same numbers: the same means, the same centred
+    arrays, the same dot products (one pair at a time), flat pictures by ``_correlation`` itself."""
+    n, size = len(ta), ta[0].size if len(ta) else 0
+    x = ta.reshape(n, size) - ta.mean(axis=(1, 2, 3))[:, None]
+    y = tb.reshape(n, size) - tb.mean(axis=(1, 2, 3))[:, None]
+    flat = FLAT * np.sqrt(size)
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        nx, ny = float(np.linalg.norm(x[i])), float(np.linalg.norm(y[i]))
+        out[i] = _correlation(ta[i], tb[i]) if nx < flat or ny < flat else float(x[i] @ y[i] / (nx * ny))
+    return out
+
+
 def _similarities(grids, a, b, side, crops, progress=None, threads: int = 0) -> np.ndarray:
     """``similarities`` of the pairs (grids[a[i]], grids[b[i]])."""
     from concurrent.futures import ThreadPoolExecutor
@@ -375,38 +453,23 @@ def _similarities(grids, a, b, side, crops, progress=None, threads: int = 0) -> 
     order = np.argsort(src, kind="stable")
     sources, starts = np.unique(src[order], return_index=True)
     starts = np.append(starts, len(src))
-    err = np.empty(2 * m, np.float32)
-    s1, s2, s12 = (np.empty(2 * m, np.float64) for _ in range(3))
+    err, how, tie = np.empty(2 * m, np.float32), np.empty((3, 2 * m), np.int64), np.empty(2 * m, bool)
     with threadpool_limits(limits=1, user_api="blas"):  # many mid-sized products: one thread each
-        thumbs = np.empty((len(grids), side * side * 3), np.float32)
+        thumbs_t = np.empty((len(grids), side * side * 3), np.float32)
         for i in range(0, len(grids), 256):
-            thumbs[i : i + 256] = plan.thumbs(np.stack([as_float(g) for g in grids[i : i + 256]]))
-        thumbs_t = _transpose(thumbs, side)
+            thumbs_t[i : i + 256] = plan.thumbs(np.stack([as_float(g) for g in grids[i : i + 256]]))
+        thumbs = _transpose(thumbs_t, side)
 
         def task(i: int):
             dirs = order[starts[i] : starts[min(i + SOURCES_AT_ONCE, len(sources))]]
-            return dirs, _sources(plan, grids, thumbs, thumbs_t, src, dst, dirs, sources[i : i + SOURCES_AT_ONCE])
+            return dirs, _search(plan, grids, thumbs, thumbs_t, src, dst, dirs, sources[i : i + SOURCES_AT_ONCE])
 
         done = 0
         with ThreadPoolExecutor(threads) as pool:  # the tasks write to disjoint directions
             tasks = range(0, len(sources), SOURCES_AT_ONCE)
-            for dirs, (e, c1, c2, c12) in pool.map(task, tasks) if threads > 1 else map(task, tasks):
-                err[dirs], s1[dirs], s2[dirs], s12[dirs] = e, c1, c2, c12
+            for dirs, (e, h, t) in pool.map(task, tasks) if threads > 1 else map(task, tasks):
+                err[dirs], how[:, dirs], tie[dirs] = e, h, t
                 done += len(dirs)
                 if progress:
                     progress(done, 2 * m)
-    t1 = thumbs.sum(axis=1, dtype=np.float64)
-    t2 = np.einsum("ij,ij->i", thumbs, thumbs, dtype=np.float64)
-    first = err[:m] <= err[m:]  # as ``aligned``: A's crop against B's thumbnail when it is at least as close
-    pick = np.where(first, np.arange(m), np.arange(m, 2 * m))
-    other = np.where(first, b, a)  # whose uncropped thumbnail the chosen crop was compared with
-    size = thumbs.shape[1]
-    c1, c2, ct = s1[pick], s2[pick], s12[pick]
-    nx = np.sqrt(np.maximum(c2 - c1 * c1 / size, 0.0))  # float64 sums: no cancellation to speak of
-    ny = np.sqrt(np.maximum(t2[other] - t1[other] ** 2 / size, 0.0))
-    cov = ct - c1 * t1[other] / size
-    flat = FLAT * np.sqrt(size)
-    fx, fy = nx < flat, ny < flat
-    mad = err[pick].astype(np.float64) / size
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(fx | fy, np.where(fx & fy, 1.0 - mad, 0.0), cov / (nx * ny))
+        return _score(plan, grids, thumbs_t, a, b, err, how, tie)

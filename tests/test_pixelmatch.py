@@ -101,6 +101,8 @@ def test_similarities_equal_the_one_pair_reference(grids, pairs):
     assert fast.dtype == np.float32 and fast.shape == (len(pairs),)
     worst = int(np.argmax(np.abs(fast - ref)))
     assert np.abs(fast - ref).max() < TOL, (pairs[worst], ref[worst], fast[worst])
+    # the same products, the same means and the same correlation code: the same floats
+    assert np.array_equal(fast, ref), [(pairs[i], ref[i], fast[i]) for i in np.flatnonzero(fast != ref)[:5]]
     # the pairs exercise what the batching must get right: either picture cropped, crops on both axes,
     # many different maps on each
     with threadpool_limits(limits=1, user_api="blas"):
@@ -141,7 +143,15 @@ def test_threads_blocks_and_order_do_not_change_a_bit(grids, pairs, monkeypatch)
     monkeypatch.setattr(pixelmatch, "KEYS_AT_ONCE", 2)
     monkeypatch.setattr(pixelmatch, "DIRECTIONS_AT_ONCE", 1)
     small = pixelmatch.similarities(pairs[::-1], grids.get, threads=2)[::-1]
-    np.testing.assert_allclose(small, one, atol=1e-6)
+    np.testing.assert_array_equal(small, one)
+
+
+def test_near_ties_go_to_the_reference_and_without_that_stay_close(grids, pairs, monkeypatch):
+    ref = pixelmatch.similarities_one_by_one(pairs, grids.get)
+    monkeypatch.setattr(pixelmatch, "TIE", 1.0)  # every pair a near tie: similarity itself
+    np.testing.assert_array_equal(pixelmatch.similarities(pairs, grids.get), ref)
+    monkeypatch.setattr(pixelmatch, "TIE", 0.0)  # none: the batched search decides even flat pictures
+    assert np.abs(pixelmatch.similarities(pairs, grids.get) - ref).max() < TOL
 
 
 @pytest.mark.parametrize("side,crops", [(24, (0.0, 0.05)), (30, (0.0, 0.03, 0.06))])
