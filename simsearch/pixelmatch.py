@@ -24,10 +24,9 @@ colour edits is built not to). This check compares the pixels themselves:
 32, 48 and 64: coarser thumbnails cannot see what tells variants of one drawing apart, finer ones
 see the blur of a downsized copy.
 
-``similarity`` checks one pair and is the definition. ``similarities`` checks many pairs at once
-with the same numbers (up to the rounding order of sums, ~1e-6), several times faster: each
-picture's crops are made once for all its partners (see "many pairs at once" below). numpy +
-Pillow only; no model.
+``similarity`` checks one pair and is the definition. ``similarities`` checks many pairs at once,
+with the same numbers, several times faster: each picture's crops are made once for all its
+partners (see "many pairs at once" below). numpy + Pillow only; no model.
 """
 
 from __future__ import annotations
@@ -205,10 +204,13 @@ def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
 # time while it is in cache. The box maps are banded (an output cell reads at most 3 source cells),
 # so each product is split into blocks of ``ROWS`` output cells that read only their window of the
 # source: the same nonzero products in the same order, about a quarter of the multiplications, and
-# the same crops to the bit. Once both directions of a pair are searched, the crop chosen is made
-# again and scored by ``similarity``'s own ``_correlation`` on arrays laid out as ``aligned``'s: the
-# same numbers, unless the sums of absolute differences (added up in another order) tie within
-# rounding, where the two paths may pick different crops (tested to agree within 1e-5).
+# the same crops to the bit. A step's winner is chosen on these batched sums, but whether it replaces
+# the best so far, and which direction is closer, is decided on its mean absolute difference taken
+# as ``_one_way`` takes it (the same float32). Once both directions of a pair are searched, the crop
+# chosen is made again and scored with ``similarity``'s own correlation code on arrays laid out as
+# ``aligned`` returns them: the same floats. Only where a step's runner-up comes within ``TIE`` of
+# its winner could the batched sums choose another map than ``_one_way``: such a pair is scored by
+# ``similarity`` itself.
 
 ROWS = 8  # output cells per block of a banded product
 SOURCES_AT_ONCE = 64  # source pictures per task
