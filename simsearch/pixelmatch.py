@@ -324,8 +324,9 @@ def _step(plan, x, src, fixed, which, step, targets, thumbs_t, partner, found, b
                 np.matmul(flat_buf[: (d1 - d0) * nb * K], ones, out=sums[d0:d1].reshape(-1))
         e = sums.reshape(len(dirs), nb, K).sum(axis=1)
         k = e.argmin(axis=1)
-        two = np.partition(e, 1, axis=1)
-        tie[dirs] |= two[:, 1] - two[:, 0] <= TIE * two[:, 0]
+        if K > 1:
+            two = np.partition(e, 1, axis=1)
+            tie[dirs] |= two[:, 1] - two[:, 0] <= TIE * two[:, 0]
         chosen[dirs] = k
         own = np.repeat(np.arange(len(ks)), np.diff(bounds[k0 : k0 + len(ks) + 1]))
         crop = cands[own, :, k].reshape(len(dirs), side, side, 3)  # (second axis, first axis, channel)

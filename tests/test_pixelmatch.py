@@ -154,7 +154,7 @@ def test_near_ties_go_to_the_reference_and_without_that_stay_close(grids, pairs,
     assert np.abs(pixelmatch.similarities(pairs, grids.get) - ref).max() < TOL
 
 
-@pytest.mark.parametrize("side,crops", [(24, (0.0, 0.05)), (30, (0.0, 0.03, 0.06))])
+@pytest.mark.parametrize("side,crops", [(24, (0.0, 0.05)), (30, (0.0, 0.03, 0.06)), (16, (0.0,))])
 def test_other_sides_and_crops(grids, pairs, side, crops):
     sub = pairs[::3]
     with threadpool_limits(limits=1, user_api="blas"):
