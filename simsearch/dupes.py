@@ -12,7 +12,7 @@
    its own calibrated threshold (step 4). Files with the same bytes need no check. The cost is one
    decode per image that has a candidate partner (in ``pool`` worker processes) and, with all pairs
    checked together (``pixelmatch.similarities``: each picture's crops made once for all its
-   partners), about half a millisecond of CPU per candidate pair: it grows with the number of
+   partners), about 0.6 ms of CPU per candidate pair: it grows with the number of
    candidate pairs, not with the size of the index. A pair whose file cannot be read now is left
    out (and counted).
 3. **Groups.** Union-find over the pairs, strongest first, where a union is refused when it would
