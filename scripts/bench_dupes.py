@@ -19,7 +19,12 @@ runtimes on a large index and on 1M synthetic vectors.
    default thresholds (``max_distance_threshold`` 10), on the same folder. A predicted pair is
    any two files listed as duplicates.
 4. Precision and recall of pairs (truth: an original and its copy) and time, side by side.
-5. ``--big-index DIR``: ``dupes.find`` on an existing index (read-only), timed.
+5. ``--big-index DIR``: ``dupes.find`` on an existing index (read-only), timed. With
+   ``--pixel-check``: only the pixel check, on that index's candidate pairs at its calibrated cosine
+   threshold (those ``dupes`` checks: files that differ), the one-pair-at-a-time reference
+   (``pixelmatch.similarities_one_by_one``) beside ``pixelmatch.similarities`` (all pairs at once),
+   on the same decoded grids: seconds (wall and CPU), pairs/s, the speed ratio and the largest
+   difference between the two (``--pixel-pairs N``: a seeded sample of N pairs).
 6. ``--synthetic N``: ``neighbours.range_pairs`` + ``dupes.group_pairs`` on N random 64-d unit
    vectors with 1% planted near-duplicates (cosine ≈ 0.99), timed, with the planted pairs' recall
    (vectors only: there are no files, so no pixel check).
@@ -232,6 +237,58 @@ def big_index(path: Path) -> dict:
     }
 
 
+def pixel_check(path: Path, n_pairs: int = 0, seed: int = 0) -> dict:
+    """The pixel check alone on an index's candidate pairs: the per-pair reference against the batched path."""
+    import simsearch
+    from simsearch import dupes, neighbours, pixelmatch
+
+    idx = simsearch.Index.open(path)
+    base = idx.base_vectors()
+    cal = dupes.calibrate(idx, base=base, verify=False)
+    a, b, _ = neighbours.range_pairs(base, cal.threshold, max_k=dupes.MAX_PARTNERS)
+    entries = idx.entries()
+    differ = [i for i, (x, y) in enumerate(zip(a.tolist(), b.tolist())) if entries[x].sha256 != entries[y].sha256]
+    if n_pairs and n_pairs < len(differ):
+        differ = sorted(np.random.default_rng(seed).choice(differ, n_pairs, replace=False).tolist())
+    pairs = [(int(a[i]), int(b[i])) for i in differ]
+    rows = sorted({r for pair in pairs for r in pair})
+
+    def timed(fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        return out, time.perf_counter() - w, time.process_time() - c
+
+    grids, decode_s, decode_cpu = timed(lambda: pixelmatch.load_grids([idx.root / entries[r].path for r in rows]))
+    grid_of = dict(zip(rows, grids)).get
+    out = {
+        "index": str(path),
+        "cosine_threshold": cal.threshold,
+        "pairs": len(pairs),
+        "images": len(rows),
+        "decode_s": round(decode_s, 2),
+        "decode_cpu_s": round(decode_cpu, 2),
+        "runs": [],
+    }
+    ref, wall, cpu = timed(lambda: pixelmatch.similarities_one_by_one(pairs, grid_of))
+    out["runs"].append({"path": "one pair at a time (before)", "s": wall, "cpu_s": cpu, "max_abs_diff": 0.0})
+    for threads in (1, 0):
+        got, wall, cpu = timed(lambda t=threads: pixelmatch.similarities(pairs, grid_of, threads=t))
+        name = "all pairs at once, 1 thread" if threads == 1 else f"all pairs at once, {_cpus()} threads"
+        diff = np.abs(got.astype(np.float64) - ref)
+        out["runs"].append({"path": name, "s": wall, "cpu_s": cpu, "max_abs_diff": float(np.nanmax(diff, initial=0))})
+    for r in out["runs"]:
+        r["pairs_per_s"] = round(len(pairs) / r["s"]) if r["s"] else None
+        r["ratio"] = round(out["runs"][0]["s"] / r["s"], 1) if r["s"] else None
+        r["s"], r["cpu_s"] = round(r["s"], 2), round(r["cpu_s"], 2)
+    return out
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def synthetic(n: int, d: int = 64, seed: int = 0) -> dict:
     from simsearch import dupes, neighbours
 
@@ -283,6 +340,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true", help="dupes without its pixel verification stage")
     ap.add_argument("--no-imagededup", action="store_true")
     ap.add_argument("--big-index", type=Path)
+    ap.add_argument(
+        "--pixel-check",
+        action="store_true",
+        help="with --big-index: time only the pixel check, one pair at a time (before) against all pairs at once",
+    )
+    ap.add_argument("--pixel-pairs", type=int, default=0, help="with --pixel-check: a seeded sample of N pairs")
     ap.add_argument("--synthetic", type=int, default=0)
     ap.add_argument("--skip-set", action="store_true", help="only the --big-index / --synthetic runtimes")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -343,7 +406,20 @@ def main(argv=None) -> int:
             )
             print(f"{name:<20} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['pairs_predicted']:>6}  {t}")
             print(f"{'':<20} recall by kind: {r['recall_by_kind']}")
-    if args.big_index:
+    if args.big_index and args.pixel_check:
+        results["pixel_check"] = pc = pixel_check(args.big_index, args.pixel_pairs, args.seed)
+        print(
+            f"\npixel check on {pc['index']}: {pc['pairs']} candidate pairs (cosine >= {pc['cosine_threshold']}, files "
+            f"that differ) among {pc['images']} images; decoding their grids {pc['decode_s']} s "
+            f"({pc['decode_cpu_s']} s CPU), not included below"
+        )
+        print(f"{'path':<32} {'pairs':>7} {'s':>8} {'CPU s':>8} {'pairs/s':>8} {'ratio':>6}  max |diff|")
+        for r in pc["runs"]:
+            print(
+                f"{r['path']:<32} {pc['pairs']:>7} {r['s']:>8} {r['cpu_s']:>8} {r['pairs_per_s']:>8} "
+                f"{r['ratio']:>6}  {r['max_abs_diff']:.2g}"
+            )
+    elif args.big_index:
         results["big_index"] = big_index(args.big_index)
         b = results["big_index"]
         print(

@@ -22,11 +22,16 @@ colour edits is built not to). This check compares the pixels themselves:
 
 ``SIDE`` = 48 was chosen on a development set (openclipart-png with planted copies) among 24,
 32, 48 and 64: coarser thumbnails cannot see what tells variants of one drawing apart, finer ones
-see the blur of a downsized copy. numpy + Pillow only; no model.
+see the blur of a downsized copy.
+
+``similarity`` checks one pair and is the definition. ``similarities`` checks many pairs at once,
+with the same numbers, several times faster: each picture's crops are made once for all its
+partners (see "many pairs at once" below). numpy + Pillow only; no model.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -35,10 +40,19 @@ from PIL import Image
 GRID = 96  # each picture is first resampled to GRID×GRID RGB
 SIDE = 48  # aligned thumbnails compared at SIDE×SIDE (chosen on the development set: 24, 32, 48, 64 tried)
 CROPS = (0.0, 0.025, 0.05, 0.075)  # crop fractions tried per side (copies are cropped by up to ~5% a side)
+# A thumbnail whose pixels' RMS deviation from their mean is below FLAT is flat (one grey level). Float32
+# rounding alone leaves up to ~2e-7 on a flat grid's cropped thumbnails; one grid cell off by 1/255 leaves
+# ~7e-6. (An absolute norm of 1e-6 sat below that rounding: flat greys then correlated ±1 by chance.)
+FLAT = 1e-6
 
 
 def grid(img: Image.Image) -> np.ndarray:
     """A picture as float32 (GRID, GRID, 3) RGB in 0–1, flattened onto white, aspect ignored."""
+    return as_float(grid_bytes(img))
+
+
+def grid_bytes(img: Image.Image) -> np.ndarray:
+    """``grid`` as uint8 0–255 (a quarter of the memory; ``as_float`` gives ``grid`` exactly)."""
     from .preprocess import to_display
 
     rgb = to_display(img)
@@ -46,7 +60,12 @@ def grid(img: Image.Image) -> np.ndarray:
         rgb = rgb.copy()
         rgb.thumbnail((4 * GRID, 4 * GRID), Image.Resampling.BOX)
     small = rgb.resize((GRID, GRID), Image.Resampling.BOX)
-    return np.asarray(small, np.float32) / 255.0
+    return np.asarray(small, np.uint8)
+
+
+def as_float(g: np.ndarray) -> np.ndarray:
+    """A grid as float32 in 0–1, whether it is ``grid``'s or ``grid_bytes``'s."""
+    return g.astype(np.float32) / np.float32(255.0) if g.dtype == np.uint8 else np.asarray(g, np.float32)
 
 
 def _box(n_src: int, lo: float, hi: float, n_out: int) -> np.ndarray:
@@ -117,27 +136,50 @@ def aligned(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float
 def similarity(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float, ...] = CROPS) -> float:
     """Pearson correlation of the two ``grid``s' aligned RGB thumbnails (see the module docstring):
     1.0 for identical pixels, indifferent to a plain background both share. A flat picture (one
-    colour) matches only another flat picture, by 1 − their mean absolute difference."""
-    ta, tb = aligned(ga, gb, side, crops)
+    grey level, see ``FLAT``) matches only another flat picture, by 1 − their mean absolute difference."""
+    return _correlation(*aligned(ga, gb, side, crops))
+
+
+def _correlation(ta: np.ndarray, tb: np.ndarray) -> float:
+    """``similarity`` of two aligned thumbnails (``similarities`` calls it too, on the same arrays)."""
     x, y = ta.ravel() - ta.mean(), tb.ravel() - tb.mean()
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx < 1e-6 or ny < 1e-6:  # a flat picture: only another flat picture of the same colour matches
-        return float(1.0 - np.abs(ta - tb).mean()) if nx < 1e-6 and ny < 1e-6 else 0.0
+    flat = FLAT * np.sqrt(x.size)
+    if nx < flat or ny < flat:  # a flat picture: only another flat picture of the same colour matches
+        return float(1.0 - np.abs(ta - tb).mean()) if nx < flat and ny < flat else 0.0
     return float(x @ y / (nx * ny))
 
 
-def load_grid(path) -> np.ndarray | None:
-    """``grid`` of an image file; None when it cannot be read now (it vanished or stopped decoding)."""
+def load_grid(path, as_bytes: bool = False) -> np.ndarray | None:
+    """``grid`` (``grid_bytes`` with ``as_bytes``) of an image file; None when it cannot be read now (it
+    vanished or stopped decoding)."""
     from .decode import open_image
 
     try:
-        return grid(open_image(path))
+        img = open_image(path)
+        return grid_bytes(img) if as_bytes else grid(img)
     except Exception:  # noqa: BLE001 — any unreadable file: the pair stays unverified
         return None
 
 
-def similarities(pairs, grid_of) -> np.ndarray:
-    """``similarity`` of each (a, b) in ``pairs``, where ``grid_of(key)`` gives a picture's grid or
+def load_grids(paths, progress=None, workers: int = 0) -> list[np.ndarray | None]:
+    """``load_grid(path, as_bytes=True)`` of each path, in order, decoded in ``pool`` worker processes
+    (``workers``: 0 → the usable CPUs; 1, or under 64 files: in this process). ``progress("decode",
+    done, total)``."""
+    from .pool import decode_grids
+
+    paths = list(paths)
+    out: list[np.ndarray | None] = [None] * len(paths)
+    for i, g, _, _ in decode_grids(paths, workers=1 if len(paths) < 64 else workers):
+        out[i] = g
+        if progress and ((i + 1) % 256 == 0 or i + 1 == len(paths)):
+            progress("decode", i + 1, len(paths))
+    return out
+
+
+def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
+    """``similarity`` of each (a, b) in ``pairs``, one pair at a time: the reference that
+    ``similarities`` is tested and benchmarked against. ``grid_of(key)`` gives a picture's grid or
     None (→ NaN for that pair). One BLAS thread: these are many tiny products."""
     from threadpoolctl import threadpool_limits
 
@@ -146,5 +188,291 @@ def similarities(pairs, grid_of) -> np.ndarray:
         for i, (a, b) in enumerate(pairs):
             ga, gb = grid_of(a), grid_of(b)
             if ga is not None and gb is not None:
-                out[i] = similarity(ga, gb)
+                out[i] = similarity(as_float(ga), as_float(gb))
     return out
+
+
+# ---------------------------------------------------------------- many pairs at once
+#
+# ``similarity`` of one pair runs six coordinate-search steps (three per direction), each making 16
+# crop candidates (a (48×96)·(96×288) and a (768×96)·(96×144) product) and their mean absolute
+# differences from the partner's thumbnail. Across many pairs most of that work repeats: a picture's
+# candidates depend only on the picture and on the crop fixed so far, never on the partner. So
+# ``similarities`` turns each pair into two *directions* (a source picture's crops sought against
+# the partner's uncropped thumbnail), groups them by source, makes each (picture, fixed crop)
+# candidate set once for all the directions that need it, and compares it with partners two at a
+# time while it is in cache. The box maps are banded (an output cell reads at most 3 source cells),
+# so each product is split into blocks of ``ROWS`` output cells that read only their window of the
+# source: the same nonzero products in the same order, about a quarter of the multiplications, and
+# the same crops to the bit. A step's winner is chosen on these batched sums, but whether it replaces
+# the best so far, and which direction is closer, is decided on its mean absolute difference taken
+# as ``_one_way`` takes it (the same float32). Once both directions of a pair are searched, the crop
+# chosen is made again and scored with ``similarity``'s own correlation code on arrays laid out as
+# ``aligned`` returns them: the same floats. Only where a step's runner-up comes within ``TIE`` of
+# its winner could the batched sums choose another map than ``_one_way``: such a pair is scored by
+# ``similarity`` itself.
+
+ROWS = 8  # output cells per block of a banded product
+SOURCES_AT_ONCE = 64  # source pictures per task
+KEYS_AT_ONCE = 16  # candidate sets made per batched product (16 crops × 27 KB each)
+DIRECTIONS_AT_ONCE = 2  # partners compared with one candidate set per elementwise pass (it stays in L2)
+# A step's best map is chosen on sums of absolute differences added up in another order than
+# ``_one_way``'s float32 means: each within ~9e-6 (relative) of the exact sum at worst, 1.2e-6 seen on
+# 60k Fashion-MNIST. Where the runner-up is within TIE, the pair is checked by ``similarity`` itself.
+TIE = 2e-5
+
+
+class _Plan:
+    """The crop maps split into blocks of ``ROWS`` output cells, each with its window of source cells."""
+
+    def __init__(self, n: int, side: int, crops: tuple[float, ...]):
+        maps = _crop_maps(n, side, crops)
+        self.n, self.side, self.k = n, side, len(maps)
+        self.crops_given = crops
+        self.uncropped = maps[0]
+        self.rows = ROWS if side % ROWS == 0 else side
+        self.blocks = []  # (first output cell, source window, that block of every map (K, rows, window))
+        for lo in range(0, side, self.rows):
+            part = maps[:, lo : lo + self.rows]
+            nz = np.flatnonzero(part.any(axis=(0, 1)))
+            win = slice(int(nz[0]), int(nz[-1]) + 1)
+            self.blocks.append((lo, win, np.ascontiguousarray(part[:, :, win])))
+
+    def _first(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """Grids ``x`` (k, n, n, 3) with their first axis box-mapped by map ``fixed[i]`` → (k, n,
+        side·3): the second axis first, ready for its own maps."""
+        k, n, side, rows = x.shape[0], self.n, self.side, self.rows
+        flat = x.reshape(k, n, n * 3)
+        y = np.empty((k, side, n * 3), np.float32)
+        for lo, win, w in self.blocks:
+            np.matmul(w[fixed], flat[:, win], out=y[:, lo : lo + rows])
+        return y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+
+    def candidates(self, x: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+        """One coordinate-search step's crop candidates for a batch of grids ``x`` (k, n, n, 3): the
+        first axis box-mapped by map ``fixed[i]``, then the second by every map in turn → (k, blocks,
+        K, rows·side·3): candidate c of grid i, block by block, is ``[i, :, c]``, its (second axis,
+        first axis, channel) cells raveled. On grids this is the left/right step (``_one_way``'s
+        ``_cols(maps, _rows(rows, a))``), on transposed grids the top/bottom step."""
+        k, side, rows = x.shape[0], self.side, self.rows
+        y = self._first(x, fixed)
+        out = np.empty((k, len(self.blocks), self.k * rows, side * 3), np.float32)
+        for b, (_, win, w) in enumerate(self.blocks):
+            np.matmul(w.reshape(-1, w.shape[-1]), y[:, win], out=out[:, b])
+        return out.reshape(k, len(self.blocks), self.k, rows * side * 3)
+
+    def crops(self, x: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """One crop per grid: the first axis by map ``first[i]``, the second by map ``second[i]``
+        → (k, side, side, 3), laid out (second axis, first axis, channel) as ``candidates``."""
+        k, side, rows = x.shape[0], self.side, self.rows
+        y = self._first(x, first)
+        out = np.empty((k, side, side * 3), np.float32)
+        for lo, win, w in self.blocks:
+            np.matmul(w[second], y[:, win], out=out[:, lo : lo + rows])
+        return out.reshape(k, side, side, 3)
+
+    def thumbs(self, x: np.ndarray) -> np.ndarray:
+        """Uncropped thumbnails of grids ``x`` → (k, E): ``thumb``'s products, and as ``thumb`` leaves
+        them in memory: (column, row, channel) raveled."""
+        k, n, side = x.shape[0], self.n, self.side
+        y = np.matmul(self.uncropped, x.reshape(k, n, n * 3))  # rows
+        y = y.reshape(k, side, n, 3).transpose(0, 2, 1, 3).reshape(k, n, side * 3)
+        return np.matmul(self.uncropped, y).reshape(k, -1)  # columns
+
+
+def _transpose(t: np.ndarray, side: int) -> np.ndarray:
+    """Raveled (…, E) thumbnails with their two axes swapped."""
+    return np.ascontiguousarray(t.reshape(*t.shape[:-1], side, side, 3).swapaxes(-3, -2)).reshape(t.shape)
+
+
+def _step(plan, x, src, fixed, which, step, targets, thumbs_t, partner, found, buf):
+    """Search step ``step`` (0: left/right; 1: top/bottom, ``x`` holding transposed grids; 2:
+    left/right again) for the directions ``which`` of a block: direction d seeks the crop of its source
+    ``x[src[d]]``, map ``fixed[d]`` fixed (``_Plan.candidates``), closest to its partner's uncropped
+    thumbnail, ``targets[partner[d]]`` laid out as the candidates come out (``thumbs_t``: as ``thumb``
+    leaves it). The map chosen has the least sum of absolute differences; where the runner-up comes
+    within ``TIE`` of it, these sums (added in another order than ``_one_way``'s means) might not pick
+    the same map as ``_one_way``: the direction is marked (``found``'s tie). The chosen crop's mean
+    absolute difference is then taken as ``_one_way`` takes it, on arrays laid out as there (the same
+    float32 number), and replaces the direction's best (``found``'s err, and how: step, first and
+    second map) where strictly smaller, as in ``_one_way``. → the map each direction chose."""
+    err, how, tie = found
+    K, nb, side = plan.k, len(plan.blocks), plan.side
+    width = targets.shape[1] // nb
+    ones = np.ones(width, np.float32)
+    flat_buf = buf.reshape(-1, width)
+    keys, inverse = np.unique(src[which].astype(np.int64) * K + fixed[which], return_inverse=True)
+    by_key = np.argsort(inverse, kind="stable")
+    order = which[by_key]  # the directions, key by key
+    bounds = np.searchsorted(inverse[by_key], np.arange(len(keys) + 1))
+    chosen = np.zeros(len(src), np.int64)
+    for k0 in range(0, len(keys), KEYS_AT_ONCE):
+        ks = keys[k0 : k0 + KEYS_AT_ONCE]
+        cands = plan.candidates(x[ks // K], ks % K)  # (keys, blocks, K, width)
+        lo = bounds[k0]
+        dirs = order[lo : bounds[k0 + len(ks)]]
+        t = targets[partner[dirs]].reshape(len(dirs), nb, 1, width)
+        sums = np.empty((len(dirs), nb * K), np.float32)  # per direction, block and crop
+        for j in range(len(ks)):
+            end = bounds[k0 + j + 1] - lo
+            for d0 in range(bounds[k0 + j] - lo, end, DIRECTIONS_AT_ONCE):
+                d1 = min(d0 + DIRECTIONS_AT_ONCE, end)
+                b = buf[: d1 - d0]
+                np.copyto(b, t[d0:d1])  # then subtract in place: ~2x faster than into a third array
+                np.subtract(b, cands[j], out=b)
+                np.abs(b, out=b)
+                np.matmul(flat_buf[: (d1 - d0) * nb * K], ones, out=sums[d0:d1].reshape(-1))
+        e = sums.reshape(len(dirs), nb, K).sum(axis=1)
+        k = e.argmin(axis=1)
+        if K > 1:
+            two = np.partition(e, 1, axis=1)
+            tie[dirs] |= two[:, 1] - two[:, 0] <= TIE * two[:, 0]
+        chosen[dirs] = k
+        own = np.repeat(np.arange(len(ks)), np.diff(bounds[k0 : k0 + len(ks) + 1]))
+        crop = cands[own, :, k].reshape(len(dirs), side, side, 3)  # (second axis, first axis, channel)
+        crop = crop if step == 1 else crop.swapaxes(1, 2)  # as ``_one_way`` holds it
+        whole = t if targets is thumbs_t else thumbs_t[partner[dirs]]  # as ``thumb`` leaves it
+        whole = whole.reshape(len(dirs), side, side, 3).swapaxes(1, 2)  # and returns it
+        mean = np.abs(crop - whole).mean(axis=(1, 2, 3))
+        better = mean < err[dirs]
+        d = dirs[better]
+        err[d] = mean[better]
+        how[0, d], how[1, d], how[2, d] = step, fixed[d], k[better]
+    return chosen
+
+
+def _whole(thumbs_t: np.ndarray, i, side: int) -> np.ndarray:
+    """Uncropped thumbnails ``thumbs_t[i]`` laid out as ``thumb`` returns them."""
+    return thumbs_t[i].reshape(*np.shape(i), side, side, 3).swapaxes(-3, -2)
+
+
+def _search(plan, grids, thumbs, thumbs_t, src, dst, dirs, block):
+    """The directions ``dirs``, whose sources are the grids ``block`` (in order), searched as in
+    ``_one_way`` against their partners' uncropped ``thumbs`` (``thumbs_t``: the same transposed)
+    → (``_one_way``'s error at the best crop; how that crop is made: (3, D) step, first and second
+    map, for ``_Plan.crops``; whether a step's choice came within ``TIE`` of its runner-up)."""
+    x = np.stack([as_float(grids[i]) for i in block])
+    local = np.searchsorted(block, src[dirs])
+    partner = dst[dirs]
+    n = len(dirs)
+    found = np.full(n, np.inf, np.float32), np.zeros((3, n), np.int64), np.zeros(n, bool)
+    nb = len(plan.blocks)
+    buf = np.empty((DIRECTIONS_AT_ONCE, nb, plan.k, thumbs.shape[1] // nb), np.float32)
+    every, zero = np.arange(n), np.zeros(n, np.int64)
+    k = _step(plan, x, local, zero, every, 0, thumbs_t, thumbs_t, partner, found, buf)  # left/right
+    xt = np.ascontiguousarray(x.transpose(0, 2, 1, 3))
+    k = _step(plan, xt, local, k, every, 1, thumbs, thumbs_t, partner, found, buf)  # top/bottom
+    # left/right again, given top/bottom: where top/bottom stayed uncropped (map 0) these are the first
+    # step's candidates again, the same numbers, which cannot come out strictly closer: skipped
+    _step(plan, x, local, k, np.flatnonzero(k != 0), 2, thumbs_t, thumbs_t, partner, found, buf)
+    return found
+
+
+def _score(plan, grids, thumbs_t, a, b, err, how, tie) -> np.ndarray:
+    """``similarity`` of the pairs (a[i], b[i]) from their two directions' search (``_search``'s
+    ``err``, ``how``, ``tie``; A's directions first): the crop of the closer direction (A's when at
+    least as close, as in ``aligned``) made again and scored with ``_correlation`` against the other's
+    thumbnail, both laid out as ``aligned`` returns them. Pairs marked tie: ``similarity`` itself."""
+    side, m = plan.side, len(a)
+    cropped_a = err[:m] <= err[m:]
+    pick = np.where(cropped_a, np.arange(m), np.arange(m, 2 * m))
+    src, other = np.where(cropped_a, a, b), np.where(cropped_a, b, a)
+    step, first, second = how[:, pick]
+    out = np.empty(m, np.float64)
+    order = np.argsort(src, kind="stable")
+    for i in range(0, m, 256):
+        part = order[i : i + 256]
+        rows, which = np.unique(src[part], return_inverse=True)  # each grid made float once
+        x = np.stack([as_float(grids[s]) for s in rows])[which]
+        top = step[part] == 1  # the top/bottom step ran on the transposed grid
+        x[top] = x[top].transpose(0, 2, 1, 3)
+        made = plan.crops(x, first[part], second[part])
+        for on_top in (True, False):  # one layout per batch: as ``_one_way`` holds its crops
+            for a_cropped in (True, False):
+                sel = np.flatnonzero((top == on_top) & (cropped_a[part] == a_cropped))
+                if not len(sel):
+                    continue
+                crop = made[sel] if on_top else made[sel].swapaxes(1, 2)
+                whole = _whole(thumbs_t, other[part[sel]], side)
+                out[part[sel]] = _correlations(crop, whole) if a_cropped else _correlations(whole, crop)
+    for q in np.flatnonzero(tie[:m] | tie[m:]).tolist():  # the search may have gone another way
+        out[q] = similarity(as_float(grids[a[q]]), as_float(grids[b[q]]), side, plan.crops_given)
+    return out
+
+
+def similarities(
+    pairs, grid_of, side: int = SIDE, crops: tuple[float, ...] = CROPS, progress=None, threads: int = 0
+) -> np.ndarray:
+    """``similarity`` of each (a, b) in ``pairs``, the same numbers, computed for all the pairs
+    together (see above). ``grid_of(key)`` gives a picture's ``grid`` or ``grid_bytes`` (held as given
+    until the end), or None (→ NaN for its pairs); it is called once per key. ``progress(done,
+    total)``: directions searched (two per pair). ``threads``: worker threads for the search (0: the
+    usable CPUs); numpy releases the GIL in the products and the elementwise passes."""
+    pairs = list(pairs)
+    out = np.full(len(pairs), np.nan, np.float32)
+    slot: dict = {}
+    grids: list[np.ndarray] = []
+    ends = np.full((len(pairs), 2), -1, np.int64)
+    for i, pair in enumerate(pairs):
+        for j, key in enumerate(pair):
+            if key not in slot:
+                g = grid_of(key)
+                slot[key] = -1 if g is None else len(grids)
+                if g is not None:
+                    grids.append(g)
+            ends[i, j] = slot[key]
+    ok = np.flatnonzero((ends >= 0).all(axis=1))
+    if len(ok):
+        out[ok] = _similarities(grids, ends[ok, 0], ends[ok, 1], side, crops, progress, threads)
+    return out
+
+
+def _correlations(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """``_correlation`` of each (ta[i], tb[i]), the same numbers: the same means, the same centred
+    arrays, the same dot products (one pair at a time), flat pictures by ``_correlation`` itself."""
+    n, size = len(ta), ta[0].size if len(ta) else 0
+    x = ta.reshape(n, size) - ta.mean(axis=(1, 2, 3))[:, None]
+    y = tb.reshape(n, size) - tb.mean(axis=(1, 2, 3))[:, None]
+    flat = FLAT * np.sqrt(size)
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        nx, ny = float(np.linalg.norm(x[i])), float(np.linalg.norm(y[i]))
+        out[i] = _correlation(ta[i], tb[i]) if nx < flat or ny < flat else float(x[i] @ y[i] / (nx * ny))
+    return out
+
+
+def _similarities(grids, a, b, side, crops, progress=None, threads: int = 0) -> np.ndarray:
+    """``similarities`` of the pairs (grids[a[i]], grids[b[i]])."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    plan = _Plan(grids[0].shape[0], side, crops)
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, threads)
+    m = len(a)
+    src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+    order = np.argsort(src, kind="stable")
+    sources, starts = np.unique(src[order], return_index=True)
+    starts = np.append(starts, len(src))
+    err, how, tie = np.empty(2 * m, np.float32), np.empty((3, 2 * m), np.int64), np.empty(2 * m, bool)
+    with threadpool_limits(limits=1, user_api="blas"):  # many mid-sized products: one thread each
+        thumbs_t = np.empty((len(grids), side * side * 3), np.float32)
+        for i in range(0, len(grids), 256):
+            thumbs_t[i : i + 256] = plan.thumbs(np.stack([as_float(g) for g in grids[i : i + 256]]))
+        thumbs = _transpose(thumbs_t, side)
+
+        def task(i: int):
+            dirs = order[starts[i] : starts[min(i + SOURCES_AT_ONCE, len(sources))]]
+            return dirs, _search(plan, grids, thumbs, thumbs_t, src, dst, dirs, sources[i : i + SOURCES_AT_ONCE])
+
+        done = 0
+        with ThreadPoolExecutor(threads) as pool:  # the tasks write to disjoint directions
+            tasks = range(0, len(sources), SOURCES_AT_ONCE)
+            for dirs, (e, h, t) in pool.map(task, tasks) if threads > 1 else map(task, tasks):
+                err[dirs], how[:, dirs], tie[dirs] = e, h, t
+                done += len(dirs)
+                if progress:
+                    progress(done, 2 * m)
+        return _score(plan, grids, thumbs_t, a, b, err, how, tie)

@@ -1,9 +1,11 @@
 """Decode many files for indexing in worker processes, isolating decoder crashes.
 
     paths ──decode_files()──▶ (i, uint8 array or None, reason or None, info), in input order
+    paths ──decode_grids()──▶ (i, uint8 pixelmatch grid or None, reason or None, {}), in input order
 
 Each worker reads a file once (its size, mtime and sha256 describe exactly the bytes
-decoded) and decodes and preprocesses it as ``decode.load`` does.  A few chunks of files are
+decoded) and decodes and preprocesses it as ``decode.load`` does (``decode_grids``: as
+``pixelmatch.load_grid`` does, for the duplicate finder's pixel check).  A few chunks of files are
 in flight at a time (bounded memory, results stream).  A worker that dies (a segfaulting
 decoder) is replaced, and the chunks that were in flight are re-run one file per fresh
 single-worker pool, so exactly the file that killed it is reported ("decoder crashed") and
@@ -26,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from simsearch.decode import _decode_reason, _load_bytes, _read_with_stat
+from simsearch.decode import _decode_reason, _load_bytes, _read_with_stat, open_image
 from simsearch.errors import ImageError
 from simsearch.preprocess import Preprocess
 
-__all__ = ["decode_files"]
+__all__ = ["decode_files", "decode_grids"]
 
 _WORKER_PRE: Preprocess | None = None
+_WORKER_JOB = "preprocess"  # or "grid": pixelmatch.grid_bytes of the decoded image
 
 
 def _decode_path(path: str | Path, pre: Preprocess) -> tuple[np.ndarray | None, str | None, dict]:
@@ -53,9 +56,28 @@ def _decode_path(path: str | Path, pre: Preprocess) -> tuple[np.ndarray | None, 
         return None, _decode_reason(exc), info
 
 
-def _worker_init(pre_dict: dict) -> None:
-    global _WORKER_PRE
-    _WORKER_PRE = Preprocess.from_dict(pre_dict)
+def _grid_path(path: str | Path) -> tuple[np.ndarray | None, str | None, dict]:
+    from simsearch.pixelmatch import grid_bytes
+
+    try:
+        return grid_bytes(open_image(path)), None, {}
+    except ImageError as exc:
+        return None, exc.reason, {}
+    except Exception as exc:  # belt and braces: never let one file kill the run
+        return None, _decode_reason(exc), {}
+
+
+def _job(path: str | Path) -> tuple[np.ndarray | None, str | None, dict]:
+    if _WORKER_JOB == "grid":
+        return _grid_path(path)
+    assert _WORKER_PRE is not None
+    return _decode_path(path, _WORKER_PRE)
+
+
+def _worker_init(pre_dict: dict | None, job: str = "preprocess") -> None:
+    global _WORKER_PRE, _WORKER_JOB
+    _WORKER_PRE = None if pre_dict is None else Preprocess.from_dict(pre_dict)
+    _WORKER_JOB = job
     try:  # Ctrl-C is handled by the parent, which tears the pool down
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError, AttributeError):
@@ -63,8 +85,7 @@ def _worker_init(pre_dict: dict) -> None:
 
 
 def _worker_chunk(paths: list) -> list:
-    assert _WORKER_PRE is not None
-    return [_decode_path(p, _WORKER_PRE) for p in paths]
+    return [_job(p) for p in paths]
 
 
 def _mp_context():
@@ -87,12 +108,12 @@ _CRASH_REASON = "decoder crashed (worker process died)"
 class _Executor:
     """A process pool that can be torn down hard (on close/KeyboardInterrupt)."""
 
-    def __init__(self, workers: int, pre: Preprocess):
+    def __init__(self, workers: int, pre: Preprocess | None, job: str = "preprocess"):
         self.pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=_mp_context(),
             initializer=_worker_init,
-            initargs=(pre.to_dict(),),
+            initargs=(None if pre is None else pre.to_dict(), job),
         )
 
     def submit(self, paths: list):
@@ -123,7 +144,7 @@ class _Executor:
             pool.shutdown(wait=True)
 
 
-def _isolate(chunks: list[tuple[int, list]], pre: Preprocess):
+def _isolate(chunks: list[tuple[int, list]], pre: Preprocess | None, job: str = "preprocess"):
     """Re-run chunks that were in flight when a worker died, one file per
     single-worker pool task, so the culprit is identified exactly."""
     ex: _Executor | None = None
@@ -131,7 +152,7 @@ def _isolate(chunks: list[tuple[int, list]], pre: Preprocess):
         for start, paths in chunks:
             for k, p in enumerate(paths):
                 if ex is None:
-                    ex = _Executor(1, pre)
+                    ex = _Executor(1, pre, job)
                 try:
                     (res,) = ex.submit([p]).result()
                 except concurrent.futures.process.BrokenProcessPool:
@@ -158,6 +179,20 @@ def decode_files(
     reported with a reason instead of hanging the run.  Closing the generator
     (or KeyboardInterrupt) terminates the worker processes.
     """
+    return _run(paths, pre, "preprocess", workers, chunksize)
+
+
+def decode_grids(
+    paths: list[Path], workers: int = 0, chunksize: int = 64
+) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
+    """``pixelmatch.grid_bytes`` of each file, as ``decode_files`` runs its decoding (in order, in
+    crash-isolated workers): ``(i, uint8 grid or None, reason or None, {})``."""
+    return _run(paths, None, "grid", workers, chunksize)
+
+
+def _run(
+    paths: list[Path], pre: Preprocess | None, job: str, workers: int, chunksize: int
+) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
     paths = list(paths)
     n = len(paths)
     if workers < 0:
@@ -169,7 +204,11 @@ def decode_files(
     workers = min(workers, n)
     if workers <= 1:
         for i, p in enumerate(paths):
-            yield (i, *_decode_path(p, pre))
+            if job == "grid":
+                yield (i, *_grid_path(p))
+            else:
+                assert pre is not None
+                yield (i, *_decode_path(p, pre))
         return
 
     chunk = max(1, min(chunksize, math.ceil(n / (workers * 4))))
@@ -177,7 +216,7 @@ def decode_files(
     window = workers * 2
     todo = deque(chunks)
     inflight: deque = deque()
-    ex: _Executor | None = _Executor(workers, pre)
+    ex: _Executor | None = _Executor(workers, pre, job)
     hard = True
     try:
         while todo or inflight:
@@ -195,8 +234,8 @@ def decode_files(
                 inflight.clear()
                 ex.shutdown(hard=True)
                 ex = None
-                yield from _isolate(suspects, pre)
-                ex = _Executor(workers, pre)
+                yield from _isolate(suspects, pre, job)
+                ex = _Executor(workers, pre, job)
                 continue
             inflight.popleft()
             for k, res in enumerate(results):

@@ -86,6 +86,19 @@ def test_bench_dupes_prints_precision_recall_and_runtimes(tmp_path):
     res = json.loads((tmp_path / "r.json").read_text())
     assert 0 <= res["simsearch"]["precision"] <= 1 and 0 <= res["simsearch"]["recall"] <= 1
     assert res["synthetic"]["planted_recall"] > 0.95  # tight planted pairs in random 64-d vectors
+    # the pixel check alone on that index: the per-pair reference beside all pairs at once, the same numbers
+    cmd = [sys.executable, str(SCRIPTS / "bench_dupes.py"), "--skip-set", "--big-index", str(tmp_path / "w" / "index"),
+           "--pixel-check", "--json", str(tmp_path / "p.json")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pc = json.loads((tmp_path / "p.json").read_text())["pixel_check"]
+    assert pc["pairs"] > 0 and [run["path"].split(",")[0] for run in pc["runs"]] == [
+        "one pair at a time (before)",
+        "all pairs at once",
+        "all pairs at once",
+    ]
+    assert max(run["max_abs_diff"] for run in pc["runs"]) < 1e-5
+    assert "pairs/s" in r.stdout and "max |diff|" in r.stdout
 
 
 @pytest.mark.slow

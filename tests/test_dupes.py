@@ -141,6 +141,16 @@ def test_pixel_similarity_tells_copies_from_variants():
     assert pixelmatch.similarity(flat, flat) == 1.0 and pixelmatch.similarity(flat, g) == 0.0
 
 
+def test_flat_greys_compare_by_their_difference_whatever_the_rounding():
+    """Flat grids of any two grey levels: 1 − their difference, both ways round (rounding noise in the
+    cropped thumbnails once made some of them correlate ±1)."""
+    levels = [0, 13, 37, 51, 100, 128, 200, 255]
+    for p in levels:
+        for q in levels:
+            gp, gq = (np.full((pixelmatch.GRID, pixelmatch.GRID, 3), v / 255, np.float32) for v in (p, q))
+            assert pixelmatch.similarity(gp, gq) == pytest.approx(1 - abs(p - q) / 255, abs=1e-6), (p, q)
+
+
 # ---------------------------------------------------------------- on an index
 
 

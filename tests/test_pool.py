@@ -141,3 +141,39 @@ def test_decode_files_survives_worker_crash(tmp_path, monkeypatch):
             assert (arr is None) == (expected[1] is None)
             if arr is not None:
                 assert np.array_equal(arr, expected[1])
+
+
+# ---------------------------------------------------------------- decode_grids
+
+
+def test_decode_grids_are_load_grids_in_order_in_any_worker_count(tmp_path, monkeypatch):
+    from simsearch import pixelmatch
+
+    paths = make_corpus(tmp_path, 14) + [tmp_path / "missing.png"]
+    crash = write(tmp_path / "crash.png", Image.new("L", (8, 8)))
+    paths.insert(6, crash)
+    want = [pixelmatch.load_grid(p, as_bytes=True) for p in paths]
+    real = pixelmatch.grid_bytes
+
+    def crashing(img):
+        if img.size == (8, 8):
+            os._exit(3)  # a segfaulting decoder: only that file is lost
+        return real(img)
+
+    monkeypatch.setattr(pixelmatch, "grid_bytes", crashing)
+    for workers in (2, 1):  # crashing in the workers, then in this process with the real decoder
+        if workers == 1:
+            monkeypatch.setattr(pixelmatch, "grid_bytes", real)
+        out = list(pool.decode_grids(paths, workers=workers, chunksize=3))
+        assert [r[0] for r in out] == list(range(len(paths)))
+        for (i, g, reason, info), w in zip(out, want):
+            assert info == {}
+            if i == 6 and workers == 2:
+                assert g is None and "crashed" in reason
+            elif w is None:
+                assert g is None and reason
+            else:
+                assert reason is None and g.dtype == np.uint8 and np.array_equal(g, w)
+    assert sum(w is None for w in want) == 4  # the three garbage files and the missing one
+    got = pixelmatch.load_grids(paths * 5, workers=2)  # over 64 files: the pool
+    assert all((g is None) == (w is None) and (g is None or np.array_equal(g, w)) for g, w in zip(got, want * 5))

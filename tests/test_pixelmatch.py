@@ -1,0 +1,172 @@
+"""pixelmatch.similarities (all pairs at once) against pixelmatch.similarity (one pair, the
+reference): the same numbers on random and structured pairs, cropped copies, flat pictures and
+pairs whose coordinate search ends on many different crops."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from threadpoolctl import threadpool_limits
+
+from simsearch import pixelmatch
+
+TOL = 1e-5
+
+
+def drawing(rng: np.random.Generator, size=(160, 120)) -> Image.Image:
+    """Random shapes in random colours on a random light background."""
+    img = Image.new("RGB", size, tuple(int(v) for v in rng.integers(180, 256, 3)))
+    d = ImageDraw.Draw(img)
+    w, h = size
+    for _ in range(int(rng.integers(3, 8))):
+        x0, y0 = int(rng.integers(0, w - 10)), int(rng.integers(0, h - 10))
+        x1, y1 = x0 + int(rng.integers(8, w // 2)), y0 + int(rng.integers(8, h // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            d.ellipse((x0, y0, x1, y1), fill=colour, outline="black", width=2)
+        else:
+            d.rectangle((x0, y0, x1, y1), fill=colour)
+    d.line((0, int(rng.integers(0, h)), w, int(rng.integers(0, h))), fill="black", width=3)
+    return img
+
+
+def copy_of(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Cropped by 0–8% a side (each side its own), resized, re-saved as JPEG."""
+    w, h = img.size
+    c = rng.uniform(0, 0.08, 4)
+    box = (round(c[0] * w), round(c[1] * h), w - round(c[2] * w), h - round(c[3] * h))
+    out = img.crop(box).resize((int(rng.integers(60, 200)), int(rng.integers(60, 200))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=int(rng.integers(50, 95)))
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def chosen_crop(ga: np.ndarray, gb: np.ndarray) -> tuple[int, int, int]:
+    """Which picture ``aligned`` cropped (0: A, 1: B) and the (top/bottom, left/right) maps of that
+    crop, found by matching its result against every crop: a test-side view of the reference."""
+    ta, tb = pixelmatch.aligned(ga, gb)
+    maps = pixelmatch._crop_maps(pixelmatch.GRID, pixelmatch.SIDE, pixelmatch.CROPS)
+    for which, (g, t) in enumerate(((ga, ta), (gb, tb))):
+        for r in range(len(maps)):
+            crops = pixelmatch._cols(maps, pixelmatch._rows(maps[r], g))
+            hit = np.flatnonzero(np.abs(crops - t[None]).max(axis=(1, 2, 3)) < 1e-6)
+            if len(hit) and (r, int(hit[0])) != (0, 0):
+                return which, r, int(hit[0])
+    return 0, 0, 0
+
+
+@pytest.fixture(scope="module")
+def grids() -> dict:
+    rng = np.random.default_rng(7)
+    out: dict = {}
+    for i in range(14):
+        img = drawing(rng)
+        out[("drawing", i)] = pixelmatch.grid(img)
+        for j in range(3):
+            out[("copy", i, j)] = pixelmatch.grid(copy_of(img, rng))
+    for i in range(6):
+        out[("noise", i)] = rng.random((pixelmatch.GRID, pixelmatch.GRID, 3)).astype(np.float32)
+    for v in (0, 37, 128, 200, 255):
+        out[("flat", v)] = pixelmatch.grid(Image.new("RGB", (40, 30), (v, v, v)))
+    out[("red",)] = pixelmatch.grid(Image.new("RGB", (40, 30), (200, 20, 20)))
+    # one grid stored as bytes: similarities takes grid_bytes as well
+    out[("bytes", 0)] = pixelmatch.grid_bytes(drawing(rng))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairs(grids) -> list:
+    rng = np.random.default_rng(8)
+    keys = list(grids)
+    out = []
+    for i in range(14):  # each drawing with its copies, both ways round, and copies with each other
+        out += [(("drawing", i), ("copy", i, j)) for j in range(3)]
+        out += [(("copy", i, 0), ("drawing", i)), (("copy", i, 1), ("copy", i, 2))]
+    for i in range(13):  # look-alikes that are not copies
+        out.append((("drawing", i), ("copy", i + 1, 0)))
+    flats = [k for k in keys if k[0] in ("flat", "red")]
+    out += [(p, q) for p in flats for q in flats]  # flat against flat, itself included
+    out += [(p, ("drawing", 0)) for p in flats] + [(("noise", 1), p) for p in flats]
+    out += [(keys[i], keys[j]) for i, j in rng.integers(0, len(keys), (150, 2))]  # anything with anything
+    out += [(("bytes", 0), ("drawing", 3)), (("drawing", 3), ("bytes", 0))]
+    return out
+
+
+def test_similarities_equal_the_one_pair_reference(grids, pairs):
+    ref = pixelmatch.similarities_one_by_one(pairs, grids.get)
+    fast = pixelmatch.similarities(pairs, grids.get)
+    assert fast.dtype == np.float32 and fast.shape == (len(pairs),)
+    worst = int(np.argmax(np.abs(fast - ref)))
+    assert np.abs(fast - ref).max() < TOL, (pairs[worst], ref[worst], fast[worst])
+    # the same products, the same means and the same correlation code: the same floats
+    assert np.array_equal(fast, ref), [(pairs[i], ref[i], fast[i]) for i in np.flatnonzero(fast != ref)[:5]]
+    # the pairs exercise what the batching must get right: either picture cropped, crops on both axes,
+    # many different maps on each
+    with threadpool_limits(limits=1, user_api="blas"):
+        crops = [chosen_crop(pixelmatch.as_float(grids[a]), pixelmatch.as_float(grids[b])) for a, b in pairs[:70]]
+    assert {w for w, _, _ in crops} == {0, 1}
+    assert len({r for _, r, _ in crops}) >= 6 and len({c for _, _, c in crops}) >= 6, crops
+    assert sum(r != 0 and c != 0 for _, r, c in crops) >= 10, crops
+
+
+def test_flat_pictures_and_the_reference(grids):
+    keys = [k for k in grids if k[0] == "flat"]
+    got = pixelmatch.similarities([(p, q) for p in keys for q in keys], grids.get)
+    want = [1 - abs(p[1] - q[1]) / 255 for p in keys for q in keys]
+    np.testing.assert_allclose(got, want, atol=TOL)
+    assert pixelmatch.similarities([(("flat", 128), ("drawing", 2))], grids.get)[0] == 0.0
+
+
+def test_a_missing_grid_gives_nan_and_is_fetched_once(grids):
+    calls: dict = {}
+
+    def grid_of(key):
+        calls[key] = calls.get(key, 0) + 1
+        return None if key == "gone" else grids[key]
+
+    pairs = [(("drawing", 0), "gone"), (("drawing", 0), ("copy", 0, 0)), ("gone", ("drawing", 1))]
+    got = pixelmatch.similarities(pairs, grid_of)
+    assert np.isnan(got[0]) and np.isnan(got[2]) and got[1] > 0.9
+    assert set(calls.values()) == {1}
+    assert np.isnan(pixelmatch.similarities([("gone", "gone")], grid_of)).all()
+    assert len(pixelmatch.similarities([], grid_of)) == 0
+
+
+def test_threads_blocks_and_order_do_not_change_a_bit(grids, pairs, monkeypatch):
+    one = pixelmatch.similarities(pairs, grids.get, threads=1)
+    two = pixelmatch.similarities(pairs, grids.get, threads=2)
+    np.testing.assert_array_equal(one, two)
+    monkeypatch.setattr(pixelmatch, "SOURCES_AT_ONCE", 3)
+    monkeypatch.setattr(pixelmatch, "KEYS_AT_ONCE", 2)
+    monkeypatch.setattr(pixelmatch, "DIRECTIONS_AT_ONCE", 1)
+    small = pixelmatch.similarities(pairs[::-1], grids.get, threads=2)[::-1]
+    np.testing.assert_array_equal(small, one)
+
+
+def test_near_ties_go_to_the_reference_and_without_that_stay_close(grids, pairs, monkeypatch):
+    ref = pixelmatch.similarities_one_by_one(pairs, grids.get)
+    monkeypatch.setattr(pixelmatch, "TIE", 1.0)  # every pair a near tie: similarity itself
+    np.testing.assert_array_equal(pixelmatch.similarities(pairs, grids.get), ref)
+    monkeypatch.setattr(pixelmatch, "TIE", 0.0)  # none: the batched search decides even flat pictures
+    assert np.abs(pixelmatch.similarities(pairs, grids.get) - ref).max() < TOL
+
+
+@pytest.mark.parametrize("side,crops", [(24, (0.0, 0.05)), (30, (0.0, 0.03, 0.06)), (16, (0.0,))])
+def test_other_sides_and_crops(grids, pairs, side, crops):
+    sub = pairs[::3]
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref = [
+            pixelmatch.similarity(pixelmatch.as_float(grids[a]), pixelmatch.as_float(grids[b]), side, crops)
+            for a, b in sub
+        ]
+    got = pixelmatch.similarities(sub, grids.get, side=side, crops=crops)
+    assert np.abs(got - np.array(ref)).max() < TOL
+
+
+def test_grid_bytes_is_grid_exactly(grids):
+    rng = np.random.default_rng(3)
+    img = drawing(rng, (333, 77))
+    np.testing.assert_array_equal(pixelmatch.as_float(pixelmatch.grid_bytes(img)), pixelmatch.grid(img))
