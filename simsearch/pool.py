@@ -183,7 +183,7 @@ def decode_files(
 
 
 def decode_grids(
-    paths: list[Path], workers: int = 0, chunksize: int = 64
+    paths: Sequence[str | Path], workers: int = 0, chunksize: int = 64
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
     """``pixelmatch.grid_bytes`` of each file, as ``decode_files`` runs its decoding (in order, in
     crash-isolated workers): ``(i, uint8 grid or None, reason or None, {})``."""
@@ -191,7 +191,7 @@ def decode_grids(
 
 
 def _run(
-    paths: list[Path], pre: Preprocess | None, job: str, workers: int, chunksize: int
+    paths: Sequence[str | Path], pre: Preprocess | None, job: str, workers: int, chunksize: int
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
     paths = list(paths)
     n = len(paths)
