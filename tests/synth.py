@@ -83,6 +83,24 @@ def noise(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+def copy_checked_in_index(data: Path, dest: Path) -> Path:
+    """A writable copy of a checked-in index (``data/index``) and its corpus (``data/corpus``) under
+    ``dest``, the index pointed at the copied corpus; → the index directory."""
+    import json
+    import shutil
+
+    from simsearch import store
+
+    shutil.copytree(data / "corpus", dest / "corpus")
+    shutil.copytree(data / "index", dest / "index")
+    gen = store.current_generation(dest / "index")
+    assert gen is not None
+    meta = json.loads((gen / "meta.json").read_text())
+    meta["corpus_root"] = str((dest / "corpus").resolve())
+    (gen / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return dest / "index"
+
+
 def make_snapshot(n=200, d=16, seed=0):
     """A store.Snapshot of ``n`` random ``d``-dim vectors with non-contiguous ids, a flat FAISS spec
     and one skipped file, ready for store.write (which builds and tunes its FAISS index)."""

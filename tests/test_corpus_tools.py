@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import tree_digest
 from PIL import Image
+from synth import copy_checked_in_index
 
 import simsearch
 from simsearch import corpusmap, outliers, reconerror, store
@@ -224,13 +225,7 @@ def test_outliers_cli_formats_and_sheet(shared_index, tmp_path):
 
 @pytest.fixture
 def v2(tmp_path) -> Path:
-    shutil.copytree(DATA2 / "corpus", tmp_path / "corpus")
-    shutil.copytree(DATA2 / "index", tmp_path / "index")
-    gen = store.current_generation(tmp_path / "index")
-    meta = json.loads((gen / "meta.json").read_text())
-    meta["corpus_root"] = str((tmp_path / "corpus").resolve())
-    (gen / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return tmp_path / "index"
+    return copy_checked_in_index(DATA2, tmp_path)
 
 
 def test_an_index_without_stored_statistics_gets_them_on_demand_and_says_so(v2):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synth import copy_checked_in_index
 
 import simsearch
 from simsearch import meta as meta_mod
@@ -133,13 +134,7 @@ def test_a_v1_index_without_next_id_gets_one_above_every_id(v1):
 @pytest.fixture
 def v2(tmp_path) -> Path:
     """A writable copy of the format-2 index and its corpus, the index pointed at the copied corpus."""
-    shutil.copytree(DATA2 / "corpus", tmp_path / "corpus")
-    shutil.copytree(DATA2 / "index", tmp_path / "index")
-    gen = store.current_generation(tmp_path / "index")
-    meta = json.loads((gen / "meta.json").read_text())
-    meta["corpus_root"] = str((tmp_path / "corpus").resolve())
-    (gen / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return tmp_path / "index"
+    return copy_checked_in_index(DATA2, tmp_path)
 
 
 def test_v2_index_opens_migrated_and_answers_as_before(v2):
@@ -184,13 +179,7 @@ def test_v2_index_update_stores_recon_for_new_images_only(v2):
 @pytest.fixture
 def v3(tmp_path) -> Path:
     """A writable copy of the format-3 index and its corpus, the index pointed at the copied corpus."""
-    shutil.copytree(DATA3 / "corpus", tmp_path / "corpus")
-    shutil.copytree(DATA3 / "index", tmp_path / "index")
-    gen = store.current_generation(tmp_path / "index")
-    meta = json.loads((gen / "meta.json").read_text())
-    meta["corpus_root"] = str((tmp_path / "corpus").resolve())
-    (gen / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return tmp_path / "index"
+    return copy_checked_in_index(DATA3, tmp_path)
 
 
 def _v3_expected() -> dict:
