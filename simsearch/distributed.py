@@ -577,7 +577,7 @@ def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sh
     with tempfile.TemporaryDirectory(prefix="simsearch-model-") as tmp:
         path = Path(tmp) / "model.pt"
         path.write_bytes(model_bytes)
-        emb = indexer.embed_files([todo[i] for i in lost], pre, path, views, old_sha, BuildOptions(device="cpu"), None)
+        emb = indexer.embed_files([todo[i] for i in lost], pre, path, views, old_sha, BuildOptions(), None)
     at = {todo[i].rel: i for i in lost}
     no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(len(COLUMNS), np.float32)
 
