@@ -548,7 +548,9 @@ def _run(
                 f" in {work}: run the command again to resume"
             ) from None
         if pending:
-            stats.local = _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim)
+            stats.local = _finish_here(
+                todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim, corruption
+            )
             for j in sorted(pending):
                 _write_if_complete(j, todo, ranges, keys, pending, results, work, dim, stats)
         if pending:
@@ -558,7 +560,7 @@ def _run(
             ray.shutdown()
 
 
-def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim: int) -> int:
+def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim: int, corruption: dict) -> int:
     """The files of batches that Ray gave up on (their decode task or actor died past its retries: a
     file that kills the decoder, a node that keeps failing), decoded and embedded on this machine the way
     the single-process indexer does it (``indexer.embed_files``): decoding in worker processes, so that a
@@ -577,7 +579,10 @@ def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sh
     with tempfile.TemporaryDirectory(prefix="simsearch-model-") as tmp:
         path = Path(tmp) / "model.pt"
         path.write_bytes(model_bytes)
-        emb = indexer.embed_files([todo[i] for i in lost], pre, path, views, old_sha, BuildOptions(), None)
+        files = [todo[i] for i in lost]  # denoising error with the corruptions the actors use
+        emb = indexer.embed_files(
+            files, pre, path, views, old_sha, BuildOptions(), None, corruption=TrainConfig.from_dict(corruption)
+        )
     at = {todo[i].rel: i for i in lost}
     no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(len(COLUMNS), np.float32)
 
