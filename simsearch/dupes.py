@@ -189,12 +189,49 @@ def copy_for_calibration(img, seed: int):
     return make_copy(img, seed=seed, strength=st, kinds=kinds)
 
 
-def calibrate(
+@dataclass
+class CalibrationPairs:
+    """What the thresholds are calibrated on (``calibration_pairs``): sampled indexed images, a
+    transformed copy of each, and each one's nearest distinct indexed image."""
+
+    rows: np.ndarray  # the sampled index rows that could be read
+    copy_cosine: np.ndarray  # each copy's cosine to its original (base space), aligned with rows
+    nearest: list[tuple[int, int]]  # (position in rows, that image's nearest distinct row)
+    nearest_cosine: np.ndarray  # their cosines, aligned with nearest
+    grids: list | None  # per position: (the original's grid, the copy's grid), when made with verify
+
+    def grid_of(self, index) -> Callable[[tuple[str, int]], np.ndarray | None]:
+        """``grid_of(key)`` for ``pixelmatch.similarities`` over the keys ("original", i), ("copy", i)
+        (position i's grids) and ("row", r) (index row r, read from its file once)."""
+        from . import pixelmatch
+
+        assert self.grids is not None, "grids are made when verifying"
+        grids, entries = self.grids, index.entries()
+        cache: dict[int, np.ndarray | None] = {}
+
+        def grid_of(key: tuple[str, int]) -> np.ndarray | None:
+            kind, x = key
+            if kind != "row":
+                return grids[x][0 if kind == "original" else 1]
+            if x not in cache:
+                cache[x] = pixelmatch.load_grid(index.root / entries[x].path)
+            return cache[x]
+
+        return grid_of
+
+    def pixel_pairs(self) -> tuple[list, list]:
+        """(copy pairs, nearest-neighbour pairs) as keys of ``grid_of``."""
+        pos = [(("original", i), ("copy", i)) for i in range(len(self.rows))]
+        return pos, [(("original", i), ("row", j)) for i, j in self.nearest]
+
+
+def calibration_pairs(
     index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarray | None = None, verify: bool = True
-) -> Calibration:
-    """Calibrate the duplicate threshold on transformed copies of ``n`` of the index's own images
-    (see the module docstring), and with ``verify`` the pixel check's threshold on the same copies
-    against the same nearest distinct neighbours. ``base``: ``index.base_vectors()`` if already computed."""
+) -> CalibrationPairs:
+    """``n`` of the index's own images (a seeded sample), a copy of each (``copy_for_calibration``)
+    embedded with the index's model, and each image's nearest distinct indexed image; with
+    ``verify`` also the grids of each image and its copy. ``base``: ``index.base_vectors()`` if
+    already computed."""
     from . import pixelmatch
     from .decode import open_image
     from .preprocess import preprocess
@@ -223,10 +260,10 @@ def calibrate(
         raise SimsearchError(f"{index.root}: none of the sampled indexed files could be read to calibrate")
     rows = np.asarray(kept)
     copies = index.base_vectors(index.encode_pixels(np.stack(pixels)))
-    pos = np.sum(copies * base[rows], axis=1)
+    pos = np.sum(copies * base[rows], axis=1).astype(np.float32)
     keys = np.array([e.sha256 for e in entries])
     found: list[float] = []
-    nearest: list[tuple[int, int]] = []  # (sample position, nearest distinct row)
+    nearest: list[tuple[int, int]] = []
     for i, (r, sims) in enumerate(zip(rows, _blocks(base[rows], base))):
         sims[keys == keys[r]] = -np.inf  # the image itself and identical files are not distinct
         sims[sims >= 1 - 1e-5] = -np.inf  # identical pixels: a duplicate, not a look-alike
@@ -234,23 +271,22 @@ def calibrate(
         if np.isfinite(sims[j]):
             found.append(float(sims[j]))
             nearest.append((i, j))
-    neg = np.asarray(found, np.float32)
-    cal = _youden(pos.astype(np.float32), neg)
+    return CalibrationPairs(rows, pos, nearest, np.asarray(found, np.float32), grids if verify else None)
+
+
+def calibrate(
+    index, n: int = CALIBRATION_SAMPLE, seed: int = 0, base: np.ndarray | None = None, verify: bool = True
+) -> Calibration:
+    """Calibrate the duplicate threshold on transformed copies of ``n`` of the index's own images
+    (see the module docstring; ``calibration_pairs``), and with ``verify`` the pixel check's
+    threshold on the same copies against the same nearest distinct neighbours."""
+    from . import pixelmatch
+
+    cp = calibration_pairs(index, n, seed, base, verify)
+    cal = _youden(cp.copy_cosine, cp.nearest_cosine)
     if verify:
-        cache: dict[int, np.ndarray | None] = {}
-
-        def grid_of(key: tuple[str, int]) -> np.ndarray | None:
-            kind, x = key
-            if kind != "row":
-                pair = grids[x]
-                assert pair is not None, "grids are made when verifying"
-                return pair[0 if kind == "original" else 1]
-            if x not in cache:
-                cache[x] = pixelmatch.load_grid(index.root / entries[x].path)
-            return cache[x]
-
-        pos = [(("original", i), ("copy", i)) for i in range(len(rows))]
-        pix = pixelmatch.similarities(pos + [(("original", i), ("row", j)) for i, j in nearest], grid_of)
+        pos, neg = cp.pixel_pairs()
+        pix = pixelmatch.similarities(pos + neg, cp.grid_of(index))
         pix_pos, pix_neg = pix[: len(pos)], pix[len(pos) :]
         cal.pixel = _youden(pix_pos, pix_neg[np.isfinite(pix_neg)])
     return cal
