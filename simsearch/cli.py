@@ -7,6 +7,7 @@ inside the commands, so ``simsearch --help`` stays instant.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -63,18 +64,19 @@ def _common(f):
     return wrapper
 
 
+class _ToStderr(logging.Handler):
+    """The library's log records as lines on whatever sys.stderr is when one is logged (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(_printable(self.format(record)), err=True)
+
+
 def _library_log(quiet: bool, verbose: bool) -> None:
     """The library's log lines (``logging.getLogger("simsearch…")``, e.g. what a Ray run did) on stderr:
     warnings by default, also its info lines with -v, only errors with -q."""
-    import logging
-
-    class ToStderr(logging.Handler):  # whatever sys.stderr is when a line is logged (tests swap it)
-        def emit(self, record: logging.LogRecord) -> None:
-            click.echo(_printable(self.format(record)), err=True)
-
     log = logging.getLogger("simsearch")
-    if not any(type(h).__name__ == "ToStderr" for h in log.handlers):
-        log.addHandler(ToStderr())  # (records still propagate: a root handler, as pytest's, sees them too)
+    if not any(isinstance(h, _ToStderr) for h in log.handlers):
+        log.addHandler(_ToStderr())  # (records still propagate: a root handler, as pytest's, sees them too)
     log.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
 
 

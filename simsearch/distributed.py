@@ -332,6 +332,32 @@ class Pool:
     device: str  # what the actors embed on
 
 
+@dataclass
+class _Job:
+    """One run's fixed inputs and its results so far: what the steps of ``_run`` share."""
+
+    todo: list[Found]  # the files, in input order
+    ranges: list[range]  # each part's positions in ``todo``
+    keys: list[str]  # each part's key (``part_key``): its file name under ``work``
+    results: list[dict | None]  # each part's columns once finished (read back from its file), else None
+    pre: Preprocess
+    model_bytes: bytes
+    model_sha: str
+    views: list
+    old_sha: dict[str, str]
+    work: Path  # where finished parts are written
+    dim: int  # the model's latent size
+    corruption: dict  # the denoising error's corruptions (a TrainConfig as a dict)
+    stats: RunStats
+
+    def files(self, j: int) -> list[Found]:
+        r = self.ranges[j]
+        return self.todo[r.start : r.stop]
+
+    def part_path(self, j: int) -> Path:
+        return _part_path(self.work, self.keys[j])
+
+
 def plan_pool(cpus: float, gpus: float, workers: int = 0, device: str = "auto") -> Pool:
     """The decode tasks' and embedding actors' resources on a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
 
@@ -389,24 +415,8 @@ def embed_parts(
     missing = [j for j, r in enumerate(results) if r is None]
     if missing:
         work.mkdir(parents=True, exist_ok=True)
-        _run(
-            todo,
-            ranges,
-            keys,
-            missing,
-            results,
-            pre,
-            model_bytes,
-            model_sha,
-            views,
-            old_sha,
-            options,
-            progress,
-            work,
-            dim,
-            stats,
-            corrupt,
-        )
+        job = _Job(todo, ranges, keys, results, pre, model_bytes, model_sha, views, old_sha, work, dim, corrupt, stats)
+        _run(job, missing, options, progress)
     stats.removed_stale = _remove_stale(work, {_part_path(work, k).name for k in keys})
     _log.info(
         "ray: %d part(s): %d finished by an earlier run, %d computed on %d node(s); %d file(s) embedded there,"
@@ -452,25 +462,9 @@ def _latent_dim(model_bytes: bytes) -> int:
     return int(ModelConfig.from_dict(ckpt["config"]).latent_dim)
 
 
-def _run(
-    todo,
-    ranges,
-    keys,
-    missing,
-    results,
-    pre,
-    model_bytes,
-    model_sha,
-    views,
-    old_sha,
-    options,
-    progress,
-    work,
-    dim,
-    stats,
-    corruption,
-):
-    """Compute the ``missing`` parts on the cluster; each is written as soon as all its files are back."""
+def _run(job: _Job, missing: list[int], options, progress) -> None:
+    """Compute the ``missing`` parts of ``job`` on the cluster; each is written as soon as all its files are back."""
+    todo, ranges, pre, old_sha = job.todo, job.ranges, job.pre, job.old_sha
     started = _connect(getattr(options, "ray_address", None))
     import ray
     import ray.data
@@ -496,9 +490,9 @@ def _run(
         pool = plan_pool(res.get("CPU", 1), res.get("GPU", 0), int(options.workers or 0), options.device)
         env = _crash_env()
         extra: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
-        model_ref = ray.put(model_bytes)
+        model_ref = ray.put(job.model_bytes)
         blocks = max(1, min(len(items) // DECODE_BATCH, 512))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        ds: Any = ray.data.from_items(items, override_num_blocks=blocks)  # a Dataset through each stage
         with warnings.catch_warnings():
             # max_retries has no named parameter in Ray 2.60 (it warns that ray_remote_args are deprecated)
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -522,12 +516,12 @@ def _run(
             Embedder,
             fn_constructor_kwargs={
                 "model_ref": [model_ref],
-                "sha256": model_sha,
+                "sha256": job.model_sha,
                 "device": pool.device,
-                "views": views,
+                "views": job.views,
                 "batch_size": bs,
                 "threads": max(1, int(pool.actor.get("num_cpus", 1))),
-                "corruption": corruption,
+                "corruption": job.corruption,
             },
             batch_size=max(DECODE_BATCH, bs or (2048 if pool.device == "cuda" else 256)),  # rows per actor call
             batch_format="numpy",
@@ -538,21 +532,19 @@ def _run(
         )
         pending: dict[int, dict[int, dict]] = {j: {} for j in missing}
         try:
-            _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats, progress, total)
+            _collect(job, ds, part_of, pending, progress, total)
         except SimsearchError:
             raise
         except Exception as e:  # a task failed past its retries, the cluster went away …
-            kept = sum(r is not None for r in results)
+            kept = sum(r is not None for r in job.results)
             raise SimsearchError(
                 f"the Ray run failed ({one_line(_root_cause(e), 200)}); {kept} finished part(s) are kept"
-                f" in {work}: run the command again to resume"
+                f" in {job.work}: run the command again to resume"
             ) from None
         if pending:
-            stats.local = _finish_here(
-                todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim, corruption
-            )
+            job.stats.local = _finish_here(job, part_of, pending)
             for j in sorted(pending):
-                _write_if_complete(j, todo, ranges, keys, pending, results, work, dim, stats)
+                _write_if_complete(job, j, pending)
         if pending:
             raise SimsearchError(f"the Ray run ended with {len(pending)} part(s) incomplete; run it again to resume")
     finally:
@@ -560,7 +552,7 @@ def _run(
             ray.shutdown()
 
 
-def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sha, dim: int, corruption: dict) -> int:
+def _finish_here(job: _Job, part_of: np.ndarray, pending: dict[int, dict[int, dict]]) -> int:
     """The files of batches that Ray gave up on (their decode task or actor died past its retries: a
     file that kills the decoder, a node that keeps failing), decoded and embedded on this machine the way
     the single-process indexer does it (``indexer.embed_files``): decoding in worker processes, so that a
@@ -569,7 +561,8 @@ def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sh
     from . import indexer
     from .indexer import BuildOptions
 
-    lost = [i for j in sorted(pending) for i in ranges[j] if i not in pending[j]]
+    todo = job.todo
+    lost = [i for j in sorted(pending) for i in job.ranges[j] if i not in pending[j]]
     if not lost:
         return 0
     _log.warning(
@@ -578,13 +571,14 @@ def _finish_here(todo, ranges, part_of, pending, pre, model_bytes, views, old_sh
     )
     with tempfile.TemporaryDirectory(prefix="simsearch-model-") as tmp:
         path = Path(tmp) / "model.pt"
-        path.write_bytes(model_bytes)
+        path.write_bytes(job.model_bytes)
         files = [todo[i] for i in lost]  # denoising error with the corruptions the actors use
+        corruption = TrainConfig.from_dict(job.corruption)
         emb = indexer.embed_files(
-            files, pre, path, views, old_sha, BuildOptions(), None, corruption=TrainConfig.from_dict(corruption)
+            files, job.pre, path, job.views, job.old_sha, BuildOptions(), None, corruption=corruption
         )
     at = {todo[i].rel: i for i in lost}
-    no_vector, no_recon = np.zeros(dim, np.float32), np.zeros(len(COLUMNS), np.float32)
+    no_vector, no_recon = np.zeros(job.dim, np.float32), np.zeros(len(COLUMNS), np.float32)
 
     def put(f: Found, status: str, reason: str, info: FileInfo | None, vector, recon) -> None:
         i = at[f.rel]
@@ -613,7 +607,7 @@ def _root_cause(e: BaseException) -> str:
     return type(e).__name__
 
 
-def _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats, progress, total) -> None:
+def _collect(job: _Job, ds, part_of: np.ndarray, pending: dict[int, dict[int, dict]], progress, total: int) -> None:
     """Gather the actors' rows into their parts; write each part as soon as all its files are back."""
     done = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -622,23 +616,22 @@ def _collect(ds, todo, ranges, keys, part_of, pending, results, work, dim, stats
             pending[j][i] = {
                 name: batch[name][k] for name in ("status", "reason", "size", "mtime_ns", "sha256", "vector", "recon")
             }
-            stats.nodes.update(str(batch["node"][k]).split("|"))
+            job.stats.nodes.update(str(batch["node"][k]).split("|"))
             if batch["status"][k] == EMBEDDED:
-                stats.embedded += 1
-            _write_if_complete(j, todo, ranges, keys, pending, results, work, dim, stats)
+                job.stats.embedded += 1
+            _write_if_complete(job, j, pending)
         done += len(batch["i"])
         if progress:
             progress("embed", done, total)
 
 
-def _write_if_complete(j: int, todo, ranges, keys, pending, results, work: Path, dim: int, stats: RunStats) -> None:
-    """Part ``j`` has every file's row: write it (atomically), read it back into ``results``."""
-    if len(pending[j]) < len(ranges[j]):
+def _write_if_complete(job: _Job, j: int, pending: dict[int, dict[int, dict]]) -> None:
+    """Part ``j`` has every file's row: write it (atomically), read it back into ``job.results``."""
+    if len(pending[j]) < len(job.ranges[j]):
         return
-    r = ranges[j]
-    _write_part(_part_path(work, keys[j]), todo[r.start : r.stop], pending.pop(j), r.start, dim)
-    results[j] = _read_part(_part_path(work, keys[j]), todo[r.start : r.stop], dim)
-    stats.computed += 1
+    _write_part(job.part_path(j), job.files(j), pending.pop(j), job.ranges[j].start, job.dim)
+    job.results[j] = _read_part(job.part_path(j), job.files(j), job.dim)
+    job.stats.computed += 1
     crash_point("ray-part")
 
 
