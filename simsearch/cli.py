@@ -234,6 +234,15 @@ def _with(options):
     default=None,
     help="The Ray cluster to join (e.g. HEAD:6379 from `ray start --head`, or auto); implies --ray.",
 )
+@click.option(
+    "--build-budget",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
+    help="When a model is trained, aim to finish the whole build within SECONDS: training is cut short by the "
+    "embedding and fitting still to come, estimated on this machine (default 570; 0 = off; off when "
+    "--time-budget is given).",
+)
 @_with(_train_options)
 @_common
 def index(
@@ -247,6 +256,7 @@ def index(
     index_type,
     shards,
     tta,
+    build_budget,
     channels,
     use_ray,
     ray_address,
@@ -279,6 +289,7 @@ def index(
         channels=int(channels) if channels else None,
         ray=True if use_ray or ray_address else None,
         ray_address=ray_address,
+        build_budget=build_budget,
         **train_kw,
     )
     bars = _progress()

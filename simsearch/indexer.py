@@ -70,6 +70,9 @@ class BuildOptions:
     chunk_size: int | None = None  # images decoded and embedded at a time; None = by size (``chunk_for``)
     ray: bool = False  # embed on a Ray cluster (``simsearch.distributed``, the ``simsearch[ray]`` extra)
     ray_address: str | None = None  # the cluster to join; None = start a local one
+    # seconds a build that trains a model aims to finish in (``training_budget``); None = settings.BUILD_BUDGET,
+    # 0 = no aim (train for the training config's time_budget). ``of`` turns it off when time_budget is given.
+    build_budget: float | None = None
 
     TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed", "max_images"}
     MODEL_NAMES = {"width": "width", "depth": "depth", "dim": "latent_dim"}
@@ -86,6 +89,8 @@ class BuildOptions:
         mkw = {cls.MODEL_NAMES[k]: kw.pop(k) for k in list(kw) if k in cls.MODEL_NAMES}
         if "batch_size" in tkw:
             kw.setdefault("embed_batch", tkw["batch_size"])
+        if tkw.get("time_budget") is not None:  # a training budget asked for is kept as given
+            kw.setdefault("build_budget", 0.0)
         try:
             return cls(train=TrainConfig(**tkw, **(train or {})), architecture=ModelConfig(**mkw), **kw)
         except ValueError as e:
@@ -94,6 +99,8 @@ class BuildOptions:
     def __post_init__(self):
         if self.chunk_size is not None and self.chunk_size < 1:
             raise SimsearchError(f"chunk_size must be ≥ 1, got {self.chunk_size}")
+        if self.build_budget is not None and self.build_budget < 0:
+            raise SimsearchError(f"build_budget must be ≥ 0 seconds (0 = none), got {self.build_budget}")
 
 
 @dataclass
@@ -508,6 +515,7 @@ def update(
 
     ``files``: only look at these files (inside ``root``) and remove nothing — ``Index.add``.
     Steps: discover → plan → decode → train → embed → assemble → fit → commit."""
+    started = time.perf_counter()
     root = Path(root)
     index_dir = store.index_path(index_dir)
     log = log or (lambda msg: None)
@@ -550,7 +558,12 @@ def update(
         with timer("decode"):  # only the training sample, when a model is trained; the rest streams
             if source.train:
                 pixels, replay = _decode_sample(todo.to_decode, source.pre, options, progress, log)
-        model, model_info = _model_step(index_dir, old, source, pixels, options, progress, timer, report, log)
+        budget = None
+        if source.train and pixels is not None:
+            decode_s = timer.t.get("decode", 0.0) / max(1, len(pixels)) if replay is None else 0.0
+            spent = time.perf_counter() - started
+            budget = training_budget(options, source.pre, pixels, len(todo.to_decode), decode_s, spent, todo.views, log)
+        model, model_info = _model_step(index_dir, old, source, pixels, options, progress, timer, report, log, budget)
         pixels = None  # training is done: only ``replay`` (the whole folder when it was the sample) keeps them
         with timer("embed"):
             emb = _embed(index_dir, model, model_info, source.pre, todo, old, replay, options, progress)
@@ -619,10 +632,73 @@ def _nothing_changed(old: Snapshot, todo: Plan, changes: Changes, report: Update
     )
 
 
-def _model_step(index_dir: Path, old, source, pixels, options, progress, timer, report, log):
-    """Train a model when the plan says so, or copy in a user-supplied one; → (model or None, record)."""
+# ---------------------------------------------------------------- the build budget
+
+FIT_SECONDS_PER_IMAGE = 0.55e-3  # fit + write after embedding: 31.2 s for the 60k Fashion-MNIST build (2 cores)
+PESSIMISTIC_EMBED_SECONDS = 0.02  # per image: above any input the probe has measured on 2 cores (≈8 ms at 64 px RGB)
+PROBE_IMAGES = 512  # images embedded to time the embedding pass: one CPU batch (256 read 20% slow per image)
+MIN_TRAINING_SHARE = 0.5  # the build budget never cuts training below this share of its time budget
+
+
+def training_budget(
+    options: BuildOptions, pre: Preprocess, pixels, n_embed: int, decode_s: float, spent: float, views, log
+) -> float | None:
+    """Seconds of training that let a build end within ``options.build_budget`` (``settings.BUILD_BUDGET``
+    when None), or None: train for the training config's ``time_budget``. The time still to come
+    after training is estimated on this machine: embedding ``n_embed`` images, timed on up to
+    ``PROBE_IMAGES`` of the decoded ``pixels`` with an untrained model of the same shape (the same
+    work as the trained one: views, reconstruction, denoising error), decoding them again
+    (``decode_s`` per image; 0 when the training sample is the whole folder) and fitting the
+    search (``FIT_SECONDS_PER_IMAGE``). ``spent``: seconds the build has run. Never below
+    ``MIN_TRAINING_SHARE`` of the time budget (a folder too large for the build budget trains on);
+    never above it. Off for ``--ray`` (embedding runs elsewhere) and without a time budget."""
+    from .settings import BUILD_BUDGET
+
+    tcfg = options.train
+    target = BUILD_BUDGET if options.build_budget is None else options.build_budget
+    if not target or not tcfg.time_budget or options.ray or not len(pixels):
+        return None
+    fit_s = FIT_SECONDS_PER_IMAGE * n_embed
+    if spent + tcfg.time_budget + n_embed * (PESSIMISTIC_EMBED_SECONDS + decode_s) + fit_s <= target:
+        return None  # even a slow embedding pass leaves the whole training budget: nothing to measure
+    embed_s = n_embed * (_embed_seconds(options, pre, pixels[:PROBE_IMAGES], views) + decode_s)
+    budget = min(tcfg.time_budget, max(MIN_TRAINING_SHARE * tcfg.time_budget, target - spent - embed_s - fit_s))
+    if budget < tcfg.time_budget:
+        log(
+            f"training budget {budget:.0f} s of {tcfg.time_budget:.0f}: the build aims to finish within "
+            f"{target:.0f} s, and embedding {n_embed} images is estimated at {embed_s:.0f} s on this machine, "
+            f"fitting at {fit_s:.0f} s"
+        )
+    return budget
+
+
+def _embed_seconds(options: BuildOptions, pre: Preprocess, probe: np.ndarray, views) -> float:
+    """Seconds per image of the embedding pass on ``probe`` (uint8 pixels), with an untrained model of the
+    configured shape (after a warm-up on a few images)."""
+    from . import embed as embed_mod
+    from . import model as model_mod
+
+    mcfg = replace(
+        options.architecture,
+        image_size=pre.size,
+        channels=pre.channels,
+        variational=options.train.objective == "vae",
+    )
+    model = model_mod.build(mcfg).eval()
+    run = lambda x: embed_mod.embed(  # noqa: E731
+        model, x, options.device, options.embed_batch, None, views, recon=True, corruption=options.train
+    )
+    run(probe[:16])
+    t0 = time.perf_counter()
+    run(probe)
+    return (time.perf_counter() - t0) / len(probe)
+
+
+def _model_step(index_dir: Path, old, source, pixels, options, progress, timer, report, log, budget=None):
+    """Train a model when the plan says so (for ``budget`` seconds when given, else the training config's
+    time budget), or copy in a user-supplied one; → (model or None, record)."""
     if source.train:
-        model, trained = _train(index_dir / "work", pixels, source.pre, options, progress, timer, report, log)
+        model, trained = _train(index_dir / "work", pixels, source.pre, options, progress, timer, report, log, budget)
         return model, _save_model(model, trained, index_dir)
     if options.model and (old is None or old.meta.model.sha256 != source.info.sha256):
         return source.model, _adopt_model(source.model, source.info, Path(options.model), index_dir)
@@ -859,8 +935,9 @@ def _model_info(model, sha256: str, extra: dict, source: Path | None = None) -> 
     )
 
 
-def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, report, log):
-    """Train on ``pixels``; checkpoints go to ``work`` (a re-run resumes). → (model, trained-summary)."""
+def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, report, log, budget=None):
+    """Train on ``pixels``; checkpoints go to ``work`` (a re-run resumes). ``budget``: seconds of
+    training instead of the config's ``time_budget`` (``training_budget``). → (model, trained-summary)."""
     from . import train as train_mod
 
     if len(pixels) < 2:
@@ -878,7 +955,9 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
     work.mkdir(parents=True, exist_ok=True)
     log(f"training a {tcfg.objective} autoencoder on {len(pixels)} images ({pre.channels}×{pre.size}×{pre.size})")
     with timer("train"):
-        res = train_mod.train(pixels, mcfg, tcfg, options.device, progress, checkpoint=work / "train.ckpt")
+        res = train_mod.train(
+            pixels, mcfg, tcfg, options.device, progress, checkpoint=work / "train.ckpt", time_budget=budget
+        )
     if res.resumed_from:
         log(f"resumed training from epoch {res.resumed_from}")
     trained = {
@@ -889,6 +968,8 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
         "config": tcfg.to_dict(),
         "history": res.history[-3:],
     }
+    if budget is not None:
+        trained["time_budget"] = round(budget, 1)  # shortened for the build budget (``training_budget``)
     report.trained = {k: trained[k] for k in ("epochs", "seconds", "stopped_by", "objective")}
     return res.model, trained
 

@@ -31,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -514,9 +514,12 @@ def train(
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     checkpoint: str | Path | None = None,
+    time_budget: float | None = None,
 ) -> TrainResult:
     """Train an autoencoder on uint8 pixels (N, C, H, W) (``tcfg``: default TrainConfig()); see the
-    module docstring."""
+    module docstring. ``time_budget``: seconds of training instead of ``tcfg.time_budget`` (a
+    build's own deadline, ``indexer.training_budget``; not part of the run's identity, so a
+    re-run with another estimate still resumes)."""
     tcfg = tcfg or TrainConfig()
     if pixels.ndim != 4 or pixels.shape[1:] != (mcfg.channels, mcfg.image_size, mcfg.image_size):
         raise ValueError(f"pixels shape {pixels.shape} does not fit model input {mcfg.channels}×{mcfg.image_size}²")
@@ -527,6 +530,8 @@ def train(
     gen = torch.Generator().manual_seed(tcfg.seed)
     val, trn = split_validation(pixels, tcfg, np.random.default_rng(tcfg.seed))
     sch = schedule(tcfg, len(trn))
+    if time_budget is not None:
+        sch = replace(sch, budget=time_budget if time_budget > 0 else math.inf)
     run = start_run(mcfg, tcfg, device, gen)
     scaler = torch.amp.GradScaler("cuda") if dev.needs_grad_scaler(device) else None
 

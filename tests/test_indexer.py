@@ -11,6 +11,7 @@ from synth import make_snapshot
 
 from simsearch.errors import SimsearchError
 from simsearch.indexer import Embedded, FileInfo, Found, UpdateReport, assemble, plan, sort_embedded
+from simsearch.settings import TrainConfig
 
 D = 16
 
@@ -128,3 +129,49 @@ def test_adding_files_keeps_the_rest_and_refuses_a_re_embed(old):
     assert p.added == new and p.removed == [] and len(p.unchanged) == 4
     with pytest.raises(SimsearchError, match="whole folder"):
         plan(new, old, only=True, retrain=True)
+
+
+# ---------------------------------------------------------------- the build budget
+
+
+def _pixels(n: int, side: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 1, side, side), dtype=np.uint8)
+
+
+def test_the_build_budget_shortens_training_by_the_estimated_rest():
+    from simsearch.indexer import BuildOptions, training_budget
+    from simsearch.preprocess import Preprocess
+
+    pre = Preprocess(size=16, channels=1)
+    said: list[str] = []
+    opts = BuildOptions(train=TrainConfig(time_budget=90.0), build_budget=100.0, device="cpu")
+    # 200,000 images to embed cannot fit in 100 s: training keeps half its budget, never less
+    assert training_budget(opts, pre, _pixels(64), 200_000, 0.0, 5.0, [], said.append) == 45.0
+    assert "training budget 45 s of 90" in said[-1]
+    # a handful of images: the whole training budget, and no probe needed
+    assert training_budget(opts, pre, _pixels(64), 10, 0.0, 5.0, [], said.append) is None
+    # in between: what is left of 100 s after what was spent, the embedding estimate and the fit
+    b = training_budget(opts, pre, _pixels(64), 2_000, 0.001, 5.0, [], said.append)
+    assert b is not None and 45.0 <= b < 100 - 5.0 - 2_000 * (0.001 + 0.55e-3)
+
+
+@pytest.mark.parametrize(
+    "kw,expected",
+    [({}, None), ({"time_budget": 300.0}, 0.0), ({"time_budget": 300.0, "build_budget": 500.0}, 500.0)],
+)
+def test_a_given_training_budget_turns_the_build_budget_off(kw, expected):
+    from simsearch.indexer import BuildOptions, training_budget
+    from simsearch.preprocess import Preprocess
+
+    opts = BuildOptions.of(**kw)
+    assert opts.build_budget == expected
+    if expected == 0.0:
+        pre = Preprocess(size=16, channels=1)
+        assert training_budget(opts, pre, _pixels(8), 10**7, 0.0, 0.0, [], print) is None
+
+
+def test_a_negative_build_budget_is_refused():
+    from simsearch.indexer import BuildOptions
+
+    with pytest.raises(SimsearchError, match="build_budget"):
+        BuildOptions.of(build_budget=-1.0)

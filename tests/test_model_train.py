@@ -66,6 +66,19 @@ def test_time_budget_stops_training():
     assert res.stopped_by == "time" and res.epochs < 1000 and res.seconds < 10
 
 
+def test_a_given_time_budget_replaces_the_configs_and_keeps_the_run_resumable(tmp_path):
+    """``train(time_budget=…)`` (a build's deadline) stops the run by time without changing its identity:
+    a re-run with another budget resumes the same checkpoint."""
+    mcfg = T.model_config_for("ae", latent_dim=8, width=8, depth=0)
+    tcfg = T.TrainConfig(objective="ae", max_epochs=1000, time_budget=600.0, batch_size=16, val_fraction=0)
+    ck = tmp_path / "train.ckpt"
+    res = T.train(pixels(256), mcfg, tcfg, "cpu", checkpoint=ck, time_budget=1.0)
+    assert res.stopped_by == "time" and res.epochs < 1000 and res.seconds < 10
+    again = T.train(pixels(256), mcfg, tcfg, "cpu", checkpoint=ck, time_budget=2.0)
+    assert again.resumed_from == res.epochs  # the checkpoint recorded a finished run: nothing trained again
+    assert again.epochs == res.epochs
+
+
 def test_training_is_seeded():
     mcfg = T.model_config_for("ae", latent_dim=8, width=8, depth=0)
     tcfg = T.TrainConfig(objective="dae", max_epochs=2, time_budget=0, batch_size=16)
