@@ -635,7 +635,9 @@ def _nothing_changed(old: Snapshot, todo: Plan, changes: Changes, report: Update
 # ---------------------------------------------------------------- the build budget
 
 FIT_SECONDS_PER_IMAGE = 0.55e-3  # fit + write after embedding: 31.2 s for the 60k Fashion-MNIST build (2 cores)
-PESSIMISTIC_EMBED_SECONDS = 0.02  # per image: above any input the probe has measured on 2 cores (≈8 ms at 64 px RGB)
+# per image of 64×64×3 (and in proportion to the pixels above that): more than twice what the probe has
+# measured for that input on 2 cores (≈8 ms)
+PESSIMISTIC_EMBED_SECONDS = 0.02
 PROBE_IMAGES = 512  # images embedded to time the embedding pass: one CPU batch (256 read 20% slow per image)
 MIN_TRAINING_SHARE = 0.5  # the build budget never cuts training below this share of its time budget
 
@@ -659,7 +661,8 @@ def training_budget(
     if not target or not tcfg.time_budget or options.ray or not len(pixels):
         return None
     fit_s = FIT_SECONDS_PER_IMAGE * n_embed
-    if spent + tcfg.time_budget + n_embed * (PESSIMISTIC_EMBED_SECONDS + decode_s) + fit_s <= target:
+    slow = PESSIMISTIC_EMBED_SECONDS * max(1.0, image_bytes(pre) / (3 * 64 * 64))
+    if spent + tcfg.time_budget + n_embed * (slow + decode_s) + fit_s <= target:
         return None  # even a slow embedding pass leaves the whole training budget: nothing to measure
     embed_s = n_embed * (_embed_seconds(options, pre, pixels[:PROBE_IMAGES], views) + decode_s)
     budget = min(tcfg.time_budget, max(MIN_TRAINING_SHARE * tcfg.time_budget, target - spent - embed_s - fit_s))
@@ -678,13 +681,7 @@ def _embed_seconds(options: BuildOptions, pre: Preprocess, probe: np.ndarray, vi
     from . import embed as embed_mod
     from . import model as model_mod
 
-    mcfg = replace(
-        options.architecture,
-        image_size=pre.size,
-        channels=pre.channels,
-        variational=options.train.objective == "vae",
-    )
-    model = model_mod.build(mcfg).eval()
+    model = model_mod.build(_model_config(options, pre)).eval()
     run = lambda x: embed_mod.embed(  # noqa: E731
         model, x, options.device, options.embed_batch, None, views, recon=True, corruption=options.train
     )
@@ -943,15 +940,7 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
     if len(pixels) < 2:
         raise SimsearchError(f"need at least 2 readable images to train a model, found {len(pixels)}")
     tcfg = options.train
-    try:
-        mcfg = replace(
-            options.architecture,
-            image_size=pre.size,
-            channels=pre.channels,
-            variational=tcfg.objective == "vae",
-        )
-    except ValueError as e:
-        raise SimsearchError(str(e)) from None
+    mcfg = _model_config(options, pre)
     work.mkdir(parents=True, exist_ok=True)
     log(f"training a {tcfg.objective} autoencoder on {len(pixels)} images ({pre.channels}×{pre.size}×{pre.size})")
     with timer("train"):
@@ -972,6 +961,19 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
         trained["time_budget"] = round(budget, 1)  # shortened for the build budget (``training_budget``)
     report.trained = {k: trained[k] for k in ("epochs", "seconds", "stopped_by", "objective")}
     return res.model, trained
+
+
+def _model_config(options: BuildOptions, pre: Preprocess) -> ModelConfig:
+    """The architecture a new model gets: the configured one, at the input ``pre`` makes."""
+    try:
+        return replace(
+            options.architecture,
+            image_size=pre.size,
+            channels=pre.channels,
+            variational=options.train.objective == "vae",
+        )
+    except ValueError as e:
+        raise SimsearchError(str(e)) from None
 
 
 def _save_model(model, trained: dict, index_dir: Path) -> ModelRecord:

@@ -11,10 +11,10 @@ from .constants import OBJECTIVES
 
 DEFAULT_EPOCHS = 40  # the epoch cap when none is given (raised for a small folder: TrainConfig.min_steps)
 # Seconds a build that trains a model aims to finish in (``simsearch index``; BuildOptions.build_budget): the
-# training budget is shortened by the embedding and fitting still to come, estimated on this machine. The
-# 60k Fashion-MNIST build took 628 s on a 2-core machine whose embedding pass ran at half the speed of the
-# machine the 520 s training budget was set on (embed 66.6 s instead of 30.2): a fixed training budget
-# cannot promise ten minutes on every machine. 570 leaves 30 s for start-up and estimation error.
+# training budget is shortened by the embedding and fitting still to come, estimated on this machine. With
+# the fixed 520 s training budget the 60k Fashion-MNIST build took 588 s on the 2-core machine that budget was
+# set on and 628 s on a slower one (embed 43–67 s instead of 30): a fixed training budget cannot promise ten
+# minutes on every machine. 570 leaves 30 s for start-up and estimation error.
 BUILD_BUDGET = 570.0
 
 
