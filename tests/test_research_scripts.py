@@ -24,6 +24,7 @@ RESEARCH = ROOT / "scripts" / "research"
         "post_sweep.py",
         "train_sweep.py",
         "codec_real.py",
+        "dupes_pixel.py",
         "frozen/fmnist_probe.py",
         "frozen/post_probe.py",
     ],
