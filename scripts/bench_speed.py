@@ -15,6 +15,8 @@ Rows (medians over ``--reps`` repetitions unless a row says otherwise):
 5. cold command line: ``simsearch query IMAGE --index IDX`` and ``simsearch --help``, process start to exit.
 6. ANN on synthetic clustered 128-d vectors (1M by default): FAISS flat / ivf / hnsw / ivfpq as
    simsearch builds and tunes them, against numpy brute force and scikit-learn.
+7. training throughput (``train.train``, default objective, 1×28² and 3×64² inputs): fp32 against
+   the precision ``TrainConfig.precision = "auto"`` picks on this CPU (bf16 where it has the instructions).
 
 The table goes to stdout (and ``--out``), progress to stderr. Nothing here asserts on a timing.
 This file is the entry point (options, the row loop, the report); the rows are in ``scripts/bench/``,
@@ -46,6 +48,7 @@ from bench.decode import row_decode
 from bench.embedding import row_embed
 from bench.indexing import row_index
 from bench.report import busy_warning, loadavg, machine_info, render
+from bench.training import row_train
 from bench.warm_query import row_query
 
 ROW_TITLES = {
@@ -55,6 +58,7 @@ ROW_TITLES = {
     "4": "warm query latency",
     "5": "cold command line",
     "6": "ANN on synthetic vectors",
+    "7": "training steps, by precision",
 }
 
 # per-mode defaults for every size option left unset on the command line
@@ -97,6 +101,7 @@ ROWS: dict[str, Callable[[Ctx], list[dict]]] = {
     "4": row_query,
     "5": row_cold_cli,
     "6": row_ann,
+    "7": row_train,
 }
 
 

@@ -364,6 +364,7 @@ class Index:
             "objective": train.get("objective"),
             "trained_epochs": train.get("epochs"),
             "train_seconds": train.get("seconds"),
+            "train_precision": train.get("precision"),  # None: trained before it was recorded
             "metric": m.metric,
             "faiss_factory": m.faiss.factory,
             "faiss_params": m.faiss.params,

@@ -15,7 +15,7 @@ import traceback
 import click
 
 from . import __version__
-from .constants import AUTO_FLAT_MAX, AUTO_SHARDED_MIN, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES
+from .constants import AUTO_FLAT_MAX, AUTO_SHARDED_MIN, COPY_STRENGTHS, FITS, INDEX_TYPES, OBJECTIVES, PRECISIONS
 from .errors import SimsearchError, printable
 
 INDEX_HELP = "Index directory (default: $SIMSEARCH_INDEX or indexes/default)."
@@ -170,6 +170,13 @@ _train_options = [
     click.option("--batch-size", type=click.IntRange(2), default=None, help="Training / embedding batch size."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps."),
     click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default=None,
+        help="Arithmetic of training (default auto: bf16 mixed precision on a GPU and on a CPU with "
+        "bf16 instructions, about 1.7x faster there; else fp32).",
+    ),
+    click.option(
         "--workers",
         type=click.IntRange(0),
         default=0,
@@ -307,7 +314,7 @@ def index(
         t = report.trained
         _say(
             f"trained {t['objective']} model: {t['epochs']} epochs in {t['seconds']:.0f}s "
-            f"(stopped by {t['stopped_by']})"
+            f"({t['precision']}, stopped by {t['stopped_by']})"
         )
     _say(
         f"indexed {report.total} images into {index_path}: "
@@ -376,7 +383,7 @@ def train(folder, out, channels, **train_kw):
         bars.close()
     _say(
         f"trained {res['objective']} model on {res['images']} images ({res['input']}): "
-        f"{res['epochs']} epochs in {res['seconds']:.0f}s (stopped by {res['stopped_by']})"
+        f"{res['epochs']} epochs in {res['seconds']:.0f}s ({res['precision']}, stopped by {res['stopped_by']})"
     )
     click.echo(printable(f"{out}  sha256:{res['sha256'][:16]}"))
 

@@ -10,3 +10,4 @@ AUTO_FLAT_MAX = 20_000  # ann: "auto" is exact below this many vectors (above, a
 AUTO_SHARDED_MIN = 1_000_000
 FITS = ("center-crop", "pad", "stretch")  # preprocess.FITS: how a non-square image becomes square
 COPY_STRENGTHS = ("light", "default", "strong")  # copies.STRENGTHS
+PRECISIONS = ("auto", "fp32", "bf16")  # device.amp_dtype: the arithmetic of training steps

@@ -74,7 +74,7 @@ class BuildOptions:
     # 0 = no aim (train for the training config's time_budget). ``of`` turns it off when time_budget is given.
     build_budget: float | None = None
 
-    TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed", "max_images"}
+    TRAIN_NAMES = {"objective", "max_epochs", "time_budget", "batch_size", "seed", "max_images", "precision"}
     MODEL_NAMES = {"width": "width", "depth": "depth", "dim": "latent_dim"}
 
     @classmethod
@@ -953,13 +953,14 @@ def _train(work: Path, pixels, pre, options: BuildOptions, progress, timer, repo
         "epochs": res.epochs,
         "seconds": round(res.seconds, 1),
         "stopped_by": res.stopped_by,
+        "precision": res.precision,
         "objective": tcfg.objective,
         "config": tcfg.to_dict(),
         "history": res.history[-3:],
     }
     if budget is not None:
         trained["time_budget"] = round(budget, 1)  # shortened for the build budget (``training_budget``)
-    report.trained = {k: trained[k] for k in ("epochs", "seconds", "stopped_by", "objective")}
+    report.trained = {k: trained[k] for k in ("epochs", "seconds", "stopped_by", "objective", "precision")}
     return res.model, trained
 
 

@@ -54,6 +54,7 @@ class TrainResult:
     stopped_by: str  # "epochs" | "time" | "early-stop"
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
+    precision: str = "fp32"  # of the training steps: fp32, bf16 or fp16 (``TrainConfig.precision``)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -444,6 +445,7 @@ class Run:
     best_state: dict | None = None
     bad_epochs: int = 0
     finished: str | None = None  # how a completed run stopped
+    amp: torch.dtype | None = None  # autocast dtype of the training steps (None: fp32; ``device.amp_dtype``)
 
 
 def start_run(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, gen: torch.Generator) -> Run:
@@ -455,7 +457,7 @@ def start_run(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, gen: t
         head = SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    return Run(model, head, opt, gen)
+    return Run(model, head, opt, gen, amp=dev.amp_dtype(device, tcfg.precision, training=True))
 
 
 def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, device, scaler, t0, progress):
@@ -472,7 +474,7 @@ def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, d
         for g in run.opt.param_groups:
             g["lr"] = lr
         x = dev.to_device(trn[perm[b * sch.batch : (b + 1) * sch.batch]], device)
-        with dev.autocast(device):
+        with dev.autocast(device, dtype=run.amp):
             loss, parts = objective_loss(run.model, x, tcfg, run.gen, run.head)
         run.opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -533,14 +535,16 @@ def train(
     if time_budget is not None:
         sch = replace(sch, budget=time_budget if time_budget > 0 else math.inf)
     run = start_run(mcfg, tcfg, device, gen)
-    scaler = torch.amp.GradScaler("cuda") if dev.needs_grad_scaler(device) else None
+    scaler = torch.amp.GradScaler("cuda") if dev.needs_grad_scaler(device, run.amp) else None
 
     sig = _signature(mcfg, tcfg, pixels)
     ckpt_path = Path(checkpoint) if checkpoint else None
     start_epoch = _resume(run, ckpt_path, sig) if ckpt_path is not None else 0
     if run.finished:  # the run had completed: nothing left to train
         run.model.eval()
-        return TrainResult(run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch)
+        return TrainResult(
+            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, _precision(run)
+        )
 
     t0 = time.perf_counter() - run.elapsed
     saved = -math.inf  # when the last checkpoint was written
@@ -578,7 +582,13 @@ def train(
         _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
     run.model.eval()
     model = run.model.to(memory_format=torch.contiguous_format).cpu()
-    return TrainResult(model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch)
+    return TrainResult(
+        model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, _precision(run)
+    )
+
+
+def _precision(run: Run) -> str:
+    return "bf16" if run.amp == torch.bfloat16 else "fp16" if run.amp == torch.float16 else "fp32"
 
 
 def _resume(run: Run, path: Path, sig: str) -> int:

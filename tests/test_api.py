@@ -22,6 +22,7 @@ def test_build_report_and_info(shared_build, shared_index):
     info = index.info()
     assert info["images"] == len(index) == 60 and info["dim"] == 128 and info["input"] == "1×32×32"
     assert index.root == corpus.resolve()
+    assert r.trained["precision"] == info["train_precision"] in ("fp32", "bf16", "fp16")  # what training ran in
 
 
 def test_query_by_every_kind_of_input(shared_index, shared_corpus):

@@ -45,7 +45,7 @@ def test_quick_run_prints_the_table(tmp_path):
     by_row: dict[str, list[str]] = {}
     for line in table[1:]:
         by_row.setdefault(line.split("|")[1].strip(), []).append(line)
-    assert {"1a", "1b", "2", "3", "4", "5", "6"} <= set(by_row)
+    assert {"1a", "1b", "2", "3", "4", "5", "6", "7"} <= set(by_row)
     assert len(by_row["1a"]) == len(by_row["1b"]) == 3  # naive, decode_files(workers=0), decode_files(workers=1)
     assert any("embed.embed on cpu" in line for line in by_row["2"])
     for key in ("3", "4", "5"):
@@ -53,6 +53,7 @@ def test_quick_run_prints_the_table(tmp_path):
     for name in ("numpy brute force", "FAISS flat", "simsearch ivf"):
         assert any(name in line for line in by_row["6"]), name
     assert any("simsearch hnsw" in line and "skipped" in line for line in by_row["6"])
+    assert len(by_row["7"]) == 4 and any("fp32" in line and "images/s" in line for line in by_row["7"])
     assert "ERROR" not in r.stdout
     assert "command:" in r.stdout and "bench_speed.py" in r.stdout
     assert out.read_text() == r.stdout

@@ -137,3 +137,46 @@ def test_device_pick():
     if not torch.cuda.is_available():
         with pytest.raises(SimsearchError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_training_precision_follows_the_hardware_unless_told(monkeypatch):
+    """``auto``: bf16 autocast for CPU training only where the CPU has bf16 instructions; embeddings
+    and ``fp32`` stay in fp32; CUDA keeps its mixed precision (fp16 needs a grad scaler)."""
+    from simsearch import device as D
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: False)
+    assert D.amp_dtype(cpu, "auto", training=True) is None
+    assert D.amp_dtype(cpu, "bf16", training=True) == torch.bfloat16  # forced
+    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
+    assert D.amp_dtype(cpu, "auto", training=True) == torch.bfloat16
+    assert D.amp_dtype(cpu, "auto") is None and D.amp_dtype(cpu, "fp32", training=True) is None
+    for bf16, want in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert D.amp_dtype(cuda) == want and D.amp_dtype(cuda, "fp32") is None
+        assert D.needs_grad_scaler(cuda) == (want == torch.float16)
+    assert not D.needs_grad_scaler(cpu, torch.bfloat16)
+    with pytest.raises(SimsearchError, match="unknown precision"):
+        D.amp_dtype(cpu, "fp8")
+    with pytest.raises(ValueError, match="unknown precision"):
+        T.TrainConfig(precision="fp8")
+
+
+def test_the_bf16_probe_answers_on_any_machine():
+    from simsearch import device as D
+
+    assert D.cpu_has_native_bf16() in (True, False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_in_either_precision_learns_and_says_which(precision):
+    data = np.zeros((96, 1, 28, 28), np.uint8)
+    data[:, :, 8:20, 8:20] = np.random.default_rng(0).integers(100, 255, (96, 1, 1, 1))
+    mcfg = T.model_config_for("dae", latent_dim=16, width=8, depth=0)
+    tcfg = T.TrainConfig(max_epochs=6, time_budget=0, batch_size=32, lr=3e-3, val_fraction=0, precision=precision)
+    res = T.train(data, mcfg, tcfg, "cpu")
+    assert res.precision == precision
+    assert res.history[-1]["rec"] < res.history[0]["rec"]
+    z = embed(res.model, data, "cpu")
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert next(res.model.parameters()).dtype == torch.float32  # the saved weights are fp32 either way

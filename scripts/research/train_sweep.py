@@ -11,7 +11,8 @@ scores the queries. Prints one JSON line per config.
         --config base='{}' --config inv='{"invariance": 0.5}'
 
 ``--probe`` instead times training steps on this machine for each config
-(ms per 256-image step at 28x28x1 and 64x64x3), to turn a time budget into epochs.
+(ms per 256-image step at 28x28x1 and 64x64x3, in the precision training would use
+here), to turn a time budget into epochs.
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ from simsearch.indexer import BuildOptions
 def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     import torch
 
+    from simsearch import device as D
     from simsearch import model as M
     from simsearch import train as T
 
-    out = {"config": name}
+    cpu = torch.device("cpu")
+    amp = D.amp_dtype(cpu, T.TrainConfig(**cfg).precision, training=True)
+    out = {"config": name, "precision": str(amp or torch.float32).replace("torch.", "")}
     for size, ch in ((28, 1), (64, 3)):
         tcfg = T.TrainConfig(**cfg)
         mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch)
@@ -49,7 +53,8 @@ def probe(name: str, cfg: dict, steps: int = 8) -> dict:
         times = []
         for i in range(steps + 2):
             t = time.perf_counter()
-            loss, _ = T.objective_loss(model, x, tcfg, gen, head)
+            with D.autocast(cpu, dtype=amp):  # the precision training would use here
+                loss, _ = T.objective_loss(model, x, tcfg, gen, head)
             opt.zero_grad()
             loss.backward()
             opt.step()
