@@ -174,7 +174,7 @@ _train_options = [
         type=click.Choice(PRECISIONS),
         default=None,
         help="Arithmetic of training (default auto: bf16 mixed precision on a GPU and on a CPU with "
-        "bf16 instructions, about 1.7x faster there; else fp32).",
+        "bf16 instructions, 1.4-1.8x faster there; else fp32).",
     ),
     click.option(
         "--workers",
