@@ -543,7 +543,7 @@ def train(
     if run.finished:  # the run had completed: nothing left to train
         run.model.eval()
         return TrainResult(
-            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, _precision(run)
+            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, dev.precision_name(run.amp)
         )
 
     t0 = time.perf_counter() - run.elapsed
@@ -583,12 +583,8 @@ def train(
     run.model.eval()
     model = run.model.to(memory_format=torch.contiguous_format).cpu()
     return TrainResult(
-        model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, _precision(run)
+        model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, dev.precision_name(run.amp)
     )
-
-
-def _precision(run: Run) -> str:
-    return "bf16" if run.amp == torch.bfloat16 else "fp16" if run.amp == torch.float16 else "fp32"
 
 
 def _resume(run: Run, path: Path, sig: str) -> int:

@@ -15,8 +15,7 @@ def row_train(ctx: Ctx) -> list[dict]:
 
     from simsearch import device, train
 
-    auto = device.amp_dtype(torch.device("cpu"), "auto", training=True)
-    auto_name = "bf16" if auto == torch.bfloat16 else "fp32"
+    auto_name = device.precision_name(device.amp_dtype(torch.device("cpu"), "auto", training=True))
     steps = 3 if ctx.a.quick else 30
     rows = []
     for channels, side in SHAPES:

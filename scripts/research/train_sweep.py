@@ -40,7 +40,7 @@ def probe(name: str, cfg: dict, steps: int = 8) -> dict:
 
     cpu = torch.device("cpu")
     amp = D.amp_dtype(cpu, T.TrainConfig(**cfg).precision, training=True)
-    out = {"config": name, "precision": str(amp or torch.float32).replace("torch.", "")}
+    out = {"config": name, "precision": D.precision_name(amp)}
     for size, ch in ((28, 1), (64, 3)):
         tcfg = T.TrainConfig(**cfg)
         mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch)
