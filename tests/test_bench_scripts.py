@@ -102,20 +102,21 @@ def test_bench_dupes_prints_precision_recall_and_runtimes(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue #11 goal not fully met: --by recon (denoising error + code distance) puts 19 of 20 planted "
-    "clip-art images in the top 40 on the held-out plant (69-epoch model; 11 of 20 with the clean reconstruction "
-    "error it replaced); the script exits 1 when one is outside",
-)
 def test_bench_outliers_planted_clipart_rank_at_the_top(tmp_path):
+    """A small plant (2,000 Fashion-MNIST images + 10 clip-art drawings) at a fixed 20 epochs, so the
+    result does not hang on the machine's load: every planted image in the top 20 by ``--by recon``
+    (measured: ranks 1–10 with seed 0, 1–9 and 11 with seed 1). The script exits 1 when one is outside.
+    Issue #11's full goal (20 of 20 in the top 40 of 5,020 at 69 epochs) is measured by the same script
+    with other arguments; see the README (19 of 20)."""
     fm, clip = Path("data/fashion-mnist/train"), Path("/usr/share/openclipart/png")
     if not fm.is_dir() or not clip.is_dir():
         pytest.skip("needs data/fashion-mnist (scripts/fetch_fashion_mnist.py) and Debian's openclipart-png")
     cmd = [sys.executable, str(SCRIPTS / "bench_outliers.py"), "--fmnist", str(fm), "--clipart", str(clip),
-           "--work", str(tmp_path / "w"), "--n", "2000", "--plant", "10", "--top", "20", "--budget", "60"]  # fmt: skip
+           "--work", str(tmp_path / "w"), "--n", "2000", "--plant", "10", "--top", "20",
+           "--epochs", "20", "--budget", "900"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "all in top 20: True" in r.stdout
 
 
 def test_bench_recon_store_times_the_embedding_pass_and_outliers(shared_index, shared_corpus, tmp_path):
