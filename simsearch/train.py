@@ -54,7 +54,9 @@ class TrainResult:
     stopped_by: str  # "epochs" | "time" | "early-stop"
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
-    precision: str = "fp32"  # of the training steps: fp32, bf16 or fp16 (``TrainConfig.precision``)
+    # of the training steps: fp32, bf16 or fp16 (``TrainConfig.precision``); "bf16+fp32" when a run resumed
+    # on another machine trained its epochs in both (``trained_in``)
+    precision: str = "fp32"
 
 
 # ---------------------------------------------------------------- augmentation
@@ -543,7 +545,7 @@ def train(
     if run.finished:  # the run had completed: nothing left to train
         run.model.eval()
         return TrainResult(
-            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, dev.precision_name(run.amp)
+            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, trained_in(run)
         )
 
     t0 = time.perf_counter() - run.elapsed
@@ -557,6 +559,7 @@ def train(
             break
         run.epoch += 1
         row = {"epoch": run.epoch, "seconds": round(time.perf_counter() - t0, 2), "lr": lr, **losses}
+        row["precision"] = dev.precision_name(run.amp)
         if len(val):
             row["val_loss"] = validate(run, val, device, tcfg)
         run.history.append(row)
@@ -582,9 +585,16 @@ def train(
         _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
     run.model.eval()
     model = run.model.to(memory_format=torch.contiguous_format).cpu()
-    return TrainResult(
-        model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, dev.precision_name(run.amp)
-    )
+    return TrainResult(model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, trained_in(run))
+
+
+def trained_in(run: Run) -> str:
+    """The precision(s) ``run``'s epochs were trained in, from its history (each epoch records its own,
+    so a run resumed from a checkpoint made on another machine tells both: "bf16+fp32"); an epoch
+    recorded before precisions were (or a run with no epoch yet) counts as this machine's."""
+    here = dev.precision_name(run.amp)
+    names = dict.fromkeys(row.get("precision", here) for row in run.history) or {here: None}
+    return "+".join(names)
 
 
 def _resume(run: Run, path: Path, sig: str) -> int:

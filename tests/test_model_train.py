@@ -180,3 +180,35 @@ def test_training_in_either_precision_learns_and_says_which(precision):
     z = embed(res.model, data, "cpu")
     assert z.dtype == np.float32 and np.isfinite(z).all()
     assert next(res.model.parameters()).dtype == torch.float32  # the saved weights are fp32 either way
+
+
+def test_a_run_resumed_on_another_machine_says_it_trained_in_both_precisions(tmp_path, monkeypatch):
+    """Each epoch records the precision it trained in, so a checkpoint made where the CPU has bf16
+    instructions and finished where it has not reports "bf16+fp32", also when re-run after finishing."""
+    from simsearch import device as D
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(name):
+        if name == "train-epoch" and calls.append(name) is None and len(calls) == 2:
+            raise Interrupted
+
+    calls: list[str] = []
+    mcfg = T.model_config_for("dae", latent_dim=8, width=8, depth=0)
+    tcfg = T.TrainConfig(max_epochs=4, time_budget=0, batch_size=32, val_fraction=0)
+    ck = tmp_path / "train.ckpt"
+    monkeypatch.setattr(T, "CHECKPOINT_EVERY", 0)
+    monkeypatch.setattr(T, "crash_point", stop_after_two)
+    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
+    with pytest.raises(Interrupted):
+        T.train(pixels(96), mcfg, tcfg, "cpu", checkpoint=ck)
+    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: False)  # the checkpoint moved to another machine
+    res = T.train(pixels(96), mcfg, tcfg, "cpu", checkpoint=ck)
+    assert res.resumed_from == 2 and res.epochs == 4
+    assert [row["precision"] for row in res.history] == ["bf16", "bf16", "fp32", "fp32"]
+    assert res.precision == "bf16+fp32"
+    again = T.train(pixels(96), mcfg, tcfg, "cpu", checkpoint=ck)  # finished: nothing trained, same answer
+    assert again.resumed_from == 4 and again.precision == "bf16+fp32"
+    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
+    assert T.train(pixels(96), mcfg, tcfg, "cpu").precision == "bf16"  # one machine: one name
