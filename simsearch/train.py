@@ -585,7 +585,9 @@ def train(
         _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
     run.model.eval()
     model = run.model.to(memory_format=torch.contiguous_format).cpu()
-    return TrainResult(model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, trained_in(run))
+    return TrainResult(
+        model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, trained_in(run)
+    )
 
 
 def trained_in(run: Run) -> str:
