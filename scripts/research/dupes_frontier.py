@@ -1,0 +1,101 @@
+"""How far can any threshold on the pixel check go? The precision/recall frontier of ``simsearch dupes``'s
+pixel statistic, at several thumbnail sides and crop grids (DEVELOPMENT data only: the set
+``scripts/bench_dupes.py --half dev`` generated and indexed).
+
+``dupes`` keeps a pair when its cosine reaches a calibrated cut and its pixel similarity
+(``pixelmatch.similarity``: Pearson correlation of the aligned thumbnails) reaches another. Both cuts
+are calibrated without labels. This script asks what the *best* cuts could give: for the planted pairs
+and for every other candidate pair at a loose cosine (``--loose``), it computes the pixel similarity
+for each variant (``--sides`` × the shipped crop grid and a finer one), then, using the truth (which
+only a benchmark has), finds the thresholds with the highest precision at recall ≥ 0.90 and ≥ 0.95
+and the best F1. If no threshold reaches both goals on the development set, no calibration can.
+
+    python scripts/bench_dupes.py --half dev --epochs 4 --budget 1200 --no-imagededup --work /tmp/dupes-dev
+    python scripts/research/dupes_frontier.py --work /tmp/dupes-dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import simsearch
+from simsearch import dupes, neighbours, pixelmatch
+
+FINE_CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 0 … 8.75% a side, half the shipped step
+
+
+def frontier(true_cos, true_pix, cand_cos, cand_pix, n_true: int) -> dict:
+    """Best precision at recall ≥ 0.90 / 0.95 and best F1 over cosine cut × pixel threshold."""
+    best: dict = {"p_at_r90": (0.0, None), "p_at_r95": (0.0, None), "f1": (0.0, None)}
+    for c in np.unique(np.round(np.concatenate([true_cos, cand_cos]), 3))[::-1][:400]:
+        tp_pix = np.sort(true_pix[true_cos >= c])[::-1]
+        fp_pix = np.sort(cand_pix[cand_cos >= c])
+        for k in range(1, len(tp_pix) + 1):  # threshold = the k-th best true pair's similarity
+            t = tp_pix[k - 1]
+            fp = len(fp_pix) - np.searchsorted(fp_pix, t, side="left")
+            p, r = k / (k + fp), k / n_true
+            f1 = 2 * p * r / (p + r)
+            where = (float(c), float(t), round(p, 3), round(r, 3))
+            if r >= 0.90 and p > best["p_at_r90"][0]:
+                best["p_at_r90"] = (p, where)
+            if r >= 0.95 and p > best["p_at_r95"][0]:
+                best["p_at_r95"] = (p, where)
+            if f1 > best["f1"][0]:
+                best["f1"] = (f1, where)
+    return best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True, help="bench_dupes.py's --work (set/, set.json, index/)")
+    ap.add_argument("--loose", type=float, default=0.85, help="candidate pairs: cosine at least this")
+    ap.add_argument("--sides", default="24,48,64,96")
+    a = ap.parse_args(argv)
+    truth_set = json.loads((a.work / "set.json").read_text())
+    idx = simsearch.Index.open(a.work / "index")
+    entries, base = idx.entries(), idx.base_vectors()
+    row = {e.path: i for i, e in enumerate(entries)}
+    truth = {frozenset((row[x], row[y])) for x, y, _ in truth_set["truth"] if x in row and y in row}
+    true_pairs = [tuple(sorted(p)) for p in truth]
+    ca, cb, _ = neighbours.range_pairs(base, a.loose, max_k=dupes.MAX_PARTNERS)
+    cand = [
+        (int(x), int(y))
+        for x, y in zip(ca.tolist(), cb.tolist())
+        if frozenset((x, y)) not in truth and entries[x].sha256 != entries[y].sha256
+    ]
+    cos = lambda pairs: np.array([float(base[x] @ base[y]) for x, y in pairs])  # noqa: E731
+    true_cos, cand_cos = cos(true_pairs), cos(cand)
+    grids = dict(enumerate(pixelmatch.load_grids([idx.root / e.path for e in entries])))
+    print(f"{len(true_pairs)} planted pairs, {len(cand)} other candidate pairs at cosine ≥ {a.loose}")
+    print("| side | crops | best precision at recall ≥ 0.90 | at recall ≥ 0.95 | best F1 (P, R) | s |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for side in [int(s) for s in a.sides.split(",")]:
+        for name, crops in (("shipped", pixelmatch.CROPS), ("fine", FINE_CROPS)):
+            t0 = time.perf_counter()
+
+            def sim(pairs, side=side, crops=crops):
+                return np.array(
+                    [
+                        pixelmatch.similarity(pixelmatch.as_float(grids[x]), pixelmatch.as_float(grids[y]), side, crops)
+                        for x, y in pairs
+                    ]
+                )
+
+            f = frontier(true_cos, sim(true_pairs), cand_cos, sim(cand), len(true_pairs))
+            p90, p95, f1 = f["p_at_r90"], f["p_at_r95"], f["f1"]
+            print(
+                f"| {side} | {name} | {p90[0]:.3f} | {p95[0]:.3f} | {f1[0]:.3f} ({f1[1][2]:.3f}, {f1[1][3]:.3f}) "
+                f"| {time.perf_counter() - t0:.0f} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
