@@ -110,6 +110,7 @@ class TrainConfig:
     saturation: float = 0.25  # colour saturation factor 1 ± saturation (RGB models)
     blur: float = 0.3  # probability of a down-and-up resampling (a copy that was shrunk, or re-compressed)
     pad: float = 0.3  # probability of a border: shrunk by up to 20% onto white, black or the edge colour
+    jpeg: float = 0.0  # probability of a JPEG re-save at quality 30–90 (``train.random_jpeg``), last of the edits
     # invariance: weight of a term between the codes of two corrupted views (0 = off), its kind
     # (model.SiameseHead: "simsiam" pulls views together, "nce" also pushes other images apart)
     invariance: float = 0.1
@@ -150,7 +151,14 @@ def corruption_config(train: dict | None) -> TrainConfig:
     """The corruptions of a model's training (``ModelRecord.train``, what a model file records
     under ``extra["train"]``; None or without a config: the defaults): what ``Index.corrupt`` and
     the denoising error of the embedding pass apply."""
-    return TrainConfig.from_dict(((train or {}).get("config")) or {})
+    config = ((train or {}).get("config")) or {}
+    if config:  # a model trained before a corruption existed was not trained with it: off, not today's default
+        config = {**CORRUPTIONS_ADDED_LATER, **config}
+    return TrainConfig.from_dict(config)
+
+
+# corruptions added after models were first recorded, with the value that turns each off
+CORRUPTIONS_ADDED_LATER: dict[str, float] = {"jpeg": 0.0}
 
 
 def model_config_for(objective: str, **kw) -> ModelConfig:

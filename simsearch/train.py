@@ -8,7 +8,7 @@ autoencoder family:
 - ``dae``     denoising (the default: best retrieval quality): reconstruct the clean x
               from a per-sample corrupted copy — the edits a copied picture goes through:
               shift, zoom, stretch, rotation, flip, border, brightness, contrast,
-              saturation, softening (plus optional noise / masking) — and, with
+              saturation, softening, a JPEG re-save (plus optional noise / masking) — and, with
               ``invariance`` > 0, make the codes of two such copies of one image agree
               while differing from other images (NT-Xent on a projection of the code),
               so the code ignores the edits but keeps what tells images apart.
@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,92 @@ def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(small, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
 
 
+# ---- JPEG: the lossy steps of baseline JPEG (colour transform, 4:2:0 chroma subsampling, 8×8 DCT
+# quantised with the IJG tables scaled by quality), batched in torch; entropy coding is lossless and left out.
+
+JPEG_QUALITY = (30, 90)  # quality range a JPEG corruption draws from (Pillow saves 75 by default)
+_JPEG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_JPEG_CHROMA = (
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
+)  # fmt: skip
+
+
+def jpeg_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IJG quantisation tables (luma, chroma) at each quality in ``quality`` (B,) → two (B, 8, 8)."""
+    q = quality.clamp(1, 100).to(torch.float32)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q).view(-1, 1, 1)
+
+    def table(base):
+        t = torch.tensor(base, dtype=torch.float32).view(1, 8, 8)
+        return torch.floor((t * scale + 50) / 100).clamp_(1, 255)
+
+    return table(_JPEG_LUMA), table(_JPEG_CHROMA)
+
+
+@lru_cache(maxsize=1)
+def _dct8() -> torch.Tensor:
+    """The orthonormal 8-point DCT-II matrix (its 2-D form is JPEG's forward DCT)."""
+    k = torch.arange(8, dtype=torch.float64)
+    m = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    m[0] /= math.sqrt(2)
+    return m.float()
+
+
+def _quantise(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """A (B, H, W) plane (0–255) through 8×8 block DCT, quantisation by ``table`` (B, 8, 8) and back;
+    edges padded by replication to whole blocks, as encoders do, and cut off again."""
+    b, h, w = plane.shape
+    ph, pw = -h % 8, -w % 8
+    x = F.pad(plane[:, None], (0, pw, 0, ph), mode="replicate")[:, 0] - 128 if ph or pw else plane - 128
+    hb, wb = x.shape[1] // 8, x.shape[2] // 8
+    blocks = x.reshape(b, hb, 8, wb, 8).transpose(2, 3)  # (B, hb, wb, 8, 8)
+    d = _dct8().to(x.device, x.dtype)
+    t = table.to(x.device, x.dtype)[:, None, None]
+    coef = torch.round(d @ blocks @ d.T / t) * t
+    out = (d.T @ coef @ d).transpose(2, 3).reshape(b, hb * 8, wb * 8) + 128
+    return out[:, :h, :w]
+
+
+def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Each image of x ∈ [0,1] (B, C, H, W) as baseline JPEG at ``quality`` (B,) would give it back:
+    C = 1 as one luma plane, C = 3 through YCbCr with chroma averaged over 2×2 (4:2:0) and scaled back
+    bilinearly; rounded to 8 bits."""
+    luma, chroma = jpeg_tables(quality)
+    v = x.float() * 255
+    if v.shape[1] == 1:
+        return (_quantise(v[:, 0], luma).round().clamp(0, 255) / 255)[:, None].to(x.dtype)
+    r, g, b_ = v[:, 0], v[:, 1], v[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b_
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b_
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b_
+    h, w = y.shape[1:]
+    small = F.avg_pool2d(torch.stack([cb, cr], 1), 2, ceil_mode=True)  # (B, 2, ⌈H/2⌉, ⌈W/2⌉)
+    small = torch.stack([_quantise(small[:, i] + 128, chroma) - 128 for i in range(2)], 1)
+    up = F.interpolate(small, scale_factor=2, mode="bilinear", align_corners=False)  # each cell back to 2×2
+    cb, cr = up[:, :, :h, :w].unbind(1)
+    y = _quantise(y, luma)
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return (rgb.round().clamp(0, 255) / 255).to(x.dtype)
+
+
+def random_jpeg(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability ``prob`` per sample: saved as JPEG at a quality drawn from ``JPEG_QUALITY``
+    (blocking, ringing and colour bleeding, which a copy re-saved as JPEG carries)."""
+    pick = _pick(x.shape[0], prob, gen)
+    if pick is None:
+        return x
+    lo, hi = JPEG_QUALITY
+    q = lo + (hi - lo) * torch.rand(int(pick.sum()), generator=gen)
+    out = x.clone()
+    out[pick] = _jpeg(x[pick], q.round())
+    return out
+
+
 def random_pad(x: torch.Tensor, prob: float, gen: torch.Generator, amount: float = PAD_AMOUNT) -> torch.Tensor:
     """With probability ``prob`` per sample: shrink by up to ``amount`` about a random point and fill
     the border with white, black or the image's corner colour (a padded or letterboxed copy)."""
@@ -196,7 +283,7 @@ def _pad(xs: torch.Tensor, f: torch.Tensor, move: torch.Tensor, choice: torch.Te
 
 def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One corrupted view per image: the edits a copy of a picture goes through (geometry,
-    light, colour, softness), then optional pixel noise / masking."""
+    light, colour, softness, JPEG last, as a copy is saved last), then optional pixel noise / masking."""
     v = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen, cfg.aspect, cfg.rotate)
     if cfg.pad:
         v = random_pad(v, cfg.pad, gen)
@@ -204,6 +291,8 @@ def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> to
         v = photometric(v, cfg.light, cfg.saturation, gen)
     if cfg.blur:
         v = resample_blur(v, cfg.blur, gen)
+    if cfg.jpeg:
+        v = random_jpeg(v, cfg.jpeg, gen)
     if cfg.noise_std or cfg.mask_prob:
         v = corrupt(v, cfg.noise_std, cfg.mask_prob, gen)
     return v
@@ -234,7 +323,8 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if b == 0:
         return x
     rngs = [np.random.default_rng(k) for k in keys]
-    u = torch.from_numpy(np.stack([r.random(16) for r in rngs]).astype(np.float32))  # (B, 16) U(0, 1)
+    # (B, 16) U(0, 1), 18 with a JPEG corruption (drawn only then: other corruptions keep their draws)
+    u = torch.from_numpy(np.stack([r.random(18 if cfg.jpeg else 16) for r in rngs]).astype(np.float32))
     pm = u * 2 - 1  # U(-1, 1)
     sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
     v = _affine(
@@ -262,6 +352,12 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
             v = v.clone()
             for size, rows in groups.items():
                 v[rows] = _resample(v[rows], size)
+    if cfg.jpeg:
+        pick = u[:, 16] < cfg.jpeg
+        if pick.any():
+            lo, hi = JPEG_QUALITY
+            v = v.clone()
+            v[pick] = _jpeg(v[pick], (lo + (hi - lo) * u[pick, 17]).round())
     if cfg.noise_std or cfg.mask_prob:
         noise = torch.from_numpy(np.stack([r.standard_normal((c, h, w)) for r in rngs]).astype(np.float32))
         keep = torch.from_numpy(np.stack([r.random((1, h, w)) for r in rngs]) >= cfg.mask_prob).to(v.dtype)

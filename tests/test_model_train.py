@@ -212,3 +212,71 @@ def test_a_run_resumed_on_another_machine_says_it_trained_in_both_precisions(tmp
     assert again.resumed_from == 4 and again.precision == "bf16+fp32"
     monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
     assert T.train(pixels(96), mcfg, tcfg, "cpu").precision == "bf16"  # one machine: one name
+
+
+def _clip_art(h: int, w: int, channels: int) -> np.ndarray:
+    """A drawing with flat colours and hard edges (where JPEG rings), uint8 (h, w, channels)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.full((h, w, 3), 255, np.uint8)
+    a[(xx - w // 2) ** 2 + (yy - h // 2) ** 2 < (min(h, w) // 3) ** 2] = (200, 30, 40)
+    a[h // 6 : h // 3, 3 : w - 7] = (20, 120, 220)
+    a[2 * h // 3 : 2 * h // 3 + 3] = 0
+    return a[..., :channels].copy()
+
+
+@pytest.mark.parametrize("channels,quality", [(3, 30), (3, 75), (3, 90), (1, 50)])
+@pytest.mark.parametrize("h,w", [(64, 64), (37, 53)])
+def test_the_jpeg_corruption_gives_what_pillow_gives(channels, quality, h, w):
+    """``train._jpeg`` (colour transform, 4:2:0 chroma, 8×8 DCT quantised by the IJG tables) against a
+    real JPEG round trip through Pillow: about a grey level apart on average, while the JPEG itself moved
+    the pixels four to ten times that — the corruption is JPEG's, not some other blur."""
+    import io
+
+    from PIL import Image
+
+    a = _clip_art(h, w, channels)
+    buf = io.BytesIO()
+    Image.fromarray(a[..., 0] if channels == 1 else a).save(buf, "JPEG", quality=quality)
+    ref = np.asarray(Image.open(buf), np.float32).reshape(h, w, channels)
+    x = torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    out = T._jpeg(x, torch.tensor([float(quality)]))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    sim = out[0].permute(1, 2, 0).numpy() * 255
+    jpeg_error = np.abs(ref - a).mean()
+    assert np.abs(sim - ref).mean() < min(1.5, jpeg_error / 4)  # measured 0.4–1.1 against 1.9–9.8
+    assert np.allclose(sim, np.round(sim), atol=1e-3)  # 8-bit, as a decoded file
+
+
+def test_jpeg_tables_follow_the_ijg_quality_scale():
+    luma, chroma = T.jpeg_tables(torch.tensor([50.0, 100.0, 10.0]))
+    assert luma[0, 0, 0] == 16 and chroma[0, 0, 0] == 17  # quality 50: the base tables
+    assert (luma[1] == 1).all() and (chroma[1] == 1).all()  # 100: no quantisation left
+    assert luma[2, 0, 0] == 80 and luma[2].max() == 255  # 10: scale 500, clamped to 8 bits
+
+
+def test_a_jpeg_corruption_is_drawn_only_when_asked_and_per_image():
+    """``jpeg`` = 0 (models trained before it existed) leaves every other corruption's draws as they were;
+    with ``jpeg`` > 0 each image's re-save depends on its own key only."""
+    x = torch.from_numpy(np.stack([_clip_art(32, 32, 3)] * 4).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    keys = [11, 12, 13, 14]
+    plain = T.corrupt_each(x, T.TrainConfig(), keys)
+    assert torch.equal(plain, T.corrupt_each(x, T.TrainConfig(jpeg=0.0), keys))
+    always = T.TrainConfig(jpeg=1.0, shift=0, scale=0, aspect=0, rotate=0, flip=False, pad=0, light=0,
+                           saturation=0, blur=0)  # fmt: skip
+    a = T.corrupt_each(x, always, keys)
+    b = T.corrupt_each(x[[2, 0]], always, [keys[2], keys[0]])
+    assert torch.equal(a[[2, 0]], b)  # the same image and key: the same JPEG, whatever the batch
+    assert not torch.equal(a, x)  # every image went through JPEG (flat white alone would survive it)
+    views = T.corrupt_views(x, always, torch.Generator().manual_seed(0))
+    assert (views - x).abs().mean() > 0.002 and (views - x).abs().mean() < 0.05
+
+
+def test_a_model_recorded_before_a_corruption_existed_is_not_given_it():
+    """The denoising error of an old model's images (``corruption_config``) uses the corruptions it was
+    trained with: a corruption added later is off for it, whatever today's default is."""
+    from simsearch.settings import CORRUPTIONS_ADDED_LATER, corruption_config
+
+    old = {"config": {k: v for k, v in T.TrainConfig(jpeg=0.7).__dict__.items() if k != "jpeg"}}
+    assert corruption_config(old).jpeg == CORRUPTIONS_ADDED_LATER["jpeg"] == 0.0
+    assert corruption_config({"config": {"jpeg": 0.7}}).jpeg == 0.7  # recorded: kept
+    assert corruption_config(None) == T.TrainConfig()  # nothing recorded: the defaults
