@@ -12,21 +12,23 @@ colour edits is built not to). This check compares the pixels themselves:
    ``SIDE``×``SIDE`` thumbnail (a separable linear map, so every crop is two small matrix
    products) and compared with the other's uncropped thumbnail by mean absolute difference. The
    crop is searched one axis pair at a time (left/right, then top/bottom, then left/right again),
-   in both directions (A a crop of B, and B a crop of A); the closer one is the alignment. (A
-   second pass at half the step aligned crops better but, on the development set, let the
-   calibration pick a lower threshold and lose more precision than it won recall: not used.)
+   in both directions (A a crop of B, and B a crop of A); the closer one is the alignment.
 3. ``similarity`` is the Pearson correlation of the two aligned RGB thumbnails (all pixels and
    channels as one vector). A background both pictures share adds nothing to it, so two different
    drawings on white do not look alike merely for their white; a recoloured area or a changed
    detail lowers it; a re-saved or resized copy keeps it near 1.
 
-``SIDE`` = 48 was chosen on a development set (openclipart-png with planted copies) among 24,
-32, 48 and 64: coarser thumbnails cannot see what tells variants of one drawing apart, finer ones
-see the blur of a downsized copy.
+``SIDE`` (24) and ``CROPS`` (0–8.75% in 1.25% steps) were chosen on a development set (openclipart-png
+with planted copies, ``scripts/research/dupes_frontier.py``) by the best precision and recall any
+threshold could reach: 24, 48, 64 and 96 px, with 2.5% and 1.25% crop steps. At 24 px a copy, aligned
+to a quarter of a cell, correlates above 0.98 almost always, while the look-alikes that are left still
+differ by a whole stroke; finer thumbnails see the blur of a downsized copy and the misalignment of a
+cropped one. (Until 2026-12-02: 48 px, 2.5% steps, chosen with Youden-calibrated thresholds.)
 
 ``similarity`` checks one pair and is the definition. ``similarities`` checks many pairs at once,
-with the same numbers, several times faster: each picture's crops are made once for all its
-partners (see "many pairs at once" below). numpy + Pillow only; no model.
+with the same numbers to float32 rounding (bit for bit at 48 px on OpenBLAS), several times faster:
+each picture's crops are made once for all its partners (see "many pairs at once" below). numpy +
+Pillow only; no model.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ import numpy as np
 from PIL import Image
 
 GRID = 96  # each picture is first resampled to GRID×GRID RGB
-SIDE = 48  # aligned thumbnails compared at SIDE×SIDE (chosen on the development set: 24, 32, 48, 64 tried)
-CROPS = (0.0, 0.025, 0.05, 0.075)  # crop fractions tried per side (copies are cropped by up to ~5% a side)
+# aligned thumbnails compared at SIDE×SIDE, the crop fractions tried per side (copies are cropped by up to
+# ~5% a side): chosen on the development set by the best precision/recall any threshold reaches
+# (scripts/research/dupes_frontier.py): 24 px with crops in 1.25% steps beat 48 px with 2.5% steps
+SIDE = 24
+CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 0, 1.25, …, 8.75%
 # A thumbnail whose pixels' RMS deviation from their mean is below FLAT is flat (one grey level). Float32
 # rounding alone leaves up to ~2e-7 on a flat grid's cropped thumbnails; one grid cell off by 1/255 leaves
 # ~7e-6. (An absolute norm of 1e-6 sat below that rounding: flat greys then correlated ±1 by chance.)
@@ -203,12 +208,13 @@ def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
 # candidate set once for all the directions that need it, and compares it with partners two at a
 # time while it is in cache. The box maps are banded (an output cell reads at most 3 source cells),
 # so each product is split into blocks of ``ROWS`` output cells that read only their window of the
-# source: the same nonzero products in the same order, about a quarter of the multiplications, and
-# the same crops to the bit. A step's winner is chosen on these batched sums, but whether it replaces
+# source: the same nonzero products, about a quarter of the multiplications, and the same crops up to
+# float32 rounding (to the bit at 48 px with 2.5% steps on OpenBLAS; at 24 px a few last bits differ).
+# A step's winner is chosen on these batched sums, but whether it replaces
 # the best so far, and which direction is closer, is decided on its mean absolute difference taken
 # as ``_one_way`` takes it (the same float32). Once both directions of a pair are searched, the crop
 # chosen is made again and scored with ``similarity``'s own correlation code on arrays laid out as
-# ``aligned`` returns them: the same floats. Only where a step's runner-up comes within ``TIE`` of
+# ``aligned`` returns them: the same floats up to that rounding. Only where a step's runner-up comes within ``TIE`` of
 # its winner could the batched sums choose another map than ``_one_way``: such a pair is scored by
 # ``similarity`` itself.
 

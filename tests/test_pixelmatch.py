@@ -101,8 +101,16 @@ def test_similarities_equal_the_one_pair_reference(grids, pairs):
     assert fast.dtype == np.float32 and fast.shape == (len(pairs),)
     worst = int(np.argmax(np.abs(fast - ref)))
     assert np.abs(fast - ref).max() < TOL, (pairs[worst], ref[worst], fast[worst])
-    # the same products, the same means and the same correlation code: the same floats
-    assert np.array_equal(fast, ref), [(pairs[i], ref[i], fast[i]) for i in np.flatnonzero(fast != ref)[:5]]
+    # the banded products add the same terms as the full ones, so at most float32 rounding apart
+    assert np.abs(fast - ref).max() <= 1e-6, (pairs[worst], ref[worst], fast[worst])
+    # … and at 48 px with 2.5% crop steps, this OpenBLAS gives the same floats (the same products, the same
+    # means, the same correlation code); at 24 px with 1.25% steps it rounds a few last bits differently
+    old = {"side": 48, "crops": (0.0, 0.025, 0.05, 0.075)}
+    with threadpool_limits(limits=1, user_api="blas"):
+        f = pixelmatch.as_float
+        ref48 = np.array([pixelmatch.similarity(f(grids[a]), f(grids[b]), **old) for a, b in pairs], np.float32)
+    fast48 = pixelmatch.similarities(pairs, grids.get, **old)
+    assert np.array_equal(fast48, ref48), [(pairs[i], ref48[i], fast48[i]) for i in np.flatnonzero(fast48 != ref48)[:5]]
     # the pairs exercise what the batching must get right: either picture cropped, crops on both axes,
     # many different maps on each
     with threadpool_limits(limits=1, user_api="blas"):

@@ -48,7 +48,10 @@ def test_dupes_frontier_finds_the_best_thresholds_of_a_toy_set():
     f = dupes_frontier.frontier(one, np.array([0.99, 0.98, 0.90]), np.ones(1), np.array([0.95]), n_true=3)
     assert f["p_at_r90"][0] == f["p_at_r95"][0] == 0.75  # every planted pair kept costs the one false pair
     assert abs(f["f1"][0] - 2 * 0.75 / 1.75) < 1e-9 and f["f1"][1][1] == 0.90
-    assert dupes_frontier.frontier(one, np.array([0.99, 0.98, 0.0]), np.ones(1), np.array([0.95]), 4)["p_at_r90"][1] is None
+    assert (
+        dupes_frontier.frontier(one, np.array([0.99, 0.98, 0.0]), np.ones(1), np.array([0.95]), 4)["p_at_r90"][1]
+        is None
+    )
 
 
 def test_split_folder_puts_the_first_files_by_name_in_queries(tmp_path):
