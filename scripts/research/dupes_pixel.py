@@ -6,7 +6,8 @@ For an index built by ``bench_dupes.py --half dev --work WORK`` this script
 1. takes the candidate pairs at a loose cosine (``--loose``: the cosine that this share of the
    calibration copies reach with their original; ``neighbours.range_pairs``),
 2. aligns each pair as the pixel check does (``pixelmatch.aligned``) and measures several
-   statistics on the aligned thumbnails (``pixelmatch.SIDE``: 48 px when this was run, 24 since): the Pearson correlation the check uses, and
+   statistics on the aligned thumbnails (``pixelmatch.SIDE``: 48 px when this was run, 24 since):
+   the Pearson correlation the check uses, and
    local differences (the largest per-pixel colour difference after a k×k box blur, as 1 − it),
 3. calibrates each statistic as ``dupes`` does (``dupes.calibration_pairs``: the index's own
    images, a resized / re-compressed / cropped copy of each, their nearest distinct neighbours;
