@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,48 @@ def test_bad_usage_and_user_errors(planted, tmp_path):
     assert tree_digest(planted.root) == before
     res = run("dupes", "--index", tmp_path / "nowhere", code=1)
     assert "no index here" in res.stderr
+
+
+def _calibrate_on(monkeypatch, copy_cos, neighbour_cos, copy_pix, neighbour_pix):
+    """``dupes.calibrate`` on given scores: the calibration copies and nearest neighbours replaced."""
+    from simsearch import pixelmatch
+
+    n = len(copy_cos)
+    cp = dupes.CalibrationPairs(
+        np.arange(n), np.asarray(copy_cos, np.float32), [(i, (i + 1) % n) for i in range(n)],
+        np.asarray(neighbour_cos, np.float32), [(None, None)] * n,
+    )  # fmt: skip
+    monkeypatch.setattr(dupes, "calibration_pairs", lambda *a, **k: cp)
+    pix = np.concatenate([copy_pix, neighbour_pix]).astype(np.float32)
+    monkeypatch.setattr(pixelmatch, "similarities", lambda pairs, grid_of, **k: pix[: len(pairs)])
+
+    class Index:
+        root = Path(".")
+
+        def entries(self):
+            return []
+
+    return dupes.calibrate(Index(), base=np.zeros((n, 2), np.float32))
+
+
+def test_with_the_pixel_check_the_cosine_only_shortlists_and_pixels_decide(monkeypatch):
+    rng = np.random.default_rng(0)
+    copies = np.concatenate([rng.uniform(0.90, 1.0, 180), rng.uniform(0.70, 0.90, 20)])  # a tail: crops
+    few_look_alikes = rng.uniform(0.30, 0.88, 200)  # about a quarter of images have a neighbour above 0.72
+    cal = _calibrate_on(monkeypatch, copies, few_look_alikes, rng.uniform(0.9, 1.0, 200), rng.uniform(0, 1, 200))
+    assert cal.threshold == pytest.approx(np.quantile(copies, 1 - dupes.COSINE_COPY_PASS), abs=1e-6)
+    assert cal.copy_recall >= dupes.COSINE_COPY_PASS
+    youden = dupes._youden(copies.astype(np.float32), few_look_alikes.astype(np.float32)).threshold
+    assert cal.threshold < youden  # looser than Youden's cut
+    # the pixel threshold: what 85% of the copies reach, whatever the neighbours do
+    assert cal.pixel.copy_recall == pytest.approx(dupes.PIXEL_COPY_PASS, abs=0.01)
+    assert "85% of copies pass" in cal.why()
+
+
+def test_the_cosine_shortlist_stays_tight_where_most_images_have_a_look_alike(monkeypatch):
+    """28 px Fashion-MNIST: copies are no closer than every image's nearest neighbour; a 98% cut there would
+    give every image dozens of candidate partners, so Youden's cut stays."""
+    rng = np.random.default_rng(1)
+    copies, neighbours = rng.uniform(0.70, 1.0, 200), rng.uniform(0.85, 0.97, 200)
+    cal = _calibrate_on(monkeypatch, copies, neighbours, rng.uniform(0.9, 1.0, 200), rng.uniform(0, 1, 200))
+    assert cal.threshold == dupes._youden(copies.astype(np.float32), neighbours.astype(np.float32)).threshold
