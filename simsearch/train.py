@@ -222,7 +222,13 @@ def _quantise(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 def _jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """Each image of x ∈ [0,1] (B, C, H, W) as baseline JPEG at ``quality`` (B,) would give it back:
     C = 1 as one luma plane, C = 3 through YCbCr with chroma averaged over 2×2 (4:2:0) and scaled back
-    bilinearly; rounded to 8 bits."""
+    bilinearly; rounded to 8 bits. In float32 also under a training step's autocast (a bf16 DCT would
+    add about half a grey level of noise of its own)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _jpeg_fp32(x, quality)
+
+
+def _jpeg_fp32(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     luma, chroma = jpeg_tables(quality)
     v = x.float() * 255
     if v.shape[1] == 1:

@@ -245,6 +245,8 @@ def test_the_jpeg_corruption_gives_what_pillow_gives(channels, quality, h, w):
     jpeg_error = np.abs(ref - a).mean()
     assert np.abs(sim - ref).mean() < min(1.5, jpeg_error / 4)  # measured 0.4–1.1 against 1.9–9.8
     assert np.allclose(sim, np.round(sim), atol=1e-3)  # 8-bit, as a decoded file
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16 training step: still float32 arithmetic
+        assert torch.equal(T._jpeg(x, torch.tensor([float(quality)])), out)
 
 
 def test_jpeg_tables_follow_the_ijg_quality_scale():
