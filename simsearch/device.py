@@ -74,7 +74,8 @@ def amp_dtype(device: torch.device, precision: str = "auto", training: bool = Fa
 
 def precision_name(dtype: torch.dtype | None) -> str:
     """An ``amp_dtype`` as the name a user sees: fp32 (None), bf16 or fp16."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+    names: dict[torch.dtype | None, str] = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names.get(dtype, "fp32")
 
 
 def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | str | None = "default"):

@@ -247,16 +247,20 @@ def _jpeg_fp32(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return (rgb.round().clamp(0, 255) / 255).to(x.dtype)
 
 
+def _jpeg_quality(u: torch.Tensor) -> torch.Tensor:
+    """Uniforms in [0, 1) → whole qualities spread over ``JPEG_QUALITY``."""
+    lo, hi = JPEG_QUALITY
+    return (lo + (hi - lo) * u).round()
+
+
 def random_jpeg(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     """With probability ``prob`` per sample: saved as JPEG at a quality drawn from ``JPEG_QUALITY``
     (blocking, ringing and colour bleeding, which a copy re-saved as JPEG carries)."""
     pick = _pick(x.shape[0], prob, gen)
     if pick is None:
         return x
-    lo, hi = JPEG_QUALITY
-    q = lo + (hi - lo) * torch.rand(int(pick.sum()), generator=gen)
     out = x.clone()
-    out[pick] = _jpeg(x[pick], q.round())
+    out[pick] = _jpeg(x[pick], _jpeg_quality(torch.rand(int(pick.sum()), generator=gen)))
     return out
 
 
@@ -361,9 +365,8 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if cfg.jpeg:
         pick = u[:, 16] < cfg.jpeg
         if pick.any():
-            lo, hi = JPEG_QUALITY
             v = v.clone()
-            v[pick] = _jpeg(v[pick], (lo + (hi - lo) * u[pick, 17]).round())
+            v[pick] = _jpeg(v[pick], _jpeg_quality(u[pick, 17]))
     if cfg.noise_std or cfg.mask_prob:
         noise = torch.from_numpy(np.stack([r.standard_normal((c, h, w)) for r in rngs]).astype(np.float32))
         keep = torch.from_numpy(np.stack([r.random((1, h, w)) for r in rngs]) >= cfg.mask_prob).to(v.dtype)

@@ -6,7 +6,7 @@ pixel statistic, at several thumbnail sides and crop grids (DEVELOPMENT data onl
 (``pixelmatch.similarity``: Pearson correlation of the aligned thumbnails) reaches another. Both cuts
 are calibrated without labels. This script asks what the *best* cuts could give: for the planted pairs
 and for every other candidate pair at a loose cosine (``--loose``), it computes the pixel similarity
-for each variant (``--sides`` × the shipped crop grid and a finer one), then, using the truth (which
+for each variant (``--sides`` × crop steps of 2.5% and 1.25%), then, using the truth (which
 only a benchmark has), finds the thresholds with the highest precision at recall ≥ 0.90 and ≥ 0.95
 and the best F1. If no threshold reaches both goals on the development set, no calibration can.
 
@@ -27,7 +27,8 @@ import numpy as np
 import simsearch
 from simsearch import dupes, neighbours, pixelmatch
 
-FINE_CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 0 … 8.75% a side, half the shipped step
+COARSE_CROPS = (0.0, 0.025, 0.05, 0.075)  # 2.5% steps: the check until 2026-12-02
+FINE_CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 1.25% steps, 0 … 8.75% a side (``pixelmatch.CROPS`` since)
 
 
 def frontier(true_cos, true_pix, cand_cos, cand_pix, n_true: int) -> dict:
@@ -73,19 +74,14 @@ def main(argv=None) -> int:
     true_cos, cand_cos = cos(true_pairs), cos(cand)
     grids = dict(enumerate(pixelmatch.load_grids([idx.root / e.path for e in entries])))
     print(f"{len(true_pairs)} planted pairs, {len(cand)} other candidate pairs at cosine ≥ {a.loose}")
-    print("| side | crops | best precision at recall ≥ 0.90 | at recall ≥ 0.95 | best F1 (P, R) | s |")
+    print("| side | crop steps | best precision at recall ≥ 0.90 | at recall ≥ 0.95 | best F1 (P, R) | s |")
     print("|---:|---|---:|---:|---:|---:|")
     for side in [int(s) for s in a.sides.split(",")]:
-        for name, crops in (("shipped", pixelmatch.CROPS), ("fine", FINE_CROPS)):
+        for name, crops in (("2.5%", COARSE_CROPS), ("1.25%", FINE_CROPS)):
             t0 = time.perf_counter()
 
-            def sim(pairs, side=side, crops=crops):
-                return np.array(
-                    [
-                        pixelmatch.similarity(pixelmatch.as_float(grids[x]), pixelmatch.as_float(grids[y]), side, crops)
-                        for x, y in pairs
-                    ]
-                )
+            def sim(pairs, side=side, crops=crops):  # the check's own batched code, all pairs at once
+                return pixelmatch.similarities(pairs, grids.get, side=side, crops=crops).astype(np.float64)
 
             f = frontier(true_cos, sim(true_pairs), cand_cos, sim(cand), len(true_pairs))
             p90, p95, f1 = f["p_at_r90"], f["p_at_r95"], f["f1"]
