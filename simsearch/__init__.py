@@ -15,6 +15,7 @@ Data flow, one module per stage::
     postprocess.py  centring, whitening, diffusion coordinates → search vectors
     ann.py      FAISS index types, tuned to a recall target
     store.py    FAISS index + manifest + model on disk, atomic
+    spill.py    a build's per-file records in a scratch SQLite file, not in memory
     indexer.py  build / incremental update (the pipeline)
     query.py    nearest neighbours of paths, images, arrays, indexed ids
     evaluate.py P@k / mAP on labelled folders

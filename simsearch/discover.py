@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, overload
 
 from simsearch.errors import SimsearchError, oserror_reason
 from simsearch.formats import IMAGE_EXTENSIONS
 
-__all__ = ["discover"]
+__all__ = ["discover", "walk"]
 
 
 def _rel_key(rel: str) -> bytes:
@@ -51,6 +52,18 @@ def discover(root: str | os.PathLike[str], *, strings: bool = False):
     Raises :class:`SimsearchError` if ``root`` does not exist or is neither a
     directory nor an image file.
     """
+    found: list[tuple[bytes, str]] = []
+    problems = walk(root, lambda key, path: found.append((key, path)))
+    found.sort(key=lambda t: t[0])
+    if strings:
+        return [p for _, p in found], problems
+    return [Path(p) for _, p in found], problems
+
+
+def walk(root: str | os.PathLike[str], add: Callable[[bytes, str], None]) -> list[tuple[Path, str]]:
+    """``discover`` without keeping the files: ``add(key, path)`` is called for each image file, in
+    walk order (sorting by ``key`` gives ``discover``'s order), and the problems are returned, sorted.
+    The indexer adds them to a ``spill.Sorter``, so a folder of a million files is sorted on disk."""
     if isinstance(root, bytes):
         root = os.fsdecode(root)
     root_p = Path(root)
@@ -65,10 +78,10 @@ def discover(root: str | os.PathLike[str], *, strings: bool = False):
 
     if not stat.S_ISDIR(st.st_mode):
         if stat.S_ISREG(st.st_mode) and root_p.suffix.lower() in IMAGE_EXTENSIONS:
-            return [os.fspath(root_p) if strings else root_p], []
+            add(_rel_key(root_p.name), os.fspath(root_p))
+            return []
         raise SimsearchError(f"{root_p}: not a directory or a supported image file")
 
-    found: list[tuple[bytes, str]] = []
     problems: list[tuple[Path, str]] = []
     visited = {(st.st_dev, st.st_ino)}
     stack: list[tuple[str, str]] = [(os.fspath(root_p), "")]
@@ -111,7 +124,7 @@ def discover(root: str | os.PathLike[str], *, strings: bool = False):
             except OSError:
                 is_file = False
             if is_file:
-                found.append((_rel_key(rel_child), path))
+                add(_rel_key(rel_child), path)
                 continue
             try:
                 os.stat(path)
@@ -123,8 +136,5 @@ def discover(root: str | os.PathLike[str], *, strings: bool = False):
                 continue
             problems.append((Path(path), "not a regular file"))
         stack.extend(reversed(subdirs))
-    found.sort(key=lambda t: t[0])
     problems.sort(key=lambda t: os.fsencode(str(t[0])))
-    if strings:
-        return [p for _, p in found], problems
-    return [Path(p) for _, p in found], problems
+    return problems

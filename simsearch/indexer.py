@@ -10,7 +10,12 @@ Memory does not grow with the folder, apart from the vectors: a new model trains
 on a bounded, uniformly drawn sample (``train_sample``: ``TrainConfig.max_images``
 and ``max_sample_bytes``), and the files are decoded and embedded a chunk at a
 time (``embed_files``, or ``simsearch.distributed.ray_embed_files`` with
-``BuildOptions.ray``). Only the codes (4·D bytes an image) are kept.
+``BuildOptions.ray``). Only the codes (4·D bytes an image) and reconstruction
+statistics (12 bytes) are kept in memory; the per-file records — the discovered
+paths (sorted on disk), their stat, what decoding found, the new manifest entries —
+are ``spill.SpillList``s in a scratch SQLite file under ``INDEX/work/``, read a
+window at a time and removed when the build ends. (An update of an existing index
+also reads that index's manifest into memory, as ``store.read`` does.)
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import __version__, configs, reconerror, store
-from .discover import discover
+from . import __version__, configs, reconerror, spill, store
+from .discover import discover, walk
 from .errors import SimsearchError
 from .formats import IMAGE_EXTENSIONS
 from .meta import EmbeddingRecord, FaissRecord, IndexMeta, ModelRecord, PostRecord, SearchRecord
@@ -128,17 +133,6 @@ def relpath(path: str | Path, root: Path) -> str:
     return Path(rel).as_posix()
 
 
-def relpaths(files: Sequence[str | Path], root: Path, root_abs: Path) -> list[str]:
-    """Paths relative to the indexed folder. ``discover`` returns ``root/…``, so a string
-    prefix cut does it (os.path.relpath on 60k paths costs seconds); anything else falls back."""
-    prefix = os.fspath(root) + "/"
-    out = []
-    for p in files:
-        s = os.fspath(p)
-        out.append(s[len(prefix) :] if s.startswith(prefix) and os.sep == "/" else relpath(p, root_abs))
-    return out
-
-
 class _Timer:
     def __init__(self):
         self.t = {}
@@ -198,25 +192,41 @@ class FileInfo(NamedTuple):
         return cls(int(info["size"]), int(info["mtime_ns"]), info["sha256"])
 
 
+# how the per-file records are stored in a build's spill (``spill.Spill``: on disk, not in memory)
+# (paths as bytes: a name that is not UTF-8 is a surrogate-escaped str, which SQLite's text refuses)
+_b, _s = os.fsencode, os.fsdecode
+FOUND = spill.Codec(
+    4, lambda f: (_b(f.path), _b(f.rel), f.size, f.mtime_ns), lambda r: Found(_s(r[0]), _s(r[1]), r[2], r[3])
+)
+TEXT = spill.Codec(1, lambda t: (_b(t),), lambda r: _s(r[0]))
+DONE = spill.Codec(  # (Found, FileInfo): an embedded file and what reading it found
+    7, lambda d: (*FOUND.encode(d[0]), *d[1]), lambda r: (FOUND.decode(r[:4]), FileInfo(*r[4:]))
+)
+ENTRY = spill.Codec(
+    5, lambda e: (e.id, _b(e.path), e.size, e.mtime_ns, e.sha256), lambda r: Entry(r[0], _s(r[1]), *r[2:])
+)
+
+
 @dataclass
 class Plan:
-    """What an update will do: a pure diff of the folder against the manifest (``plan``)."""
+    """What an update will do: a pure diff of the folder against the manifest (``plan``). The lists
+    may be ``spill.SpillList``s (the build's records on disk)."""
 
-    unchanged: list[str]  # manifest paths kept as they are (same size and mtime)
-    added: list[Found]  # not in the manifest: decode and embed
-    changed: list[Found]  # size or mtime differ: decode; embed again only if the content differs
+    unchanged: Sequence[str]  # manifest paths kept as they are (same size and mtime)
+    added: Sequence[Found]  # not in the manifest: decode and embed
+    changed: Sequence[Found]  # size or mtime differ: decode; embed again only if the content differs
     removed: list[str]  # in the manifest, gone from the folder
     retrain: bool  # train a new model on the decoded images
     reembed: bool  # every image is decoded and embedded again (new model or test-time views)
     views: list  # the test-time views the new generation embeds with
 
     @property
-    def to_decode(self) -> list[Found]:
-        return self.added + self.changed
+    def to_decode(self) -> Sequence[Found]:
+        return spill.concat(self.added, self.changed)
 
 
 def plan(
-    found: list[Found],
+    found: Sequence[Found],
     old: Snapshot | None,
     *,
     only: bool = False,
@@ -224,6 +234,7 @@ def plan(
     model_sha: str | None = None,
     views: list | None = None,
     tta: bool | None = None,
+    new_list: Callable[[spill.Codec], Any] | None = None,
 ) -> Plan:
     """Diff ``found`` against ``old``'s manifest. No I/O, no torch.
 
@@ -231,10 +242,11 @@ def plan(
     (``Index.add``). ``retrain``: train a new model. ``model_sha``: the hash of a model
     the user supplied (``--model``); a different one from the index's re-embeds everything.
     ``views``: the test-time views a fresh embedding uses; ``tta``: None keeps the index's
-    setting, True/False asks for views or none."""
+    setting, True/False asks for views or none. ``new_list(codec)``: where the per-file lists go
+    (``Spill.list``; default: Python lists)."""
     views = list(views or [])
     if old is None:
-        return Plan([], list(found), [], [], retrain=retrain, reembed=True, views=views)
+        return Plan([], found, [], [], retrain=retrain, reembed=True, views=views)
     new_model = retrain or (model_sha is not None and model_sha != old.meta.model.sha256)
     have = list(old.meta.embedding.views)
     keep_views = not new_model and (tta is None or bool(views) == bool(have))
@@ -245,7 +257,8 @@ def plan(
             "index the whole folder with `simsearch index`"
         )
     by_path = {e.path: e for e in old.entries}
-    unchanged, added, changed, seen = [], [], [], set()
+    make = new_list or (lambda codec: [])
+    unchanged, added, changed, seen = make(TEXT), make(FOUND), make(FOUND), set()
     for f in found:
         seen.add(f.rel)
         e = by_path.get(f.rel)
@@ -256,7 +269,7 @@ def plan(
         else:
             unchanged.append(f.rel)
     if only:
-        unchanged += [e.path for e in old.entries if e.path not in seen]
+        unchanged.extend(e.path for e in old.entries if e.path not in seen)
         removed = []
     else:
         removed = [e.path for e in old.entries if e.path not in seen]
@@ -265,11 +278,16 @@ def plan(
     )
 
 
-def scan(files: Sequence[str | Path], root: Path, root_abs: Path) -> list[Found]:
-    """Stat the discovered files (a file that vanished since discovery has no stat: decoded, it fails)."""
-    out = []
-    for p, rel in zip(files, relpaths(files, root, root_abs)):
+def scan(files: Iterable[str | Path], root: Path, root_abs: Path, into: Any = None) -> Any:
+    """Stat the discovered files (a file that vanished since discovery has no stat: decoded, it fails),
+    appending a ``Found`` for each to ``into`` (a ``spill.SpillList``; default a new list), in order."""
+    out = [] if into is None else into
+    # ``discover`` returns ``root/…``, so a string prefix cut gives the relative path (os.path.relpath
+    # on 60k paths costs seconds); anything else falls back
+    prefix = os.fspath(root) + "/"
+    for p in files:
         p = os.fspath(p)
+        rel = p[len(prefix) :] if p.startswith(prefix) and os.sep == "/" else relpath(p, root_abs)
         try:
             st = os.stat(p)
             out.append(Found(p, rel, st.st_size, st.st_mtime_ns))
@@ -283,7 +301,7 @@ class Changes:
     """What the embedded files mean for the manifest (``sort_embedded``)."""
 
     refreshed: dict[str, Entry]  # touched, same content: keep the vector, new size/mtime
-    embed: list[tuple[str, FileInfo, int]]  # (rel, info, row in Embedded.codes): new content, embedded
+    embed: Sequence[tuple[str, FileInfo]]  # (rel, info), aligned with Embedded.codes: new content, embedded
     lost: list[str]  # indexed files that now fail to decode: dropped
 
 
@@ -325,7 +343,7 @@ def train_sample(n: int, cfg: TrainConfig, nbytes: int) -> np.ndarray:
 Decodes = Iterator[tuple[int, "np.ndarray | None", "str | None", dict]]  # as pool.decode_files yields
 
 
-def _decode_sample(todo: list[Found], pre: Preprocess, options: BuildOptions, progress, log):
+def _decode_sample(todo: Sequence[Found], pre: Preprocess, options: BuildOptions, progress, log):
     """Decode the training sample of ``todo`` (``train_sample``); → (its pixels, and when the sample
     is all of ``todo``, the decoded folder to embed from without decoding it again, else None)."""
     pos = train_sample(len(todo), options.train, image_bytes(pre))
@@ -349,18 +367,19 @@ def _replay(pixels: np.ndarray, good: list[int], infos: dict[int, dict], problem
 
 @dataclass
 class Embedded:
-    """What an embedder (``embed_files``, ``distributed.ray_embed_files``) returns."""
+    """What an embedder (``embed_files``, ``distributed.ray_embed_files``) returns. ``done`` and
+    ``same`` may be ``spill.SpillList``s (``DONE`` records)."""
 
-    done: list[tuple[Found, FileInfo]]  # embedded files with what reading them found, in input order
+    done: Sequence[tuple[Found, FileInfo]]  # embedded files with what reading them found, in input order
     codes: np.ndarray  # (len(done), D) float32 raw codes
     recon: np.ndarray  # (len(done), 3) float32 reconstruction statistics (reconerror.COLUMNS)
-    same: list[tuple[Found, FileInfo]]  # decoded, but content sha256 equals old_sha[rel]: not embedded (stat refresh)
+    same: Sequence[tuple[Found, FileInfo]]  # decoded, content sha256 equals old_sha[rel]: not embedded (stat refresh)
     failed: list[tuple[Found, str]]  # could not be read: one-line reason
     timings: dict[str, float] = field(default_factory=dict)  # optional: seconds spent waiting for decoding ("decode")
 
 
 def embed_files(
-    todo: list[Found],
+    todo: Sequence[Found],
     pre: Preprocess,
     model_path: Path,
     views: list,
@@ -370,6 +389,7 @@ def embed_files(
     *,
     model: Any = None,
     corruption: TrainConfig | None = None,
+    new_list: Callable[[spill.Codec], Any] | None = None,
 ) -> Embedded:
     """The local, streaming embedder (decode pool + encoder, chunk by chunk).
 
@@ -380,10 +400,12 @@ def embed_files(
     corruptions, ``settings.corruption_config``) before the next chunk's pixels are kept, so the
     pixels held at a time are one chunk's, whatever ``len(todo)`` is. A file whose content sha256
     equals ``old_sha[rel]`` is not embedded (``same``). The model at ``model_path`` (and torch) is
-    loaded only once something needs embedding; ``model``: the same model, already loaded."""
-    decoded = decode_files([f.path for f in todo], pre, workers=options.workers)
+    loaded only once something needs embedding; ``model``: the same model, already loaded.
+    ``new_list(codec)``: where the embedded and unchanged files' records go (``Spill.list``; default
+    Python lists)."""
+    decoded = decode_files(spill.mapped(todo, lambda f: f.path), pre, workers=options.workers)
     load = lambda: model if model is not None else _load_model_file(model_path)  # noqa: E731
-    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress, corruption)
+    return _embed_stream(todo, decoded, pre, load, views, old_sha, options, progress, corruption, new_list)
 
 
 def _load_model_file(path: Path):
@@ -395,7 +417,7 @@ def _load_model_file(path: Path):
 
 
 def _embed_stream(
-    todo: list[Found],
+    todo: Sequence[Found],
     decoded: Decodes,
     pre: Preprocess,
     load_model: Callable[[], Any],
@@ -404,13 +426,16 @@ def _embed_stream(
     options: BuildOptions,
     progress: Progress | None,
     corruption: TrainConfig | None = None,
+    new_list: Callable[[spill.Codec], Any] | None = None,
 ) -> Embedded:
     """``embed_files`` on a stream of decoded files (``decoded`` yields as ``pool.decode_files``)."""
     n, chunk = len(todo), chunk_for(pre, options)
     bs = options.embed_batch and max(options.embed_batch, 1)
     buf = np.empty((min(chunk, n), pre.channels, pre.size, pre.size), np.uint8)
     pending: list[tuple[Found, FileInfo]] = []  # aligned with buf[: len(pending)]
-    out = Embedded([], np.zeros((0, 0), np.float32), reconerror.unknown(0), [], [])
+    make = new_list or (lambda codec: [])
+    embedded, unchanged = make(DONE), make(DONE)  # appended to here, returned in ``out``
+    out = Embedded(embedded, np.zeros((0, 0), np.float32), reconerror.unknown(0), unchanged, [])
     state: dict[str, Any] = {"model": None, "codes": None, "recon": None}
     waited = 0.0
 
@@ -430,7 +455,8 @@ def _embed_stream(
         k = len(out.done)
         state["codes"][k : k + len(codes)] = codes
         state["recon"][k : k + len(codes)] = recon
-        out.done.extend(pending)
+        for d in pending:
+            embedded.append(d)
         pending.clear()
 
     it = iter(decoded)
@@ -443,7 +469,7 @@ def _embed_stream(
             if arr is None:
                 out.failed.append((f, reason or "unreadable"))
             elif old_sha.get(f.rel) == info["sha256"]:
-                out.same.append((f, FileInfo.of(info)))
+                unchanged.append((f, FileInfo.of(info)))
             else:
                 buf[len(pending)] = arr
                 pending.append((f, FileInfo.of(info)))
@@ -464,9 +490,21 @@ def _embed_stream(
     return out
 
 
-def _embed(index_dir: Path, model, info: ModelRecord, pre: Preprocess, todo: Plan, old, replay, options, progress):
+def _embed(
+    index_dir: Path,
+    model,
+    info: ModelRecord,
+    pre: Preprocess,
+    todo: Plan,
+    old,
+    replay,
+    options,
+    progress,
+    new_list=None,
+):
     """Embed the files the plan decodes: on Ray (``options.ray``), from the training sample's pixels
-    when they are the whole folder (``replay``), else streamed (``embed_files``). → ``Embedded``."""
+    when they are the whole folder (``replay``), else streamed (``embed_files``). → ``Embedded``
+    (``new_list``: as ``embed_files``)."""
     path = store.model_path(index_dir, info.sha256)  # the model is in the index before anything is embedded
     old_sha = {} if todo.reembed or old is None else {e.path: e.sha256 for e in old.entries}
     files = todo.to_decode
@@ -480,8 +518,10 @@ def _embed(index_dir: Path, model, info: ModelRecord, pre: Preprocess, todo: Pla
         )
     if replay is not None:
         load = lambda: model or _load_model_file(path)  # noqa: E731
-        return _embed_stream(files, replay, pre, load, todo.views, old_sha, options, progress, corruption)
-    return embed_files(files, pre, path, todo.views, old_sha, options, progress, model=model, corruption=corruption)
+        return _embed_stream(files, replay, pre, load, todo.views, old_sha, options, progress, corruption, new_list)
+    return embed_files(
+        files, pre, path, todo.views, old_sha, options, progress, model=model, corruption=corruption, new_list=new_list
+    )
 
 
 def _split_timings(timer: _Timer, emb: Embedded) -> None:
@@ -498,7 +538,7 @@ def sort_embedded(emb: Embedded, old: Snapshot | None) -> Changes:
     embedded → to assemble (row = its row in ``emb.codes``); an indexed file that failed → dropped."""
     by_path = {e.path: e for e in old.entries} if old is not None else {}
     refreshed = {f.rel: replace(by_path[f.rel], size=info.size, mtime_ns=info.mtime_ns) for f, info in emb.same}
-    embed = [(f.rel, info, row) for row, (f, info) in enumerate(emb.done)]
+    embed = spill.mapped(emb.done, lambda d: (d[0].rel, d[1]))
     lost = [f.rel for f, _ in emb.failed if f.rel in by_path]
     return Changes(refreshed, embed, lost)
 
@@ -521,91 +561,100 @@ def update(
     log = log or (lambda msg: None)
     timer = _Timer()
     with store.write_lock(index_dir, wait=options.wait):
-        root_abs = root.resolve() if root.is_dir() else root.resolve().parent
-        only = files is not None
-        with timer("discover"):
-            paths: Sequence[str | Path]
-            if files is not None:  # only
-                paths, problems = _check_inside(files, root_abs)
-            else:
-                paths, problems = discover(root, strings=True)
-            found = scan(paths, root, root_abs)
-        old = _read_old(index_dir, root_abs, options)
-        report = UpdateReport(index=str(index_dir), root=str(root_abs))
-        report.skipped = [{"path": relpath(p, root_abs), "reason": r} for p, r in problems]
-        for s in report.skipped:
-            _log_skip(log, s["path"], s["reason"])
-        if not paths and old is None:
-            raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
+        spill.clean(index_dir / "work")  # what a killed run left
+        with spill.Spill(index_dir / "work") as records:
+            return _update(root, index_dir, options, progress, log, files, started, timer, records)
 
-        source = _choose_model(index_dir, old, paths, options)
-        todo = plan(
-            found,
-            old,
-            only=only,
-            retrain=source.train,
-            model_sha=source.info.sha256 if source.info is not None and options.model else None,
-            views=tta_views_for(source.pre.size) if options.tta is not False else [],
-            tta=options.tta,
+
+def _update(root: Path, index_dir: Path, options, progress, log, files, started: float, timer, records: spill.Spill):
+    """``update``'s steps, under the write lock; the per-file records go to ``records`` (on disk)."""
+    root_abs = root.resolve() if root.is_dir() else root.resolve().parent
+    only = files is not None
+    with timer("discover"):
+        if files is not None:  # only
+            paths, problems = _check_inside(files, root_abs)
+            found = scan(paths, root, root_abs, into=records.list(FOUND))
+        else:
+            sorted_paths = records.sorter()
+            problems = walk(root, sorted_paths.add)
+            found = scan(sorted_paths, root, root_abs, into=records.list(FOUND))
+    old = _read_old(index_dir, root_abs, options)
+    report = UpdateReport(index=str(index_dir), root=str(root_abs))
+    report.skipped = [{"path": relpath(p, root_abs), "reason": r} for p, r in problems]
+    for s in report.skipped:
+        _log_skip(log, s["path"], s["reason"])
+    if not found and old is None:
+        raise SimsearchError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS)[:8])}, …)")
+
+    source = _choose_model(index_dir, old, spill.mapped(found, lambda f: f.path), options)
+    todo = plan(
+        found,
+        old,
+        only=only,
+        retrain=source.train,
+        model_sha=source.info.sha256 if source.info is not None and options.model else None,
+        views=tta_views_for(source.pre.size) if options.tta is not False else [],
+        tta=options.tta,
+        new_list=records.list,
+    )
+    if old is not None and todo.reembed and not source.train:
+        if source.info is not None and source.info.sha256 != old.meta.model.sha256:
+            log(f"model {source.info.sha256[:12]} differs from the index's model: re-embedding every image")
+        else:
+            log("test-time views changed: re-embedding every image")
+
+    pixels, replay = None, None
+    with timer("decode"):  # only the training sample, when a model is trained; the rest streams
+        if source.train:
+            pixels, replay = _decode_sample(todo.to_decode, source.pre, options, progress, log)
+    budget = None
+    if source.train and pixels is not None:
+        decode_s = timer.t.get("decode", 0.0) / max(1, len(pixels)) if replay is None else 0.0
+        spent = time.perf_counter() - started
+        budget = training_budget(options, source.pre, pixels, len(todo.to_decode), decode_s, spent, todo.views, log)
+    model, model_info = _model_step(index_dir, old, source, pixels, options, progress, timer, report, log, budget)
+    pixels = None  # training is done: only ``replay`` (the whole folder when it was the sample) keeps them
+    with timer("embed"):
+        emb = _embed(index_dir, model, model_info, source.pre, todo, old, replay, options, progress, records.list)
+    replay = None
+    _split_timings(timer, emb)
+    for f, reason in emb.failed:
+        report.skipped.append({"path": f.rel, "reason": reason})
+        _log_skip(log, f.rel, reason)
+    changes = sort_embedded(emb, old)
+    new_vecs, new_recon = emb.codes, emb.recon
+    if not len(new_vecs):
+        new_vecs = np.zeros((0, int(model_info.config["latent_dim"])), np.float32)
+
+    report.removed = len(todo.removed) + len(changes.lost)
+    if old is not None and _nothing_changed(old, todo, changes, report, only, options):
+        report.unchanged, report.total, report.timings = len(old), len(old), timer.t
+        return report  # an unchanged folder writes nothing
+
+    rows = assemble(old, todo, changes, new_vecs, report, new_recon, records.list)
+    with timer("fit"):
+        if todo.reembed or old is None:
+            model = model or _load_model(index_dir, model_info)
+            post, post_record = _fit_post(rows, index_dir, options, log, (root_abs, source.pre, model, todo.views))
+        else:
+            post, post_record = old.post, old.meta.post
+    with timer("write"):
+        carried = [x for x in old.skipped if x["path"] not in {f.rel for f in found}] if only and old else []
+        faiss_record, faiss_index = _plan_faiss(
+            rows, post, old if not todo.reembed else None, options.index_type, changes.embed, options.shards
         )
-        if old is not None and todo.reembed and not source.train:
-            if source.info is not None and source.info.sha256 != old.meta.model.sha256:
-                log(f"model {source.info.sha256[:12]} differs from the index's model: re-embedding every image")
-            else:
-                log("test-time views changed: re-embedding every image")
-
-        pixels, replay = None, None
-        with timer("decode"):  # only the training sample, when a model is trained; the rest streams
-            if source.train:
-                pixels, replay = _decode_sample(todo.to_decode, source.pre, options, progress, log)
-        budget = None
-        if source.train and pixels is not None:
-            decode_s = timer.t.get("decode", 0.0) / max(1, len(pixels)) if replay is None else 0.0
-            spent = time.perf_counter() - started
-            budget = training_budget(options, source.pre, pixels, len(todo.to_decode), decode_s, spent, todo.views, log)
-        model, model_info = _model_step(index_dir, old, source, pixels, options, progress, timer, report, log, budget)
-        pixels = None  # training is done: only ``replay`` (the whole folder when it was the sample) keeps them
-        with timer("embed"):
-            emb = _embed(index_dir, model, model_info, source.pre, todo, old, replay, options, progress)
-        replay = None
-        _split_timings(timer, emb)
-        for f, reason in emb.failed:
-            report.skipped.append({"path": f.rel, "reason": reason})
-            _log_skip(log, f.rel, reason)
-        changes = sort_embedded(emb, old)
-        new_vecs, new_recon = emb.codes, emb.recon
-        if not len(new_vecs):
-            new_vecs = np.zeros((0, int(model_info.config["latent_dim"])), np.float32)
-
-        report.removed = len(todo.removed) + len(changes.lost)
-        if old is not None and _nothing_changed(old, todo, changes, report, only, options):
-            report.unchanged, report.total, report.timings = len(old), len(old), timer.t
-            return report  # an unchanged folder writes nothing
-
-        rows = assemble(old, todo, changes, new_vecs, report, new_recon)
-        with timer("fit"):
-            if todo.reembed or old is None:
-                model = model or _load_model(index_dir, model_info)
-                post, post_record = _fit_post(rows, index_dir, options, log, (root_abs, source.pre, model, todo.views))
-            else:
-                post, post_record = old.post, old.meta.post
-        with timer("write"):
-            carried = [x for x in old.skipped if x["path"] not in {f.rel for f in found}] if only and old else []
-            faiss_record, faiss_index = _plan_faiss(
-                rows, post, old if not todo.reembed else None, options.index_type, changes.embed, options.shards
-            )
-            meta = _meta(old, rows, model_info, source.pre, root_abs, todo, post, post_record, faiss_record)
-            snap = Snapshot(
-                meta, rows.ids, rows.vectors, rows.entries, carried + report.skipped, post=post, recon=rows.recon
-            )
-            snap._faiss = faiss_index
-            store.write(index_dir, snap)
-        (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
-        shutil.rmtree(index_dir / "work" / "ray-parts", ignore_errors=True)  # a --ray run's parts, likewise
-        report.faiss = configs.to_dict(snap.meta.faiss)
-        report.total = len(snap)
-        report.timings = timer.t
-        return report
+        meta = _meta(old, rows, model_info, source.pre, root_abs, todo, post, post_record, faiss_record)
+        snap = Snapshot(
+            meta, rows.ids, rows.vectors, rows.entries, carried + report.skipped, post=post, recon=rows.recon
+        )
+        snap._faiss = faiss_index
+        store.write(index_dir, snap)
+    (index_dir / "work" / "train.ckpt").unlink(missing_ok=True)  # committed: no resume needed
+    shutil.rmtree(index_dir / "work" / "ray-parts", ignore_errors=True)  # a --ray run's parts, likewise
+    report.faiss = configs.to_dict(snap.meta.faiss)
+    report.total = len(snap)
+    report.timings = timer.t
+    return report
 
 
 def _read_old(index_dir: Path, root_abs: Path, options: BuildOptions) -> Snapshot | None:
@@ -728,7 +777,9 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
     if calibration is not None and cfg.copies and len(snap) >= 2:
         root, pre, model, views = calibration
         originals, copy_raw = _copy_codes(snap, root, pre, model, views, options)
-        keys = np.array([e.sha256 for e in snap.entries])
+        # one key per file content, equal for identical files (Python's hash of the sha256, compared only
+        # within this call: 8 bytes a file instead of a 64-character string's 256)
+        keys = np.fromiter((hash(e.sha256) for e in snap.entries), np.int64, len(snap.entries))
         record = postprocess.calibrate(post, snap.vectors, keys, originals, copy_raw)
         if record.get("placement"):
             log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
@@ -814,7 +865,7 @@ def _id_changes(old: Snapshot, snap: Rows, new_items) -> tuple[set[int], set[int
     """Ids whose vectors leave the index (removed or re-embedded) and ids whose vectors enter it
     (new or re-embedded), between ``old`` and ``snap``."""
     old_ids, new_ids = set(old.ids.tolist()), set(snap.ids.tolist())
-    new_paths = {rel for rel, _, _ in new_items}
+    new_paths = {rel for rel, _ in new_items}
     updated = {e.id for e in snap.entries if e.path in new_paths and e.id in old_ids}
     return (old_ids - new_ids) | updated, (new_ids - old_ids) | updated
 
@@ -1061,7 +1112,7 @@ class Rows:
 
     ids: np.ndarray  # (N,) int64, ascending
     vectors: np.ndarray  # (N, D) float32 raw codes
-    entries: list[Entry]
+    entries: Sequence[Entry]  # a list, or a spill.SpillList
     next_id: int
     recon: np.ndarray | None = None  # (N, 3) reconstruction statistics (reconerror.COLUMNS), NaN where unknown
 
@@ -1076,13 +1127,16 @@ def assemble(
     new_vecs: np.ndarray,
     report: UpdateReport,
     new_recon: np.ndarray | None = None,
+    new_list: Callable[[spill.Codec], Any] | None = None,
 ) -> Rows:
     """The new generation's rows: kept and refreshed entries with their vectors (and reconstruction
     statistics: NaN for kept rows of an index that had none), then the new content with its codes
     and statistics (``new_recon``; None = NaN), in id order. A path that was indexed keeps its id
-    (even with new content); a new path gets the next id; ids of removed files are never reused."""
+    (even with new content); a new path gets the next id; ids of removed files are never reused.
+    ``new_list(codec)``: where the entries go (``Spill.list``; default a Python list)."""
+    make = new_list or (lambda codec: [])
     dim = new_vecs.shape[1] if len(new_vecs) or old is None else old.vectors.shape[1]
-    entries: list[Entry] = []
+    entries = make(ENTRY)
     vec_parts: list[np.ndarray] = []
     recon_parts: list[np.ndarray] = []
     next_id = old.meta.next_id if old is not None else 0
@@ -1090,12 +1144,12 @@ def assemble(
     if old is not None and not todo.reembed:
         keep = set(todo.unchanged) | set(changes.refreshed)
         rows = sorted(old_rows[p] for p in keep)
-        entries += [changes.refreshed.get(old.entries[r].path, old.entries[r]) for r in rows]
+        entries.extend(changes.refreshed.get(old.entries[r].path, old.entries[r]) for r in rows)
         if rows:
             vec_parts.append(np.asarray(old.vectors[rows], dtype=np.float32))
             recon_parts.append(old.recon[rows] if old.recon is not None else reconerror.unknown(len(rows)))
         report.unchanged = len(rows)
-    for rel, info, _row in changes.embed:
+    for rel, info in changes.embed:
         prev = old_rows.get(rel)
         if prev is not None:  # same path, new content: keep its id
             assert old is not None  # old_rows is empty without it
@@ -1112,9 +1166,12 @@ def assemble(
         )
     vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
     recon = np.concatenate(recon_parts) if recon_parts else reconerror.unknown(0)
-    ids = np.array([e.id for e in entries], dtype=np.int64)
+    ids = np.fromiter((e.id for e in entries), np.int64, len(entries))
     order = np.argsort(ids, kind="stable")
-    return Rows(ids[order], vectors[order], [entries[i] for i in order], next_id, recon[order])
+    if np.any(order != np.arange(len(order))):  # (a first build's entries are in id order already)
+        unsorted, entries = entries, make(ENTRY)
+        entries.extend(unsorted[i] for i in order.tolist())
+    return Rows(ids[order], vectors[order], entries, next_id, recon[order])
 
 
 def _meta(old, rows: Rows, model: ModelRecord, pre, root_abs: Path, todo: Plan, post, post_record, faiss):

@@ -190,11 +190,37 @@ def decode_grids(
     return _run(paths, None, "grid", workers, chunksize)
 
 
+class _Chunks:
+    """The (start, paths) chunks of ``paths``, made as they are taken (a deque's ``[0]`` and
+    ``popleft``), so that a long list of paths is never copied whole."""
+
+    def __init__(self, paths: Sequence[str | Path], size: int):
+        self._paths, self._size, self._start = paths, size, 0
+        self._head: tuple[int, list] | None = None
+
+    def __bool__(self) -> bool:
+        return self._start < len(self._paths)
+
+    def __getitem__(self, i: int) -> tuple[int, list]:
+        assert i == 0 and self, "only the next chunk is looked at"
+        if self._head is None:
+            end = min(self._start + self._size, len(self._paths))
+            self._head = (self._start, [self._paths[k] for k in range(self._start, end)])
+        return self._head
+
+    def popleft(self) -> tuple[int, list]:
+        head = self[0]
+        self._start += len(head[1])
+        self._head = None
+        return head
+
+
 def _run(
     paths: Sequence[str | Path], pre: Preprocess | None, job: str, workers: int, chunksize: int
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
-    paths = list(paths)
-    n = len(paths)
+    if not isinstance(paths, Sequence):
+        paths = list(paths)
+    n = len(paths)  # (a Sequence is read, never copied: the indexer's is a spill.SpillList on disk)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if chunksize < 1:
@@ -212,9 +238,8 @@ def _run(
         return
 
     chunk = max(1, min(chunksize, math.ceil(n / (workers * 4))))
-    chunks = [(s, paths[s : s + chunk]) for s in range(0, n, chunk)]
     window = workers * 2
-    todo = deque(chunks)
+    todo = _Chunks(paths, chunk)
     inflight: deque = deque()
     ex: _Executor | None = _Executor(workers, pre, job)
     hard = True

@@ -318,9 +318,10 @@ def probe(files: Sequence[str | Path], sample: int = 200, seed: int = 0) -> Prep
     channels = 1 if ≥ 95% of the readable sampled images are grayscale, else 3;
     size = median shorter side rounded up to a multiple of 4, clamped to 16..64.
     """
-    files = list(files)
+    if not isinstance(files, Sequence):
+        files = list(files)  # (a Sequence is read where sampled, never copied: the indexer's is on disk)
     if sample >= len(files):
-        chosen = files
+        chosen = list(files)
     else:
         idx = sorted(random.Random(seed).sample(range(len(files)), max(0, sample)))
         chosen = [files[i] for i in idx]

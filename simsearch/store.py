@@ -39,6 +39,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,7 @@ class Snapshot:
     meta: IndexMeta
     ids: np.ndarray  # (N,) int64, ascending
     vectors: np.ndarray  # (N, D) float32 raw embeddings
-    entries: list[Entry]  # aligned with ids
+    entries: Sequence[Entry]  # aligned with ids (a list when read; a build's may be a spill.SpillList)
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     gen_dir: Path | None = None
     _faiss: object = None
@@ -486,7 +487,7 @@ def _read_manifest(path: Path) -> tuple[list[Entry], list[dict]]:
 # ---------------------------------------------------------------- write
 
 
-def _write_manifest(path: Path, entries: list[Entry], skipped: list[dict]) -> None:
+def _write_manifest(path: Path, entries: Iterable[Entry], skipped: list[dict]) -> None:
     con = sqlite3.connect(path)
     try:
         con.executescript(

@@ -83,7 +83,7 @@ def test_a_modified_file_keeps_its_id_with_the_new_vector(old):
     found = found_as_indexed(old)
     found[2] = Found(found[2].path, found[2].rel, found[2].size + 1, found[2].mtime_ns)
     p, changes, rows, report = run(old, found, new_shas={found[2].rel: "f" * 64})
-    assert [r for r, _, _ in changes.embed] == [found[2].rel]
+    assert [r for r, _ in changes.embed] == [found[2].rel]
     assert rows.ids.tolist() == old.ids.tolist()  # id 11 is reused for the new content
     assert (rows.vectors[2] == 7.0).all() and np.array_equal(rows.vectors[[0, 1, 3]], old.vectors[[0, 1, 3]])
     assert rows.entries[2].sha256 == "f" * 64 and report.updated == 1 and report.unchanged == 3
