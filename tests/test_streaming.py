@@ -319,5 +319,5 @@ def test_the_rss_benchmark_prints_its_table(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "images" not in line]
     assert len(rows) == 3 and [row.split("|")[2].strip() for row in rows] == ["30", "30", "60"]
-    assert "bytes per extra image" in r.stdout
+    assert "bytes per extra image" in r.stdout and "bound through embedding" in r.stdout
     assert not list(tmp_path.glob("scale_rss-*"))  # generated images and indexes deleted

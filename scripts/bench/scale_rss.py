@@ -178,6 +178,16 @@ def report(rows: list[dict]) -> None:
             if key in lo and key in hi:
                 per = (hi[key] - lo[key]) * MIB / dn
                 print(f"\n{label}, growth {what}: {per:,.0f} bytes per extra image (its raw vector: {dim * 4} bytes)")
+        if all("embed_peak_mib" in r for r in same):
+            # what the peak through embedding leaves once each image's raw code and reconstruction
+            # statistics (4·(D + 3) bytes: the vectors the build keeps) are taken off, at every size
+            rest = ", ".join(f"{r['embed_peak_mib'] - r['images'] * (dim + 3) * 4 / MIB:,.0f}" for r in same)
+            sizes = ", ".join(f"{r['images']:,}" for r in same)
+            most = max(r["embed_peak_mib"] - r["images"] * (dim + 3) * 4 / MIB for r in same)
+            print(
+                f"{label}, bound through embedding: {most:,.0f} MiB + {(dim + 3) * 4} bytes per image"
+                f" (peak less the vectors: {rest} MiB at {sizes} images)"
+            )
 
 
 if __name__ == "__main__":
