@@ -10,8 +10,13 @@ for each variant (``--sides`` × crop steps of 2.5% and 1.25%), then, using the 
 only a benchmark has), finds the thresholds with the highest precision at recall ≥ 0.90 and ≥ 0.95
 and the best F1. If no threshold reaches both goals on the development set, no calibration can.
 
+``--second SIDES`` then asks whether a second pixel statistic helps: the same frontier for the shipped
+side (24 px, 1.25% steps) AND the similarity at each of SIDES (1.25% steps) reaching its own threshold,
+swept over the 0–10% quantiles of the planted pairs' values.
+
     python scripts/bench_dupes.py --half dev --epochs 4 --budget 1200 --no-imagededup --work /tmp/dupes-dev
     python scripts/research/dupes_frontier.py --work /tmp/dupes-dev
+    python scripts/research/dupes_frontier.py --work /tmp/dupes-dev --sides 24 --second 48,64,96
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="bench_dupes.py's --work (set/, set.json, index/)")
     ap.add_argument("--loose", type=float, default=0.85, help="candidate pairs: cosine at least this")
     ap.add_argument("--sides", default="24,48,64,96")
+    ap.add_argument("--second", default="", help="sides whose similarity is also required (AND), e.g. 48,64,96")
     a = ap.parse_args(argv)
     truth_set = json.loads((a.work / "set.json").read_text())
     idx = simsearch.Index.open(a.work / "index")
@@ -90,7 +96,39 @@ def main(argv=None) -> int:
                 f"| {time.perf_counter() - t0:.0f} |",
                 flush=True,
             )
+    if a.second:
+        second(true_cos, cand_cos, true_pairs, cand, grids, [int(x) for x in a.second.split(",")])
     return 0
+
+
+def second(true_cos, cand_cos, true_pairs, cand, grids, sides: list[int]) -> None:
+    """The frontier of the 24 px / 1.25% check AND a second similarity at each of ``sides``."""
+    first_side = 24
+
+    def sim(pairs, side):
+        return pixelmatch.similarities(pairs, grids.get, side=side, crops=FINE_CROPS).astype(np.float64)
+
+    t24, c24 = sim(true_pairs, first_side), sim(cand, first_side)
+    print(
+        f"\n| {first_side} px AND | its threshold | best precision at recall ≥ 0.90 | its threshold"
+        " | at recall ≥ 0.95 | s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for side in sides:
+        t0 = time.perf_counter()
+        ts, cs = sim(true_pairs, side), sim(cand, side)
+        best = {"p_at_r90": (0.0, None), "p_at_r95": (0.0, None)}
+        for q in np.quantile(ts, np.linspace(0, 0.1, 21)):  # q at the 0% quantile: no second condition
+            kt, kc = ts >= q, cs >= q
+            f = frontier(true_cos[kt], t24[kt], cand_cos[kc], c24[kc], len(true_pairs))
+            for key in best:
+                if f[key][0] > best[key][0]:
+                    best[key] = (f[key][0], float(q))
+        (p90, q90), (p95, q95) = best["p_at_r90"], best["p_at_r95"]
+        print(
+            f"| {side} px | {q90:.4f} | {p90:.3f} | {q95:.4f} | {p95:.3f} | {time.perf_counter() - t0:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
