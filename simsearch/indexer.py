@@ -632,6 +632,7 @@ def _update(root: Path, index_dir: Path, options, progress, log, files, started:
         return report  # an unchanged folder writes nothing
 
     rows = assemble(old, todo, changes, new_vecs, report, new_recon, records.list)
+    emb = new_vecs = new_recon = None  # the codes live on in ``rows`` only
     with timer("fit"):
         if todo.reembed or old is None:
             model = model or _load_model(index_dir, model_info)
@@ -1164,14 +1165,20 @@ def assemble(
         recon_parts.append(
             reconerror.unknown(len(new_vecs)) if new_recon is None else np.asarray(new_recon, np.float32)
         )
-    vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
-    recon = np.concatenate(recon_parts) if recon_parts else reconerror.unknown(0)
+    # one part (a first build, or a re-embedding) is used as it is: no second copy of the codes
+    vectors = _joined(vec_parts, np.zeros((0, dim), np.float32))
+    recon = _joined(recon_parts, reconerror.unknown(0))
     ids = np.fromiter((e.id for e in entries), np.int64, len(entries))
     order = np.argsort(ids, kind="stable")
-    if np.any(order != np.arange(len(order))):  # (a first build's entries are in id order already)
-        unsorted, entries = entries, make(ENTRY)
-        entries.extend(unsorted[i] for i in order.tolist())
+    if np.all(order == np.arange(len(order))):  # a first build's entries are in id order already
+        return Rows(ids, vectors, entries, next_id, recon)
+    unsorted, entries = entries, make(ENTRY)
+    entries.extend(unsorted[i] for i in order.tolist())
     return Rows(ids[order], vectors[order], entries, next_id, recon[order])
+
+
+def _joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else empty
 
 
 def _meta(old, rows: Rows, model: ModelRecord, pre, root_abs: Path, todo: Plan, post, post_record, faiss):

@@ -71,6 +71,7 @@ class PostConfig:
 ANCHOR_IVF_MIN = 20_000  # fewer anchors: an exact scan is fast enough
 ANCHOR_RECALL = 0.99  # recall of a new image's k anchor neighbours the inverted lists must reach
 PROJECT_CHUNK = 8192  # images placed through their anchors at a time
+SEARCH_CHUNK = 65536  # raw codes turned into search vectors at a time (the temporaries are a few times the chunk)
 ANCHOR_NPROBE_MAX = 256  # the largest nprobe tried before scanning every cell
 
 
@@ -121,8 +122,18 @@ class PostProcess:
     # ------------------------------------------------------------ apply
 
     def base(self, raw: np.ndarray) -> np.ndarray:
-        """Centred (whitened) L2-normalised embeddings: the plain-cosine space."""
-        v = np.atleast_2d(np.asarray(raw, np.float32)) - self.mean
+        """Centred (whitened) L2-normalised embeddings: the plain-cosine space
+        (``SEARCH_CHUNK`` rows at a time)."""
+        raw = np.atleast_2d(raw)
+        if len(raw) <= SEARCH_CHUNK:
+            return self._base(raw)
+        out = np.empty((len(raw), len(self.mean)), np.float32)
+        for s in range(0, len(raw), SEARCH_CHUNK):
+            out[s : s + SEARCH_CHUNK] = self._base(raw[s : s + SEARCH_CHUNK])
+        return out
+
+    def _base(self, raw: np.ndarray) -> np.ndarray:
+        v = np.asarray(raw, np.float32) - self.mean
         if self.whitener is not None:
             v = v @ self.whitener
         return _l2n(v)
@@ -150,7 +161,18 @@ class PostProcess:
 
     def search_vectors(self, raw: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Search vectors of raw codes. ``ids``: the images' index ids when they are gallery
-        images (anchors use their exact graph coordinates); None for queries."""
+        images (anchors use their exact graph coordinates); None for queries. Computed
+        ``SEARCH_CHUNK`` rows at a time into the result, so the temporaries stay bounded."""
+        raw = np.atleast_2d(raw)
+        if len(raw) <= SEARCH_CHUNK:
+            return self._search_vectors(raw, ids)
+        out = np.empty((len(raw), self.dim), np.float32)
+        for s in range(0, len(raw), SEARCH_CHUNK):
+            part = slice(s, s + SEARCH_CHUNK)
+            out[part] = self._search_vectors(raw[part], None if ids is None else ids[part])
+        return out
+
+    def _search_vectors(self, raw: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         b = self.base(raw)
         if not self.diffusion:
             return b
@@ -278,10 +300,8 @@ def calibrate(
 
     gb = post.base(gallery_raw)
     pos = np.sum(post.base(copy_raw) * gb[originals], axis=1)
-    index = faiss.IndexFlatIP(gb.shape[1])
-    index.add(np.ascontiguousarray(gb))
     kk = min(len(gb), 16)
-    sims, nn = index.search(np.ascontiguousarray(gb[originals]), kk)
+    sims, nn = faiss.knn(np.ascontiguousarray(gb[originals]), gb, kk, metric=faiss.METRIC_INNER_PRODUCT)
     nearest = []
     for row, s_row, n_row in zip(originals, sims, nn):
         other = [s for s, j in zip(s_row, n_row) if j >= 0 and gallery_keys[j] != gallery_keys[row]]

@@ -76,6 +76,33 @@ def test_a_large_gallery_fits_its_graph_on_a_uniform_sample():
     assert np.array_equal(same.anchor_ids, full.anchor_ids) and np.allclose(same.U, full.U)
 
 
+def test_search_vectors_are_made_a_chunk_at_a_time(monkeypatch):
+    """A whole gallery's search vectors (index build, ``verify``) are computed ``SEARCH_CHUNK`` rows
+    at a time into the result: the same vectors, and the temporaries (centred, whitened, coordinates,
+    the stacked pair, its normalisation: a few times the result) are bounded by the chunk."""
+    import tracemalloc
+
+    from simsearch import postprocess
+
+    x, _ = clustered()
+    ids = np.arange(len(x)) * 3 + 1
+    post = fit(x, ids, replace(CFG, max_anchors=600))  # anchors placed exactly, the rest projected
+    whole = post.search_vectors(x, ids)
+    whole_base = post.base(x)
+    whole_queries = post.search_vectors(x[:300])  # placed through their anchors, as queries
+    monkeypatch.setattr(postprocess, "SEARCH_CHUNK", 64)
+    assert np.allclose(post.search_vectors(x, ids), whole, atol=1e-6)
+    assert np.allclose(post.base(x), whole_base, atol=1e-6)
+    assert np.allclose(post.search_vectors(x[:300]), whole_queries, atol=1e-6)
+    big = np.tile(x, (10, 1))  # 20,000 codes (the anchor search was built above: not counted)
+    tracemalloc.start()
+    out = post.search_vectors(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (len(big), post.dim)
+    assert peak < 1.1 * out.nbytes, (peak, out.nbytes)  # at once: 4× the result
+
+
 def test_diffusion_lifts_map_on_fashion_mnist_pixels():
     """On real images (raw pixels as the codes), the diffusion part raises mAP: the
     reason it is on by default. Uses the Debian dataset-fashion-mnist files."""

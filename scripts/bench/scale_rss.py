@@ -57,7 +57,12 @@ def child(a: argparse.Namespace) -> None:
         kw["chunk_size"] = a.chunk
     t0 = time.perf_counter()
     report = indexer.update(a.folder, a.index, BuildOptions.of(**kw), progress=progress)
+    import simsearch
+
+    info = simsearch.Index.open(a.index).info()
     out = {
+        "dim": info["dim"],
+        "search_dim": info["search_dim"],
         "images": report.total,
         "skipped": len(report.skipped),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -187,6 +192,16 @@ def report(rows: list[dict]) -> None:
             print(
                 f"{label}, bound through embedding: {most:,.0f} MiB + {(dim + 3) * 4} bytes per image"
                 f" (peak less the vectors: {rest} MiB at {sizes} images)"
+            )
+        if all("search_dim" in r for r in same):
+            # overall, the build holds each image's vectors three times at its peak (the FAISS build and
+            # its recall check): the raw code and statistics, the search vector, and FAISS's copy of it
+            per = (dim + 3) * 4 + 2 * 4 * same[0]["search_dim"] + 8
+            left = [r["peak_mib"] - r["images"] * per / MIB for r in same]
+            rest = ", ".join(f"{x:,.0f}" for x in left)
+            print(
+                f"{label}, bound overall: {max(left):,.0f} MiB + {per:,} bytes per image (raw code and statistics,"
+                f" search vector, FAISS's copy of it with its id; peak less those: {rest} MiB at {sizes} images)"
             )
 
 
