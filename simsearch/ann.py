@@ -91,10 +91,34 @@ def build(vectors: np.ndarray, ids: np.ndarray, spec: dict, seed: int = 0):
     if spec["type"] == "hnsw":
         # stub gap: index_factory and downcast_index are typed as the base Index (here: IndexIDMap2, IndexHNSW)
         faiss.downcast_index(index.index).hnsw.efConstruction = 64  # type: ignore[attr-defined]
-    if len(x):
+    if len(x) and spec["type"] in ("ivf", "ivfpq"):
+        add_reserved(index, x, np.ascontiguousarray(ids, dtype=np.int64))
+    elif len(x):
         index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
     apply_params(index, spec.get("params", {}))
     return index
+
+
+def add_reserved(index, x: np.ndarray, ids: np.ndarray) -> None:
+    """``index.add_with_ids(x, ids)`` for an empty IVF index, with each inverted list allocated once at
+    its final size: FAISS appends entries one at a time and a list's storage grows by doubling, so the
+    lists of a whole gallery held ≈ 1.5× their bytes (measured on IVF-Flat, 300k and 600k 256-d vectors).
+    The vectors are assigned to their cells first (as ``add_with_ids`` does), the lists reserved, then
+    filled with that assignment: the same index, entry for entry."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if ivf.ntotal or not isinstance(lists, faiss.ArrayInvertedLists):
+        index.add_with_ids(x, ids)
+        return
+    _, assign = ivf.quantizer.search(x, 1)
+    assign = np.ascontiguousarray(assign.ravel(), dtype=np.int64)
+    counts = np.bincount(assign[assign >= 0], minlength=ivf.nlist)
+    for cell in np.flatnonzero(counts).tolist():
+        lists.resize(cell, int(counts[cell]))  # allocates exactly this many entries …
+        lists.resize(cell, 0)  # … and keeps the capacity, empty
+    ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
 
 
 def search(index, q: np.ndarray, k: int):

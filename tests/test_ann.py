@@ -177,3 +177,35 @@ def test_postprocess_uses_only_public_names_of_ann():
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.ImportFrom) and node.module == "ann":
             assert not [a.name for a in node.names if a.name.startswith("_")]
+
+
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64,PQ8x8"])
+def test_add_reserved_gives_the_index_add_with_ids_gives(factory):
+    """``ann.build`` fills an IVF index with its lists allocated once at their final size
+    (``add_reserved``); the index is the same entry for entry as FAISS's own ``add_with_ids``."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(len(x), dtype=np.int64) * 3 + 11
+    trained = faiss.index_factory(32, factory, faiss.METRIC_INNER_PRODUCT)
+    trained.train(x)
+    plain, reserved = faiss.clone_index(trained), faiss.clone_index(trained)
+    plain.add_with_ids(x, ids)
+    ann.add_reserved(reserved, x, ids)
+    assert reserved.ntotal == plain.ntotal == len(x)
+    a, b = faiss.extract_index_ivf(plain).invlists, faiss.extract_index_ivf(reserved).invlists
+    for cell in range(64):
+        n = a.list_size(cell)
+        assert b.list_size(cell) == n
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_ids(cell), n), faiss.rev_swig_ptr(b.get_ids(cell), n))
+        size = n * a.code_size
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_codes(cell), size), faiss.rev_swig_ptr(b.get_codes(cell), size))
+    # a second add (an index that already holds vectors) is FAISS's own
+    more = x[:100] * -1
+    ann.add_reserved(reserved, more, ids[:100] + 1)
+    plain.add_with_ids(more, ids[:100] + 1)
+    for index in (plain, reserved):
+        faiss.extract_index_ivf(index).nprobe = 8
+    assert np.array_equal(plain.search(x[:50], 10)[1], reserved.search(x[:50], 10)[1])
