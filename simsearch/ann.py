@@ -108,7 +108,7 @@ def add_reserved(index, x: np.ndarray, ids: np.ndarray) -> None:
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
-    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf.invlists is not None else None
     if ivf.ntotal or not isinstance(lists, faiss.ArrayInvertedLists):
         index.add_with_ids(x, ids)
         return
