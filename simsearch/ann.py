@@ -187,9 +187,8 @@ def _tune_hnsw(index, vectors: np.ndarray, ids: np.ndarray, spec: dict, k: int, 
         q, self_ids = np.ascontiguousarray(vectors[held], dtype=np.float32), np.asarray(ids)[held]
         import faiss
 
-        exact = faiss.IndexFlatIP(vectors.shape[1])
-        exact.add(np.ascontiguousarray(rest_v, dtype=np.float32))
-        truth = rest_ids[exact.search(q, k)[1]]
+        rest = np.ascontiguousarray(rest_v, dtype=np.float32)
+        truth = rest_ids[faiss.knn(q, rest, k, metric=faiss.METRIC_INNER_PRODUCT)[1]]
         probe_index = build(rest_v, rest_ids, spec)
     best = sweep(probe_index, "efSearch", EF_SEARCH, q, self_ids, truth, target, min_gain=0.002)
     assert best is not None  # EF_SEARCH is not empty

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -78,6 +79,17 @@ ANCHOR_NPROBE_MAX = 256  # the largest nprobe tried before scanning every cell
 def _l2n(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _in_chunks(rows: int, width: int, make: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """(rows, width) float32 made ``SEARCH_CHUNK`` rows at a time by ``make(rows slice)``: the
+    temporaries of ``make`` are bounded by the chunk, not the whole array."""
+    if rows <= SEARCH_CHUNK:
+        return make(slice(0, rows))
+    out = np.empty((rows, width), np.float32)
+    for s in range(0, rows, SEARCH_CHUNK):
+        out[s : s + SEARCH_CHUNK] = make(slice(s, s + SEARCH_CHUNK))
+    return out
 
 
 class PostProcess:
@@ -125,12 +137,7 @@ class PostProcess:
         """Centred (whitened) L2-normalised embeddings: the plain-cosine space
         (``SEARCH_CHUNK`` rows at a time)."""
         raw = np.atleast_2d(raw)
-        if len(raw) <= SEARCH_CHUNK:
-            return self._base(raw)
-        out = np.empty((len(raw), len(self.mean)), np.float32)
-        for s in range(0, len(raw), SEARCH_CHUNK):
-            out[s : s + SEARCH_CHUNK] = self._base(raw[s : s + SEARCH_CHUNK])
-        return out
+        return _in_chunks(len(raw), len(self.mean), lambda part: self._base(raw[part]))
 
     def _base(self, raw: np.ndarray) -> np.ndarray:
         v = np.asarray(raw, np.float32) - self.mean
@@ -164,13 +171,9 @@ class PostProcess:
         images (anchors use their exact graph coordinates); None for queries. Computed
         ``SEARCH_CHUNK`` rows at a time into the result, so the temporaries stay bounded."""
         raw = np.atleast_2d(raw)
-        if len(raw) <= SEARCH_CHUNK:
-            return self._search_vectors(raw, ids)
-        out = np.empty((len(raw), self.dim), np.float32)
-        for s in range(0, len(raw), SEARCH_CHUNK):
-            part = slice(s, s + SEARCH_CHUNK)
-            out[part] = self._search_vectors(raw[part], None if ids is None else ids[part])
-        return out
+        return _in_chunks(
+            len(raw), self.dim, lambda part: self._search_vectors(raw[part], None if ids is None else ids[part])
+        )
 
     def _search_vectors(self, raw: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
         b = self.base(raw)

@@ -196,7 +196,7 @@ def report(rows: list[dict]) -> None:
         if all("search_dim" in r for r in same):
             # overall, the build holds each image's vectors three times at its peak (the FAISS build and
             # its recall check): the raw code and statistics, the search vector, and FAISS's copy of it
-            per = (dim + 3) * 4 + 2 * 4 * same[0]["search_dim"] + 8
+            per = (same[0]["dim"] + 3) * 4 + 2 * 4 * same[0]["search_dim"] + 8
             left = [r["peak_mib"] - r["images"] * per / MIB for r in same]
             rest = ", ".join(f"{x:,.0f}" for x in left)
             print(
