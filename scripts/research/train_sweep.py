@@ -10,6 +10,10 @@ scores the queries. Prints one JSON line per config.
     python scripts/research/train_sweep.py --epochs 30 --device cuda \\
         --config base='{}' --config inv='{"invariance": 0.5}'
 
+A config's ``width``, ``depth`` and ``dim`` set the architecture (``ModelConfig``); ``--budget S``
+trains each config for S seconds (the default epoch cap) instead of a fixed ``--epochs``, so that
+a costlier config is compared at equal time.
+
 ``--probe`` instead times training steps on this machine for each config
 (ms per 256-image step at 28x28x1 and 64x64x3, in the precision training would use
 here), to turn a time budget into epochs.
@@ -41,9 +45,11 @@ def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     cpu = torch.device("cpu")
     amp = D.amp_dtype(cpu, T.TrainConfig(**cfg).precision, training=True)
     out = {"config": name, "precision": D.precision_name(amp)}
+    cfg = dict(cfg)
+    arch = {k: cfg.pop(k) for k in ("width", "depth") if k in cfg}
     for size, ch in ((28, 1), (64, 3)):
         tcfg = T.TrainConfig(**cfg)
-        mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch)
+        mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch, **arch)
         model = M.build(mcfg).to(memory_format=torch.channels_last)
         head = M.SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature) if tcfg.invariance > 0 else None
         params = list(model.parameters()) + (list(head.parameters()) if head else [])
@@ -70,6 +76,12 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("data/fmnist-val"))
     ap.add_argument("--config", action="append", default=[], help="NAME=JSON of TrainConfig overrides")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="train for this many seconds under the default epoch cap instead of --epochs",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--probe", action="store_true")
     ap.add_argument("--limit-queries", type=int, default=None, help="score a random sample of the 10k queries")
@@ -83,7 +95,12 @@ def main() -> int:
     for name, cfg in configs.items():
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            opts = BuildOptions.of(device=a.device, max_epochs=a.epochs, time_budget=0, train=cfg)
+            arch = {k: cfg.pop(k) for k in ("width", "depth", "dim") if k in cfg}  # the architecture's names
+            if a.budget is not None:
+                length = {"max_epochs": None, "time_budget": a.budget}
+            else:
+                length = {"max_epochs": a.epochs, "time_budget": 0}
+            opts = BuildOptions.of(device=a.device, train=cfg, **length, **arch)
             idx = simsearch.Index.build(g, Path(tmp) / "idx", options=opts)
             m = evaluate_index(idx, str(q), limit=a.limit_queries)
             print(
