@@ -7,7 +7,10 @@ runtimes on a large index and on 1M synthetic vectors.
    distinct by construction, by a pixel test fixed before any result and independent of simsearch
    (``pick_originals``): a file is skipped when its 32×32 grey thumbnail correlates ≥ 0.95 with an
    original already picked (the same drawing repeated, resized or recoloured in another folder),
-   or when it is flat or under 32 px. Originals are written flattened onto white as PNG.
+   or when the thumbnails of the two drawings trimmed to their content do (the same drawing on
+   another canvas: until 2026-12-03 these were picked as distinct, and the pixel check's "false"
+   pairs on the development half included the same house in two folders and the same flag at two
+   sizes), or when it is flat or under 32 px. Originals are written flattened onto white as PNG.
    ``--plant`` of them get a copy each, in turn: resized (50–80%), re-compressed (JPEG quality
    40–75), cropped (3–6% a side, then re-saved), and exact (the same bytes under another name).
    Every file goes into one flat folder under a random name; the truth (which files are copies
@@ -68,12 +71,22 @@ def grey_thumb(img) -> np.ndarray | None:
     return None if n < 1e-6 * t.size else t / n
 
 
+def content(img):
+    """The picture cropped to its content: the box of pixels more than 16 levels from white in some
+    channel (the picture itself when it is all white)."""
+    from PIL import ImageChops
+
+    box = ImageChops.difference(img, Image.new("RGB", img.size, "white")).convert("L").point(lambda v: 255 * (v > 16))
+    return img.crop(box.getbbox()) if box.getbbox() else img
+
+
 def pick_originals(corpus: Path, n: int, seed: int, half: str | None = None) -> tuple[list[Path], int]:
     """``n`` originals that are distinct by construction, with no help from simsearch: files are
     visited in a seeded hash order (only those of ``half`` when given), and a file is skipped when
-    it does not decode, is under 32 px, is flat (one grey level), or when its 32×32 grey thumbnail
-    correlates ≥ ``DISTINCT_CORR`` (Pearson) with that of an original already picked — the same
-    drawing recoloured, resized or repeated in another folder. → (picked, skipped as near-identical)."""
+    it does not decode, is under 32 px, is flat (one grey level), or when its 32×32 grey thumbnail,
+    or that of its ``content``, correlates ≥ ``DISTINCT_CORR`` (Pearson) with that of an original
+    already picked — the same drawing recoloured, resized or repeated in another folder, or on
+    another canvas. → (picked, skipped as near-identical)."""
     from simsearch.decode import open_image
     from simsearch.preprocess import to_display
 
@@ -82,6 +95,7 @@ def pick_originals(corpus: Path, n: int, seed: int, half: str | None = None) -> 
         files = [p for p in files if half_of(str(p.relative_to(corpus))) == half]
     files.sort(key=lambda p: hashlib.sha256(f"{seed}:{p.relative_to(corpus)}".encode()).hexdigest())
     thumbs = np.zeros((n, DISTINCT_SIDE * DISTINCT_SIDE))
+    trimmed = np.zeros((n, DISTINCT_SIDE * DISTINCT_SIDE))  # of their content: zero where it is flat
     out: list[Path] = []
     near = 0
     for p in files:
@@ -94,10 +108,12 @@ def pick_originals(corpus: Path, n: int, seed: int, half: str | None = None) -> 
         t = grey_thumb(img)
         if t is None:
             continue
-        if out and float((thumbs[: len(out)] @ t).max()) >= DISTINCT_CORR:
+        tc = grey_thumb(content(img))
+        tc = np.zeros_like(t) if tc is None else tc
+        if out and max(float((thumbs[: len(out)] @ t).max()), float((trimmed[: len(out)] @ tc).max())) >= DISTINCT_CORR:
             near += 1
             continue
-        thumbs[len(out)] = t
+        thumbs[len(out)], trimmed[len(out)] = t, tc
         out.append(p)
         if len(out) == n:
             break
@@ -367,8 +383,8 @@ def main(argv=None) -> int:
         print(
             f"set ({args.half} half of {args.corpus}, seed {args.seed}): {n_files} files, "
             f"{len(truth)} planted copies ({', '.join(KINDS)}) in {folder}; "
-            f"{info['near_identical_skipped']} near-identical originals skipped (32x32 grey thumbnail correlation "
-            f">= {DISTINCT_CORR} with one already picked)"
+            f"{info['near_identical_skipped']} near-identical originals skipped (32x32 grey thumbnail, of the whole "
+            f"picture or of its content, correlation >= {DISTINCT_CORR} with one already picked)"
         )
         ours, res = run_simsearch(
             folder, args.work / "index", args.budget, args.epochs, reuse=reuse, verify=not args.no_verify

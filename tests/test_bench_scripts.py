@@ -133,3 +133,32 @@ def test_bench_recon_store_times_the_embedding_pass_and_outliers(shared_index, s
     assert res["images"] == len(shared_index) and res["format_version"] == 4 and res["recon_columns"] == 3
     assert res["outliers_computed_from_files"] == 0  # the index stores every value
     assert res["embed"]["cpu_s"] > 0 and res["embed_images_per_cpu_s"] > 0 and len(res["top5"]) == 5
+
+
+def test_bench_dupes_originals_skip_the_same_drawing_on_another_canvas(tmp_path):
+    """The distinctness test of the generated set: the same drawing pasted on a larger white canvas is
+    skipped as near-identical (its whole-picture thumbnail alone would have let it through), a
+    different drawing is picked."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import bench_dupes
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from PIL import Image, ImageDraw
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    drawing = Image.new("RGB", (120, 90), "white")
+    d = ImageDraw.Draw(drawing)
+    d.ellipse((10, 10, 70, 80), fill="navy")
+    d.rectangle((60, 20, 110, 50), fill="orange")
+    on_canvas = Image.new("RGB", (300, 260), "white")
+    on_canvas.paste(drawing, (150, 20))
+    other = Image.new("RGB", (120, 90), "white")
+    ImageDraw.Draw(other).polygon([(5, 85), (60, 5), (115, 85)], fill="darkgreen")
+    for name, img in (("a.png", drawing), ("b.png", on_canvas), ("c.png", other)):
+        img.save(corpus / name)
+    whole = [bench_dupes.grey_thumb(i) for i in (drawing, on_canvas)]
+    assert float(whole[0] @ whole[1]) < bench_dupes.DISTINCT_CORR  # the older test alone: "distinct"
+    picked, near = bench_dupes.pick_originals(corpus, 3, seed=0)
+    assert near == 1 and len(picked) == 2 and "c.png" in {p.name for p in picked}

@@ -54,6 +54,18 @@ def test_dupes_frontier_finds_the_best_thresholds_of_a_toy_set():
     )
 
 
+def test_dupes_frontier_crop_grids():
+    sys.path.insert(0, str(RESEARCH))
+    try:
+        import dupes_frontier
+    finally:
+        sys.path.remove(str(RESEARCH))
+    assert dupes_frontier.crop_grid(0.025) == dupes_frontier.COARSE_CROPS
+    assert dupes_frontier.crop_grid(0.0125) == dupes_frontier.FINE_CROPS
+    fine = dupes_frontier.crop_grid(0.00625)
+    assert len(fine) == 15 and fine[-1] == 0.0875 and set(dupes_frontier.FINE_CROPS) <= set(fine)
+
+
 def test_split_folder_puts_the_first_files_by_name_in_queries(tmp_path):
     src = tmp_path / "train"
     for i in range(12):  # numbered across class folders, as fetch_fashion_mnist.py writes them

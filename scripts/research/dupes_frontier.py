@@ -6,7 +6,7 @@ pixel statistic, at several thumbnail sides and crop grids (DEVELOPMENT data onl
 (``pixelmatch.similarity``: Pearson correlation of the aligned thumbnails) reaches another. Both cuts
 are calibrated without labels. This script asks what the *best* cuts could give: for the planted pairs
 and for every other candidate pair at a loose cosine (``--loose``), it computes the pixel similarity
-for each variant (``--sides`` × crop steps of 2.5% and 1.25%), then, using the truth (which
+for each variant (``--sides`` × crop grids, ``--steps``: 2.5% and 1.25% steps by default), then, using the truth (which
 only a benchmark has), finds the thresholds with the highest precision at recall ≥ 0.90 and ≥ 0.95
 and the best F1. If no threshold reaches both goals on the development set, no calibration can.
 
@@ -36,6 +36,11 @@ COARSE_CROPS = (0.0, 0.025, 0.05, 0.075)  # 2.5% steps: the check until 2026-12-
 FINE_CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 1.25% steps, 0 … 8.75% a side (``pixelmatch.CROPS`` since)
 
 
+def crop_grid(step: float, most: float = 0.0875) -> tuple[float, ...]:
+    """Crop fractions 0, step, 2·step, … up to ``most`` a side (2.5%: ``COARSE_CROPS``, 1.25%: ``FINE_CROPS``)."""
+    return tuple(round(step * i, 5) for i in range(int(most / step + 1e-9) + 1))
+
+
 def frontier(true_cos, true_pix, cand_cos, cand_pix, n_true: int) -> dict:
     """Best precision at recall ≥ 0.90 / 0.95 and best F1 over cosine cut × pixel threshold."""
     best: dict = {"p_at_r90": (0.0, None), "p_at_r95": (0.0, None), "f1": (0.0, None)}
@@ -62,6 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="bench_dupes.py's --work (set/, set.json, index/)")
     ap.add_argument("--loose", type=float, default=0.85, help="candidate pairs: cosine at least this")
     ap.add_argument("--sides", default="24,48,64,96")
+    ap.add_argument(
+        "--steps", default="2.5,1.25", help="crop grids to try, as step sizes in percent (each 0 … 8.75%% a side)"
+    )
     ap.add_argument("--second", default="", help="sides whose similarity is also required (AND), e.g. 48,64,96")
     a = ap.parse_args(argv)
     truth_set = json.loads((a.work / "set.json").read_text())
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
     print("| side | crop steps | best precision at recall ≥ 0.90 | at recall ≥ 0.95 | best F1 (P, R) | s |")
     print("|---:|---|---:|---:|---:|---:|")
     for side in [int(s) for s in a.sides.split(",")]:
-        for name, crops in (("2.5%", COARSE_CROPS), ("1.25%", FINE_CROPS)):
+        for name, crops in ((f"{st}%", crop_grid(float(st) / 100)) for st in a.steps.split(",")):
             t0 = time.perf_counter()
 
             def sim(pairs, side=side, crops=crops):  # the check's own batched code, all pairs at once
