@@ -6,7 +6,8 @@ pixel statistic, at several thumbnail sides and crop grids (DEVELOPMENT data onl
 (``pixelmatch.similarity``: Pearson correlation of the aligned thumbnails) reaches another. Both cuts
 are calibrated without labels. This script asks what the *best* cuts could give: for the planted pairs
 and for every other candidate pair at a loose cosine (``--loose``), it computes the pixel similarity
-for each variant (``--sides`` × crop grids, ``--steps``: 2.5% and 1.25% steps by default), then, using the truth (which
+for each variant (``--sides`` × crop grids, ``--steps``: 2.5% and 1.25% steps by default; ``--blur``:
+the grids blurred first), then, using the truth (which
 only a benchmark has), finds the thresholds with the highest precision at recall ≥ 0.90 and ≥ 0.95
 and the best F1. If no threshold reaches both goals on the development set, no calibration can.
 
@@ -70,6 +71,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--steps", default="2.5,1.25", help="crop grids to try, as step sizes in percent (each 0 … 8.75%% a side)"
     )
+    ap.add_argument(
+        "--blur",
+        default="0",
+        help="Gaussian blur(s) of each 96 px grid before the check, sigma in grid pixels, e.g. 0,1,2 (scipy)",
+    )
     ap.add_argument("--second", default="", help="sides whose similarity is also required (AND), e.g. 48,64,96")
     a = ap.parse_args(argv)
     truth_set = json.loads((a.work / "set.json").read_text())
@@ -86,10 +92,31 @@ def main(argv=None) -> int:
     ]
     cos = lambda pairs: np.array([float(base[x] @ base[y]) for x, y in pairs])  # noqa: E731
     true_cos, cand_cos = cos(true_pairs), cos(cand)
-    grids = dict(enumerate(pixelmatch.load_grids([idx.root / e.path for e in entries])))
+    loaded = dict(enumerate(pixelmatch.load_grids([idx.root / e.path for e in entries])))
     print(f"{len(true_pairs)} planted pairs, {len(cand)} other candidate pairs at cosine ≥ {a.loose}")
     print("| side | crop steps | best precision at recall ≥ 0.90 | at recall ≥ 0.95 | best F1 (P, R) | s |")
     print("|---:|---|---:|---:|---:|---:|")
+    for sigma in [float(b) for b in a.blur.split(",")]:
+        rows(a, blurred(loaded, sigma), true_pairs, cand, true_cos, cand_cos, f", grid blur σ {sigma}" if sigma else "")
+    if a.second:
+        second(true_cos, cand_cos, true_pairs, cand, blurred(loaded, 0.0), [int(x) for x in a.second.split(",")])
+    return 0
+
+
+def blurred(grids: dict, sigma: float) -> dict:
+    """The grids as float, each channel blurred by a Gaussian of ``sigma`` grid pixels (0: as they are)."""
+    if not sigma:
+        return grids
+    from scipy.ndimage import gaussian_filter
+
+    return {
+        k: None if g is None else gaussian_filter(pixelmatch.as_float(g), (sigma, sigma, 0), mode="nearest")
+        for k, g in grids.items()
+    }
+
+
+def rows(a, grids, true_pairs, cand, true_cos, cand_cos, note: str = "") -> None:
+    """One frontier row per thumbnail side and crop grid (``note`` added to the crop column)."""
     for side in [int(s) for s in a.sides.split(",")]:
         for name, crops in ((f"{st}%", crop_grid(float(st) / 100)) for st in a.steps.split(",")):
             t0 = time.perf_counter()
@@ -100,13 +127,10 @@ def main(argv=None) -> int:
             f = frontier(true_cos, sim(true_pairs), cand_cos, sim(cand), len(true_pairs))
             p90, p95, f1 = f["p_at_r90"], f["p_at_r95"], f["f1"]
             print(
-                f"| {side} | {name} | {p90[0]:.3f} | {p95[0]:.3f} | {f1[0]:.3f} ({f1[1][2]:.3f}, {f1[1][3]:.3f}) "
+                f"| {side} | {name}{note} | {p90[0]:.3f} | {p95[0]:.3f} | {f1[0]:.3f} ({f1[1][2]:.3f}, {f1[1][3]:.3f}) "
                 f"| {time.perf_counter() - t0:.0f} |",
                 flush=True,
             )
-    if a.second:
-        second(true_cos, cand_cos, true_pairs, cand, grids, [int(x) for x in a.second.split(",")])
-    return 0
 
 
 def second(true_cos, cand_cos, true_pairs, cand, grids, sides: list[int]) -> None:
