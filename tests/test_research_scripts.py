@@ -64,6 +64,14 @@ def test_dupes_frontier_crop_grids():
     assert dupes_frontier.crop_grid(0.0125) == dupes_frontier.FINE_CROPS
     fine = dupes_frontier.crop_grid(0.00625)
     assert len(fine) == 15 and fine[-1] == 0.0875 and set(dupes_frontier.FINE_CROPS) <= set(fine)
+    pytest.importorskip("scipy")
+    g = np.zeros((96, 96, 3), np.uint8)
+    g[40:56, 40:56] = 255
+    grids = {0: g, 1: None}
+    assert dupes_frontier.blurred(grids, 0.0) is grids
+    b = dupes_frontier.blurred(grids, 2.0)
+    assert b[1] is None and b[0].shape == g.shape and b[0].dtype == np.float32
+    assert 0 < b[0][40, 40, 0] < 1 and abs(float(b[0].sum()) - g.sum() / 255) < 1e-2 * g.sum() / 255
 
 
 def test_split_folder_puts_the_first_files_by_name_in_queries(tmp_path):
