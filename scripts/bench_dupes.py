@@ -76,8 +76,9 @@ def content(img):
     channel (the picture itself when it is all white)."""
     from PIL import ImageChops
 
-    box = ImageChops.difference(img, Image.new("RGB", img.size, "white")).convert("L").point(lambda v: 255 * (v > 16))
-    return img.crop(box.getbbox()) if box.getbbox() else img
+    ink = ImageChops.difference(img, Image.new("RGB", img.size, "white")).convert("L").point(lambda v: 255 * (v > 16))
+    box = ink.getbbox()
+    return img.crop(box) if box else img
 
 
 def pick_originals(corpus: Path, n: int, seed: int, half: str | None = None) -> tuple[list[Path], int]:

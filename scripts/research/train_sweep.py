@@ -35,6 +35,12 @@ from simsearch.evaluate import evaluate_index, split_folder
 from simsearch.indexer import BuildOptions
 
 
+def split_architecture(cfg: dict) -> tuple[dict, dict]:
+    """A config → (its TrainConfig overrides, its architecture keys: ``BuildOptions.MODEL_NAMES``)."""
+    arch = {k: v for k, v in cfg.items() if k in BuildOptions.MODEL_NAMES}
+    return {k: v for k, v in cfg.items() if k not in arch}, arch
+
+
 def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     import torch
 
@@ -42,11 +48,11 @@ def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     from simsearch import model as M
     from simsearch import train as T
 
+    cfg, arch = split_architecture(cfg)
+    arch = {BuildOptions.MODEL_NAMES[k]: v for k, v in arch.items()}  # ModelConfig's field names
     cpu = torch.device("cpu")
     amp = D.amp_dtype(cpu, T.TrainConfig(**cfg).precision, training=True)
     out = {"config": name, "precision": D.precision_name(amp)}
-    cfg = dict(cfg)
-    arch = {k: cfg.pop(k) for k in ("width", "depth") if k in cfg}
     for size, ch in ((28, 1), (64, 3)):
         tcfg = T.TrainConfig(**cfg)
         mcfg = T.model_config_for(tcfg.objective, image_size=size, channels=ch, **arch)
@@ -95,7 +101,7 @@ def main() -> int:
     for name, cfg in configs.items():
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            arch = {k: cfg.pop(k) for k in ("width", "depth", "dim") if k in cfg}  # the architecture's names
+            cfg, arch = split_architecture(cfg)
             if a.budget is not None:
                 length = {"max_epochs": None, "time_budget": a.budget}
             else:
