@@ -8,7 +8,8 @@
 2. **Pixel check** (``verify``, the default). The model's cosine cannot tell a copy from the same
    drawing recoloured or with a detail changed, so every candidate pair whose files differ is
    compared pixel by pixel (``pixelmatch``: aligned 24×24 colour thumbnails, either picture
-   cropped by up to 8.75% a side, Pearson correlation) and kept only when that similarity reaches
+   cropped by up to 8.75% a side, Pearson correlation; for a drawing on a plain margin also of its
+   content alone, the higher counting) and kept only when that similarity reaches
    its own calibrated threshold (step 4). Files with the same bytes need no check. The cost is one
    decode per image that has a candidate partner (in ``pool`` worker processes) and, with all pairs
    checked together (``pixelmatch.similarities``: each picture's crops made once for all its
@@ -103,9 +104,10 @@ class Calibration:
         if self.pixel is not None:
             px = self.pixel
             line += (
-                f"; then each pair's pixels are checked: aligned {pixel_side()}x{pixel_side()} colour thumbnails must "
-                f"correlate at least {px.threshold:.4f}, calibrated on the same copies against the same nearest "
-                f"neighbours ({100 * (px.copy_recall or 0):.0f}% of copies pass, "
+                f"; then each pair's pixels are checked: aligned {pixel_side()}x{pixel_side()} colour thumbnails (of "
+                f"the whole pictures or of their content) must correlate at least {px.threshold:.4f}, calibrated "
+                "on the same copies against the same nearest neighbours "
+                f"({100 * (px.copy_recall or 0):.0f}% of copies pass, "
                 f"{100 * (px.look_alike_rate or 0):.1f}% of nearest neighbours do)"
             )
         if not self.separable:
@@ -261,11 +263,11 @@ def calibration_pairs(
     for r in rows:
         try:
             img = open_image(index.root / entries[r].path)
-            g = pixelmatch.grid(img) if verify else None
+            g = pixelmatch.grids(img) if verify else None
             img.thumbnail((side, side))
             cp = copy_for_calibration(img, seed=int(entries[r].id))
             pixels.append(preprocess(cp, pre))
-            grids.append((g, pixelmatch.grid(cp)) if verify else None)
+            grids.append((g, pixelmatch.grids(cp)) if verify else None)
         except Exception:  # noqa: BLE001 — a file that vanished or changed is simply not sampled
             continue
         kept.append(r)
@@ -509,7 +511,7 @@ def _verify(index, entries, a, b, s, threshold: float, progress=None):
     ps = np.full(len(a), 1.0, np.float32)
     pairs = list(zip(a[todo].tolist(), b[todo].tolist()))
     step = (lambda done, total: progress("verify", done, total)) if progress else None
-    ps[todo] = pixelmatch.similarities(pairs, grid_of, progress=step)
+    ps[todo] = pixelmatch.similarities(pairs, grid_of, progress=step, enough=threshold)
     unreadable = int(np.isnan(ps).sum())
     keep = ps >= threshold  # NaN (a file unreadable now) is never kept
     pix = {

@@ -17,6 +17,15 @@ colour edits is built not to). This check compares the pixels themselves:
    channels as one vector). A background both pictures share adds nothing to it, so two different
    drawings on white do not look alike merely for their white; a recoloured area or a changed
    detail lowers it; a re-saved or resized copy keeps it near 1.
+4. A drawing on a plain margin is compared twice: as a whole, and cropped to its content
+   (``content_box``: the pixels that differ from the colour of its edge), each with its own grid
+   (``grids``); the similarity is the higher of the two. A copy cropped by a few percent mostly
+   loses margin, and its content box is the original's: the two contents line up exactly, where
+   the crop search only reaches the nearest 1.25% step. On the development set of planted copies
+   the cropped copies found went 0.82 → 0.92 (calibrated thresholds), and the best precision any
+   thresholds reach at recall 0.95 rose from 0.922 to 0.965 (0.909 → 0.946 on an earlier
+   development set). The content box alone is worse (0.884): a copy cropped into its drawing
+   changes its box, so the whole picture's grid stays.
 
 ``SIDE`` (24) and ``CROPS`` (0–8.75% in 1.25% steps) were chosen on a development set (openclipart-png
 with planted copies, ``scripts/research/dupes_frontier.py``) by the best precision and recall any
@@ -51,6 +60,67 @@ CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 0, 1.25, …, 8.75%
 FLAT = 1e-6
 
 
+# A pixel belongs to the content when it differs from the edge colour by more than CONTENT_LEVEL (of 255) in
+# some channel; the edge is one colour when at most EDGE_MIXED of its pixels differ from its median colour
+# that much (a photo's edge is not: it has no margin). The box is found on a copy at most BOX_PROBE px a side.
+CONTENT_LEVEL = 16
+EDGE_MIXED = 0.05
+BOX_PROBE = 256
+
+
+def content_box(rgb: Image.Image) -> tuple[int, int, int, int] | None:
+    """The box (left, top, right, bottom) of an RGB picture's content: the pixels that differ from its
+    edge colour (the median colour of its outermost rows and columns: white for a drawing flattened on
+    white, black for Fashion-MNIST, any plain colour) by more than ``CONTENT_LEVEL``. None when there is
+    no margin to take away: the edge is not one colour (a photo), nothing differs from it (a flat
+    picture), or the box leaves less than one grid cell (1/``GRID``) of the picture on every side."""
+    small = rgb
+    if max(rgb.size) > BOX_PROBE:
+        small = rgb.copy()
+        small.thumbnail((BOX_PROBE, BOX_PROBE), Image.Resampling.BOX)
+    a = np.asarray(small, np.int16)
+    if a.shape[0] < 3 or a.shape[1] < 3:
+        return None
+    edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    bg = np.median(edge, axis=0)
+    if (np.abs(edge - bg).max(axis=1) > CONTENT_LEVEL).mean() > EDGE_MIXED:
+        return None
+    ink = np.abs(a - bg).max(axis=2) > CONTENT_LEVEL
+    if not ink.any():
+        return None
+    ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    (h, w), (H, W) = ink.shape, (rgb.size[1], rgb.size[0])
+    box = (
+        int(xs[0] * W // w),
+        int(ys[0] * H // h),
+        int(-(-(xs[-1] + 1) * W // w)),
+        int(-(-(ys[-1] + 1) * H // h)),
+    )
+    margins = (box[0] / W, box[1] / H, 1 - box[2] / W, 1 - box[3] / H)
+    return box if max(margins) >= 1 / GRID else None
+
+
+def grids_bytes(img: Image.Image) -> np.ndarray:
+    """What the check compares of a picture, as uint8: ``grid_bytes`` of the whole picture (GRID, GRID, 3)
+    or, when it has a margin (``content_box``), stacked with that of its content (2, GRID, GRID, 3)."""
+    from .preprocess import to_display
+
+    rgb = to_display(img)
+    box = content_box(rgb)
+    whole = _grid_bytes(rgb)
+    return whole if box is None else np.stack([whole, _grid_bytes(rgb.crop(box))])
+
+
+def grids(img: Image.Image) -> np.ndarray:
+    """``grids_bytes`` as float32 in 0–1."""
+    return as_float(grids_bytes(img))
+
+
+def layer(g: np.ndarray, i: int) -> np.ndarray:
+    """Layer ``i`` of a picture's ``grids`` (0: the whole picture, 1: its content); one grid is both."""
+    return g if g.ndim == 3 else g[i]
+
+
 def grid(img: Image.Image) -> np.ndarray:
     """A picture as float32 (GRID, GRID, 3) RGB in 0–1, flattened onto white, aspect ignored."""
     return as_float(grid_bytes(img))
@@ -60,7 +130,11 @@ def grid_bytes(img: Image.Image) -> np.ndarray:
     """``grid`` as uint8 0–255 (a quarter of the memory; ``as_float`` gives ``grid`` exactly)."""
     from .preprocess import to_display
 
-    rgb = to_display(img)
+    return _grid_bytes(to_display(img))
+
+
+def _grid_bytes(rgb: Image.Image) -> np.ndarray:
+    """``grid_bytes`` of a picture already flattened to RGB."""
     if max(rgb.size) > 4 * GRID:
         rgb = rgb.copy()
         rgb.thumbnail((4 * GRID, 4 * GRID), Image.Resampling.BOX)
@@ -141,8 +215,12 @@ def aligned(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float
 def similarity(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float, ...] = CROPS) -> float:
     """Pearson correlation of the two ``grid``s' aligned RGB thumbnails (see the module docstring):
     1.0 for identical pixels, indifferent to a plain background both share. A flat picture (one
-    grey level, see ``FLAT``) matches only another flat picture, by 1 − their mean absolute difference."""
-    return _correlation(*aligned(ga, gb, side, crops))
+    grey level, see ``FLAT``) matches only another flat picture, by 1 − their mean absolute difference.
+    Pictures given as ``grids`` (the whole and the content): the higher of the two layers' similarities."""
+    s = _correlation(*aligned(layer(ga, 0), layer(gb, 0), side, crops))
+    if ga.ndim == 4 or gb.ndim == 4:
+        s = max(s, _correlation(*aligned(layer(ga, 1), layer(gb, 1), side, crops)))
+    return s
 
 
 def _correlation(ta: np.ndarray, tb: np.ndarray) -> float:
@@ -156,13 +234,13 @@ def _correlation(ta: np.ndarray, tb: np.ndarray) -> float:
 
 
 def load_grid(path, as_bytes: bool = False) -> np.ndarray | None:
-    """``grid`` (``grid_bytes`` with ``as_bytes``) of an image file; None when it cannot be read now (it
+    """``grids`` (``grids_bytes`` with ``as_bytes``) of an image file; None when it cannot be read now (it
     vanished or stopped decoding)."""
     from .decode import open_image
 
     try:
         img = open_image(path)
-        return grid_bytes(img) if as_bytes else grid(img)
+        return grids_bytes(img) if as_bytes else grids(img)
     except Exception:  # noqa: BLE001 — any unreadable file: the pair stays unverified
         return None
 
@@ -185,7 +263,7 @@ def load_grids(paths, progress=None, workers: int = 0) -> list[np.ndarray | None
 def similarities_one_by_one(pairs, grid_of) -> np.ndarray:
     """``similarity`` of each (a, b) in ``pairs``, one pair at a time: the reference that
     ``similarities`` is tested and benchmarked against. ``grid_of(key)`` gives a picture's grid or
-    None (→ NaN for that pair). One BLAS thread: these are many tiny products."""
+    ``grids``, or None (→ NaN for that pair). One BLAS thread: these are many tiny products."""
     from threadpoolctl import threadpool_limits
 
     out = np.full(len(pairs), np.nan, np.float32)
@@ -407,29 +485,55 @@ def _score(plan, grids, thumbs_t, a, b, err, how, tie) -> np.ndarray:
 
 
 def similarities(
-    pairs, grid_of, side: int = SIDE, crops: tuple[float, ...] = CROPS, progress=None, threads: int = 0
+    pairs,
+    grid_of,
+    side: int = SIDE,
+    crops: tuple[float, ...] = CROPS,
+    progress=None,
+    threads: int = 0,
+    enough: float | None = None,
 ) -> np.ndarray:
     """``similarity`` of each (a, b) in ``pairs``, the same numbers, computed for all the pairs
-    together (see above). ``grid_of(key)`` gives a picture's ``grid`` or ``grid_bytes`` (held as given
-    until the end), or None (→ NaN for its pairs); it is called once per key. ``progress(done,
-    total)``: directions searched (two per pair). ``threads``: worker threads for the search (0: the
-    usable CPUs); numpy releases the GIL in the products and the elementwise passes."""
+    together (see above). ``grid_of(key)`` gives a picture's ``grid`` or ``grids`` (float or bytes, held
+    as given until the end), or None (→ NaN for its pairs); it is called once per key. The whole
+    pictures are checked first, then, for the pairs where either picture has a content layer, the
+    contents; a pair keeps the higher. ``progress(done, total)``: directions searched (two per pair and
+    layer). ``threads``: worker threads for the search (0: the usable CPUs); numpy releases the GIL in
+    the products and the elementwise passes. ``enough``: a pair whose whole pictures already reach it
+    is not checked again by content (the higher of the two cannot fall below it): its number is then
+    the whole pictures' similarity, which may be lower than ``similarity``'s."""
     pairs = list(pairs)
     out = np.full(len(pairs), np.nan, np.float32)
     slot: dict = {}
-    grids: list[np.ndarray] = []
+    held: list[np.ndarray] = []
     ends = np.full((len(pairs), 2), -1, np.int64)
     for i, pair in enumerate(pairs):
         for j, key in enumerate(pair):
             if key not in slot:
                 g = grid_of(key)
-                slot[key] = -1 if g is None else len(grids)
+                slot[key] = -1 if g is None else len(held)
                 if g is not None:
-                    grids.append(g)
+                    held.append(g)
             ends[i, j] = slot[key]
     ok = np.flatnonzero((ends >= 0).all(axis=1))
-    if len(ok):
-        out[ok] = _similarities(grids, ends[ok, 0], ends[ok, 1], side, crops, progress, threads)
+    if not len(ok):
+        return out
+    boxed = np.array([g.ndim == 4 for g in held], bool)
+    two = ok[boxed[ends[ok]].any(axis=1)]  # pairs with a content layer: checked twice
+    total = 2 * (len(ok) + len(two))
+    step = None if progress is None else (lambda off: lambda done, _: progress(off + done, total))
+    whole = [layer(g, 0) for g in held]
+    out[ok] = _similarities(whole, ends[ok, 0], ends[ok, 1], side, crops, step and step(0), threads)
+    if enough is not None:
+        two = two[~(out[two] >= enough)]
+    if len(two):
+        keys, inverse = np.unique(ends[two], return_inverse=True)
+        content = [layer(held[k], 1) for k in keys.tolist()]
+        a, b = inverse.reshape(-1, 2).T
+        second = _similarities(content, a, b, side, crops, step and step(total - 2 * len(two)), threads)
+        out[two] = np.maximum(out[two], second)
+    if progress is not None:
+        progress(total, total)
     return out
 
 

@@ -35,7 +35,7 @@ from simsearch.preprocess import Preprocess
 __all__ = ["decode_files", "decode_grids"]
 
 _WORKER_PRE: Preprocess | None = None
-_WORKER_JOB = "preprocess"  # or "grid": pixelmatch.grid_bytes of the decoded image
+_WORKER_JOB = "preprocess"  # or "grid": pixelmatch.grids_bytes of the decoded image
 
 
 def _decode_path(path: str | Path, pre: Preprocess) -> tuple[np.ndarray | None, str | None, dict]:
@@ -57,10 +57,10 @@ def _decode_path(path: str | Path, pre: Preprocess) -> tuple[np.ndarray | None, 
 
 
 def _grid_path(path: str | Path) -> tuple[np.ndarray | None, str | None, dict]:
-    from simsearch.pixelmatch import grid_bytes
+    from simsearch.pixelmatch import grids_bytes
 
     try:
-        return grid_bytes(open_image(path)), None, {}
+        return grids_bytes(open_image(path)), None, {}
     except ImageError as exc:
         return None, exc.reason, {}
     except Exception as exc:  # belt and braces: never let one file kill the run
@@ -185,7 +185,7 @@ def decode_files(
 def decode_grids(
     paths: Sequence[str | Path], workers: int = 0, chunksize: int = 64
 ) -> Iterator[tuple[int, np.ndarray | None, str | None, dict]]:
-    """``pixelmatch.grid_bytes`` of each file, as ``decode_files`` runs its decoding (in order, in
+    """``pixelmatch.grids_bytes`` of each file, as ``decode_files`` runs its decoding (in order, in
     crash-isolated workers): ``(i, uint8 grid or None, reason or None, {})``."""
     return _run(paths, None, "grid", workers, chunksize)
 

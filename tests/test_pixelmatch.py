@@ -178,3 +178,92 @@ def test_grid_bytes_is_grid_exactly(grids):
     rng = np.random.default_rng(3)
     img = drawing(rng, (333, 77))
     np.testing.assert_array_equal(pixelmatch.as_float(pixelmatch.grid_bytes(img)), pixelmatch.grid(img))
+
+
+# ---------------------------------------------------------------- the content layer
+
+
+def on_margin(rng: np.random.Generator, canvas=(400, 300), bg=(255, 255, 255)) -> Image.Image:
+    """A small ``drawing`` placed off-centre on a large plain canvas: most of the picture is margin."""
+    img = Image.new("RGB", canvas, bg)
+    small = drawing(rng, (int(rng.integers(60, 120)), int(rng.integers(50, 100))))
+    img.paste(small, (int(rng.integers(20, 200)), int(rng.integers(20, 150))))
+    return img
+
+
+def test_the_content_box_is_what_differs_from_a_plain_edge():
+    img = Image.new("RGB", (200, 100), (10, 10, 10))  # Fashion-MNIST-like: a light shape on black
+    ImageDraw.Draw(img).rectangle((40, 20, 119, 59), fill=(200, 180, 160))
+    assert pixelmatch.content_box(img) == (40, 20, 120, 60)
+    big = img.resize((2000, 1000), Image.Resampling.NEAREST)  # found on a small copy, scaled back
+    x0, y0, x1, y1 = pixelmatch.content_box(big)
+    assert abs(x0 - 400) <= 10 and abs(y0 - 200) <= 10 and abs(x1 - 1200) <= 10 and abs(y1 - 600) <= 10
+    assert x0 <= 400 and y0 <= 200 and x1 >= 1200 and y1 >= 600  # never cuts into the content
+    noise = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    assert pixelmatch.content_box(Image.fromarray(noise)) is None  # a photo's edge: no margin
+    assert pixelmatch.content_box(Image.new("RGB", (50, 50), "white")) is None  # nothing on it
+    full = Image.new("RGB", (100, 100), "white")
+    ImageDraw.Draw(full).rectangle((0, 1, 99, 98), fill="red")  # margins under one grid cell
+    assert pixelmatch.content_box(full) is None
+    assert pixelmatch.grids_bytes(full).shape == (pixelmatch.GRID, pixelmatch.GRID, 3)
+    g = pixelmatch.grids_bytes(img)
+    assert g.shape == (2, pixelmatch.GRID, pixelmatch.GRID, 3) and g.dtype == np.uint8
+    np.testing.assert_array_equal(g[0], pixelmatch.grid_bytes(img))
+    np.testing.assert_array_equal(g[1], pixelmatch.grid_bytes(img.crop((40, 20, 120, 60))))
+    np.testing.assert_array_equal(pixelmatch.grids(img), pixelmatch.as_float(g))
+
+
+def test_a_copy_cropped_into_its_margin_matches_by_both_layers():
+    """A copy that lost 6.9% of its canvas on the left and 3.3% on top (off the crop search's 1.25%
+    steps) and was resized and re-saved: its content box is the original's, so the contents match
+    as the aligned wholes do; the similarity is the higher of the two, and another drawing on the same
+    kind of canvas stays far below."""
+    rng = np.random.default_rng(5)
+    img = on_margin(rng)
+    w, h = img.size
+    cp = img.crop((round(0.069 * w), round(0.033 * h), w, h)).resize((263, 211), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    cp.save(buf, "JPEG", quality=80)
+    ga, gb = pixelmatch.grids(img), pixelmatch.grids(Image.open(io.BytesIO(buf.getvalue())))
+    assert ga.ndim == gb.ndim == 4
+    whole = pixelmatch.similarity(ga[0], gb[0])
+    content = pixelmatch.similarity(ga[1], gb[1])
+    assert whole > 0.98 and content > 0.98
+    assert pixelmatch.similarity(ga, gb) == max(whole, content)
+    # a picture without a content layer is compared as a whole with the other's whole and with its content
+    assert pixelmatch.similarity(ga, gb[0]) == max(whole, pixelmatch.similarity(ga[1], gb[0]))
+    other = pixelmatch.grids(on_margin(rng))  # another drawing on the same kind of canvas
+    assert pixelmatch.similarity(ga, other) < 0.9
+
+
+@pytest.fixture(scope="module")
+def layered() -> dict:
+    """Pictures with a content layer (drawings on margins, their copies) and without (``grids``)."""
+    rng = np.random.default_rng(11)
+    out: dict = {}
+    for i in range(6):
+        img = on_margin(rng, bg=(255, 255, 255) if i % 2 else (30, 40, 50))
+        out[("margin", i)] = pixelmatch.grids(img)
+        out[("margin copy", i)] = pixelmatch.grids_bytes(copy_of(img, rng))
+        out[("full", i)] = pixelmatch.grids(drawing(rng))
+    return out
+
+
+def test_similarities_with_content_layers_equal_the_reference(layered):
+    keys = list(layered)
+    assert sum(layered[k].ndim == 4 for k in keys) >= 10 and sum(layered[k].ndim == 3 for k in keys) >= 4
+    pairs = [(p, q) for p in keys for q in keys]
+    ref = pixelmatch.similarities_one_by_one(pairs, layered.get)
+    got = pixelmatch.similarities(pairs, layered.get)
+    assert np.abs(got - ref).max() <= 1e-6
+    seen: list[int] = []
+    pixelmatch.similarities(pairs, layered.get, progress=lambda done, total: seen.append(total - done))
+    assert seen[-1] == 0  # ends at its total
+    # with ``enough``, a pair at it by its whole pictures keeps that number; every decision is the same
+    enough = float(np.median(ref))
+    fast = pixelmatch.similarities(pairs, layered.get, enough=enough)
+    np.testing.assert_array_equal(fast >= enough, ref >= enough)
+    low = ref < enough
+    assert np.abs(fast[low] - ref[low]).max() <= 1e-6
+    whole = pixelmatch.similarities(pairs, lambda k: pixelmatch.layer(layered[k], 0))
+    assert np.all(fast <= ref + 1e-6) and np.all(fast >= whole - 1e-6)

@@ -153,17 +153,17 @@ def test_decode_grids_are_load_grids_in_order_in_any_worker_count(tmp_path, monk
     crash = write(tmp_path / "crash.png", Image.new("L", (8, 8)))
     paths.insert(6, crash)
     want = [pixelmatch.load_grid(p, as_bytes=True) for p in paths]
-    real = pixelmatch.grid_bytes
+    real = pixelmatch.grids_bytes
 
     def crashing(img):
         if img.size == (8, 8):
             os._exit(3)  # a segfaulting decoder: only that file is lost
         return real(img)
 
-    monkeypatch.setattr(pixelmatch, "grid_bytes", crashing)
+    monkeypatch.setattr(pixelmatch, "grids_bytes", crashing)
     for workers in (2, 1):  # crashing in the workers, then in this process with the real decoder
         if workers == 1:
-            monkeypatch.setattr(pixelmatch, "grid_bytes", real)
+            monkeypatch.setattr(pixelmatch, "grids_bytes", real)
         out = list(pool.decode_grids(paths, workers=workers, chunksize=3))
         assert [r[0] for r in out] == list(range(len(paths)))
         for (i, g, reason, info), w in zip(out, want):
