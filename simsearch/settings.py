@@ -119,6 +119,11 @@ class TrainConfig:
     # (28 px: 76 vs 104 ms per step on 2 cores; same clip-art recall, more epochs in the budget)
     invariance_grad: bool = False
     temperature: float = 0.2  # nce
+    # an exponential moving average of the weights, updated after every step, is the model that is kept
+    # (and validated): its decay per step (0 = off: the last weights). ``ema_target``: it also encodes
+    # the invariance term's second view (a momentum encoder, as in BYOL/MoCo) instead of the model itself
+    ema: float = 0.0
+    ema_target: bool = False
     # arithmetic of the training steps: "auto" = mixed precision where the hardware does it natively
     # (CUDA; a CPU with AVX512-BF16 or AMX: bf16, steps 1.42× faster at 28 px and 1.84× at 64 px RGB on
     # a 2-core VM, same quality at equal epochs), else fp32; "fp32"; "bf16" (forced, also on a CPU that
@@ -136,6 +141,10 @@ class TrainConfig:
             raise ValueError(f"the training sample needs at least 2 images (0 = all), got {self.max_images}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
+        if self.ema_target and not self.ema:
+            raise ValueError("ema_target needs an average of the weights: set ema > 0")
         if self.max_sample_bytes < 0:
             raise ValueError(f"max_sample_bytes must be ≥ 0 (0 = no limit), got {self.max_sample_bytes}")
 

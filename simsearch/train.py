@@ -26,6 +26,7 @@ over whichever of epochs / time runs out first. Checkpoints (at most every
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -389,10 +390,16 @@ def corrupt_pixels(pixels: np.ndarray, cfg: TrainConfig, seed: int = 0) -> np.nd
 
 
 def objective_loss(
-    model: AutoEncoder, x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator, head: SiameseHead | None = None
+    model: AutoEncoder,
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    head: SiameseHead | None = None,
+    target: AutoEncoder | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Loss for one batch x ∈ [0,1]^(B,C,H,W) under ``cfg.objective``; returns (loss, parts).
-    ``head``: the invariance branch (``dae`` with ``cfg.invariance`` > 0)."""
+    ``head``: the invariance branch (``dae`` with ``cfg.invariance`` > 0); ``target``: the encoder
+    of its second view when that view has no gradient (default: ``model`` itself)."""
     obj = cfg.objective
     if obj == "vae":
         mu, logvar = model.encode_stats(x)
@@ -420,7 +427,7 @@ def objective_loss(
             z2 = model.encode(v2)
         else:
             with torch.no_grad():
-                z2 = model.encode(v2)
+                z2 = (target or model).encode(v2)
         inv = head(z, z2)
         return rec + cfg.invariance * inv, {"rec": rec.item(), "inv": inv.item()}
     if obj == "sparse":
@@ -537,6 +544,36 @@ def split_validation(pixels: np.ndarray, tcfg: TrainConfig, rng: np.random.Gener
     return data[order[:n_val]], data[order[n_val:]]
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics (``TrainConfig.ema``),
+    updated after each optimizer step. The decay ramps up as (1 + n) / (10 + n) over the first updates,
+    so that the average does not start out weighed down by the random initial weights. The average is
+    a model of its own, kept in eval mode, never trained."""
+
+    def __init__(self, model: AutoEncoder, decay: float):
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: AutoEncoder) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        floats = [k for k, v in mine.items() if v.is_floating_point()]
+        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k].detach() for k in floats], 1.0 - d)
+        for k, v in mine.items():
+            if not v.is_floating_point():
+                v.copy_(theirs[k])
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = state["updates"]
+
+
 @dataclass
 class Run:
     """A training run's state from epoch to epoch: what a checkpoint saves and a re-run resumes."""
@@ -553,6 +590,18 @@ class Run:
     bad_epochs: int = 0
     finished: str | None = None  # how a completed run stopped
     amp: torch.dtype | None = None  # autocast dtype of the training steps (None: fp32; ``device.amp_dtype``)
+    ema: WeightAverage | None = None  # the average of the weights (``TrainConfig.ema``): the model kept
+    ema_target: bool = False  # ``TrainConfig.ema_target``
+
+    @property
+    def kept(self) -> AutoEncoder:
+        """The model that is validated and returned: the average of the weights if there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    @property
+    def target(self) -> AutoEncoder | None:
+        """The encoder of the invariance term's gradient-free second view (None: the model itself)."""
+        return self.ema.model if self.ema is not None and self.ema_target else None
 
 
 def start_run(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, gen: torch.Generator) -> Run:
@@ -564,7 +613,9 @@ def start_run(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, gen: t
         head = SiameseHead(mcfg.latent_dim, tcfg.invariance_loss, tcfg.temperature).to(device)
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    return Run(model, head, opt, gen, amp=dev.amp_dtype(device, tcfg.precision, training=True))
+    ema = WeightAverage(model, tcfg.ema) if tcfg.ema > 0 else None
+    amp = dev.amp_dtype(device, tcfg.precision, training=True)
+    return Run(model, head, opt, gen, amp=amp, ema=ema, ema_target=tcfg.ema_target)
 
 
 def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, device, scaler, t0, progress):
@@ -582,7 +633,7 @@ def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, d
             g["lr"] = lr
         x = dev.to_device(trn[perm[b * sch.batch : (b + 1) * sch.batch]], device)
         with dev.autocast(device, dtype=run.amp):
-            loss, parts = objective_loss(run.model, x, tcfg, run.gen, run.head)
+            loss, parts = objective_loss(run.model, x, tcfg, run.gen, run.head, run.target)
         run.opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -591,6 +642,8 @@ def train_epoch(run: Run, trn: torch.Tensor, sch: Schedule, tcfg: TrainConfig, d
         else:
             loss.backward()
             run.opt.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
         step += 1
         done += 1
         for k, v in {"loss": loss.item(), **parts}.items():
@@ -606,8 +659,10 @@ def _means(sums: dict[str, float], n: int) -> dict[str, float]:
 
 def validate(run: Run, val: torch.Tensor, device: torch.device, tcfg: TrainConfig) -> float:
     """Validation objective after an epoch; remembers the best weights and counts epochs without improvement."""
-    model, head = run.model, run.head
+    model, head = run.kept, run.head
     loss = _val_loss(model, val, device, 1024) if head is None else _val_objective(model, head, val, device, tcfg)
+    if run.ema is not None:
+        run.ema.model.eval()  # validation leaves its modules in train mode; the average stays in eval
     if loss < run.best_loss - 1e-5:
         run.best_loss, run.bad_epochs = loss, 0
         run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -648,9 +703,15 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint else None
     start_epoch = _resume(run, ckpt_path, sig) if ckpt_path is not None else 0
     if run.finished:  # the run had completed: nothing left to train
-        run.model.eval()
+        run.kept.eval()
         return TrainResult(
-            run.model.cpu(), run.epoch, run.elapsed, run.finished, run.history, start_epoch, trained_in(run)
+            run.kept.to(memory_format=torch.contiguous_format).cpu(),
+            run.epoch,
+            run.elapsed,
+            run.finished,
+            run.history,
+            start_epoch,
+            trained_in(run),
         )
 
     t0 = time.perf_counter() - run.elapsed
@@ -684,12 +745,12 @@ def train(
     # with a time budget the cosine schedule ends at the deadline, so the last epoch is
     # usually the best; keep the best validation epoch only if early stopping kicked in
     if stopped_by == "early-stop" and run.best_state is not None:
-        run.model.load_state_dict(run.best_state)
+        run.kept.load_state_dict(run.best_state)
     if ckpt_path is not None:
         run.finished = stopped_by
         _save_checkpoint(ckpt_path, sig, run, time.perf_counter() - t0)
-    run.model.eval()
-    model = run.model.to(memory_format=torch.contiguous_format).cpu()
+    run.kept.eval()
+    model = run.kept.to(memory_format=torch.contiguous_format).cpu()
     return TrainResult(
         model, run.epoch, time.perf_counter() - t0, stopped_by, run.history, start_epoch, trained_in(run)
     )
@@ -712,6 +773,8 @@ def _resume(run: Run, path: Path, sig: str) -> int:
     run.model.load_state_dict(state["model"])
     if run.head is not None and state.get("head"):
         run.head.load_state_dict(state["head"])
+    if run.ema is not None and state.get("ema"):
+        run.ema.load_state_dict(state["ema"])
     run.opt.load_state_dict(state["opt"])
     run.gen.set_state(state["gen"])
     run.history, run.epoch, run.elapsed = state["history"], state["epoch"], state["elapsed"]
@@ -731,6 +794,7 @@ def _save_checkpoint(path: Path, sig: str, run: Run, elapsed: float) -> None:
             "signature": sig,
             "model": run.model.state_dict(),
             "head": run.head.state_dict() if run.head is not None else None,
+            "ema": run.ema.state_dict() if run.ema is not None else None,
             "opt": run.opt.state_dict(),
             "gen": run.gen.get_state(),
             "history": run.history,

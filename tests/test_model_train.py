@@ -282,3 +282,66 @@ def test_a_model_recorded_before_a_corruption_existed_is_not_given_it():
     assert corruption_config(old).jpeg == CORRUPTIONS_ADDED_LATER["jpeg"] == 0.0
     assert corruption_config({"config": {"jpeg": 0.7}}).jpeg == 0.7  # recorded: kept
     assert corruption_config(None) == T.TrainConfig()  # nothing recorded: the defaults
+
+
+def test_the_average_of_the_weights_follows_an_exponential_moving_average():
+    """``WeightAverage``: after n updates each float tensor is the running lerp with decay
+    min(decay, (1 + n) / (10 + n)); BatchNorm's step counter is copied, not averaged."""
+    torch.manual_seed(0)
+    m = M.build(M.ModelConfig(latent_dim=8, width=8, depth=0))
+    avg = T.WeightAverage(m, decay=0.5)
+    name, p = next(iter(m.named_parameters()))
+    expect = p.detach().clone()
+    for n in range(1, 4):
+        with torch.no_grad():
+            for q in m.parameters():
+                q.add_(1.0)
+        for b in m.buffers():
+            if not b.is_floating_point():
+                b.add_(1)
+        avg.update(m)
+        d = min(0.5, (1 + n) / (10 + n))
+        expect = d * expect + (1 - d) * p.detach()
+    assert torch.allclose(avg.model.state_dict()[name], expect, atol=1e-6)
+    assert not torch.allclose(avg.model.state_dict()[name], p.detach())
+    counters = {k: v for k, v in m.state_dict().items() if not v.is_floating_point()}
+    assert counters and all(torch.equal(avg.model.state_dict()[k], v) for k, v in counters.items())
+    assert not avg.model.training and not any(q.requires_grad for q in avg.model.parameters())
+
+
+@pytest.mark.parametrize("target", [False, True])
+def test_an_averaged_run_returns_the_average_and_resumes_it(tmp_path, monkeypatch, target):
+    """With ``ema`` the model kept is the average of the weights (with ``ema_target`` it also encodes the
+    second view); a run interrupted after 2 of 4 epochs resumes the average from its checkpoint and ends
+    where an uninterrupted run ends."""
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(name):
+        if name == "train-epoch" and calls.append(name) is None and len(calls) == 2:
+            raise Interrupted
+
+    calls: list[str] = []
+    mcfg = T.model_config_for("dae", latent_dim=8, width=8, depth=0)
+    tcfg = T.TrainConfig(max_epochs=4, time_budget=0, batch_size=16, ema=0.9, ema_target=target)
+    probe = pixels(8, seed=3)
+    plain = T.train(pixels(), mcfg, T.TrainConfig(max_epochs=4, time_budget=0, batch_size=16), "cpu")
+    full = T.train(pixels(), mcfg, tcfg, "cpu")
+    assert full.stopped_by == "epochs" and not full.model.training
+    assert not np.allclose(embed(full.model, probe, "cpu"), embed(plain.model, probe, "cpu"), atol=1e-3)
+    ck = tmp_path / "train.ckpt"
+    monkeypatch.setattr(T, "CHECKPOINT_EVERY", 0)
+    monkeypatch.setattr(T, "crash_point", stop_after_two)
+    with pytest.raises(Interrupted):
+        T.train(pixels(), mcfg, tcfg, "cpu", checkpoint=ck)
+    res = T.train(pixels(), mcfg, tcfg, "cpu", checkpoint=ck)
+    assert res.resumed_from == 2 and res.epochs == 4
+    assert np.allclose(embed(full.model, probe, "cpu"), embed(res.model, probe, "cpu"), atol=1e-4)
+
+
+def test_a_momentum_target_needs_an_average():
+    with pytest.raises(ValueError, match="ema_target"):
+        T.TrainConfig(ema_target=True)
+    with pytest.raises(ValueError, match="ema"):
+        T.TrainConfig(ema=1.0)
