@@ -138,7 +138,8 @@ _train_options = [
         "--fit",
         type=click.Choice(FITS),
         default=None,
-        help="How a non-square image becomes square: center-crop (default), pad (letterbox on white) or stretch.",
+        help="How a non-square image becomes square: center-crop (default), pad (letterbox on white), stretch, "
+        "or trim (cut a plain margin to the square around the drawing, then center-crop).",
     ),
     click.option(
         "--channels",

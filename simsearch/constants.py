@@ -8,6 +8,6 @@ AUTO_FLAT_MAX = 20_000  # ann: "auto" is exact below this many vectors (above, a
 # memory, and an update writes a delta shard instead of rewriting a 1 GB index file); an index that is already
 # sharded stays so down to half of it, so that one hovering around the line is not rebuilt back and forth
 AUTO_SHARDED_MIN = 1_000_000
-FITS = ("center-crop", "pad", "stretch")  # preprocess.FITS: how a non-square image becomes square
+FITS = ("center-crop", "pad", "stretch", "trim")  # preprocess.FITS: how a non-square image becomes square
 COPY_STRENGTHS = ("light", "default", "strong")  # copies.STRENGTHS
 PRECISIONS = ("auto", "fp32", "bf16")  # device.amp_dtype: the arithmetic of training steps

@@ -18,7 +18,7 @@ colour edits is built not to). This check compares the pixels themselves:
    drawings on white do not look alike merely for their white; a recoloured area or a changed
    detail lowers it; a re-saved or resized copy keeps it near 1.
 4. A drawing on a plain margin is compared twice: as a whole, and cropped to its content
-   (``content_box``: the pixels that differ from the colour of its edge), each with its own grid
+   (``preprocess.content_box``: the pixels that differ from the colour of its edge), each with its own grid
    (``grids``); the similarity is the higher of the two. A copy cropped by a few percent mostly
    loses margin, and its content box is the original's: the two contents line up exactly, where
    the crop search only reaches the nearest 1.25% step. On the development set of planted copies
@@ -60,53 +60,14 @@ CROPS = tuple(round(0.0125 * i, 4) for i in range(8))  # 0, 1.25, …, 8.75%
 FLAT = 1e-6
 
 
-# A pixel belongs to the content when it differs from the edge colour by more than CONTENT_LEVEL (of 255) in
-# some channel; the edge is one colour when at most EDGE_MIXED of its pixels differ from its median colour
-# that much (a photo's edge is not: it has no margin). The box is found on a copy at most BOX_PROBE px a side.
-CONTENT_LEVEL = 16
-EDGE_MIXED = 0.05
-BOX_PROBE = 256
-
-
-def content_box(rgb: Image.Image) -> tuple[int, int, int, int] | None:
-    """The box (left, top, right, bottom) of an RGB picture's content: the pixels that differ from its
-    edge colour (the median colour of its outermost rows and columns: white for a drawing flattened on
-    white, black for Fashion-MNIST, any plain colour) by more than ``CONTENT_LEVEL``. None when there is
-    no margin to take away: the edge is not one colour (a photo), nothing differs from it (a flat
-    picture), or the box leaves less than one grid cell (1/``GRID``) of the picture on every side."""
-    small = rgb
-    if max(rgb.size) > BOX_PROBE:
-        small = rgb.copy()
-        small.thumbnail((BOX_PROBE, BOX_PROBE), Image.Resampling.BOX)
-    a = np.asarray(small, np.int16)
-    if a.shape[0] < 3 or a.shape[1] < 3:
-        return None
-    edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-    bg = np.median(edge, axis=0)
-    if (np.abs(edge - bg).max(axis=1) > CONTENT_LEVEL).mean() > EDGE_MIXED:
-        return None
-    ink = np.abs(a - bg).max(axis=2) > CONTENT_LEVEL
-    if not ink.any():
-        return None
-    ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    (h, w), (H, W) = ink.shape, (rgb.size[1], rgb.size[0])
-    box = (
-        int(xs[0] * W // w),
-        int(ys[0] * H // h),
-        int(-(-(xs[-1] + 1) * W // w)),
-        int(-(-(ys[-1] + 1) * H // h)),
-    )
-    margins = (box[0] / W, box[1] / H, 1 - box[2] / W, 1 - box[3] / H)
-    return box if max(margins) >= 1 / GRID else None
-
-
 def grids_bytes(img: Image.Image) -> np.ndarray:
     """What the check compares of a picture, as uint8: ``grid_bytes`` of the whole picture (GRID, GRID, 3)
-    or, when it has a margin (``content_box``), stacked with that of its content (2, GRID, GRID, 3)."""
-    from .preprocess import to_display
+    or, when it has a margin of at least a grid cell (``preprocess.content_box``), stacked with that of its
+    content (2, GRID, GRID, 3)."""
+    from .preprocess import content_box, to_display
 
     rgb = to_display(img)
-    box = content_box(rgb)
+    box = content_box(rgb, least=1 / GRID)
     whole = _grid_bytes(rgb)
     return whole if box is None else np.stack([whole, _grid_bytes(rgb.crop(box))])
 

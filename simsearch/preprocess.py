@@ -29,7 +29,7 @@ from simsearch.constants import FITS
 from simsearch.errors import ImageError, SimsearchError, one_line
 from simsearch.formats import _head, _missing_codec
 
-__all__ = ["FITS", "Preprocess", "from_array", "preprocess", "probe", "to_display"]
+__all__ = ["FITS", "Preprocess", "content_box", "from_array", "preprocess", "probe", "to_display"]
 
 _IMAGE_NAME = "<image>"
 
@@ -46,7 +46,7 @@ class Preprocess:
 
     size: int  # square model input side in px
     channels: int  # 1 (grayscale) or 3 (RGB)
-    fit: str = "center-crop"  # "center-crop" | "pad" | "stretch"
+    fit: str = "center-crop"  # "center-crop" | "pad" | "stretch" | "trim" (constants.FITS)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)):
@@ -79,6 +79,52 @@ class Preprocess:
         if missing:
             raise ValueError(f"missing preprocess setting(s): {', '.join(sorted(missing))}")
         return cls(size=d["size"], channels=d["channels"], fit=d.get("fit", "center-crop"))
+
+
+# --------------------------------------------------------------------------
+# The content of a picture on a plain margin
+
+# A pixel belongs to the content when it differs from the edge colour by more than CONTENT_LEVEL (of 255) in
+# some channel; the edge is one colour when at most EDGE_MIXED of its pixels differ from its median colour
+# that much (a photo's edge is not: it has no margin). The box is found on a copy at most BOX_PROBE px a side.
+CONTENT_LEVEL = 16
+EDGE_MIXED = 0.05
+BOX_PROBE = 256
+
+
+def content_box(img: Image.Image, least: float = 0.01) -> tuple[int, int, int, int] | None:
+    """The box (left, top, right, bottom) of a picture's content (mode 'L' or 'RGB'): the pixels that
+    differ from its edge colour (the median colour of its outermost rows and columns: white for a drawing
+    flattened on white, black for Fashion-MNIST, any plain colour) by more than ``CONTENT_LEVEL``. None
+    when there is no margin to take away: the edge is not one colour (a photo), nothing differs from it
+    (a flat picture), or every side's margin is under ``least`` of the picture. The box is found on a copy
+    at most ``BOX_PROBE`` px a side and scaled back outwards, so it never cuts into the content."""
+    small = img
+    if max(img.size) > BOX_PROBE:
+        small = img.copy()
+        small.thumbnail((BOX_PROBE, BOX_PROBE), Image.Resampling.BOX)
+    a = np.asarray(small, np.int16)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape[0] < 3 or a.shape[1] < 3:
+        return None
+    edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    bg = np.median(edge, axis=0)
+    if (np.abs(edge - bg).max(axis=1) > CONTENT_LEVEL).mean() > EDGE_MIXED:
+        return None
+    ink = np.abs(a - bg).max(axis=2) > CONTENT_LEVEL
+    if not ink.any():
+        return None
+    ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    (h, w), (W, H) = ink.shape, img.size
+    box = (
+        int(xs[0] * W // w),
+        int(ys[0] * H // h),
+        int(-(-(xs[-1] + 1) * W // w)),
+        int(-(-(ys[-1] + 1) * H // h)),
+    )
+    margins = (box[0] / W, box[1] / H, 1 - box[2] / W, 1 - box[3] / H)
+    return box if max(margins) >= least else None
 
 
 # --------------------------------------------------------------------------
@@ -169,15 +215,26 @@ def _fit(img: Image.Image, size: int, fit: str) -> Image.Image:
         canvas = Image.new(img.mode, (size, size), _WHITE[img.mode])
         canvas.paste(small, ((size - nw) // 2, (size - nh) // 2))
         return canvas
-    # center-crop: crop the centred square and resize it in one step
+    x0, y0 = 0.0, 0.0
+    if fit == "trim":  # the square around the content (``content_box``), inside the picture where it fits
+        found = content_box(img)
+        if found is not None:
+            left, top, right, bottom = found
+            side = max(right - left, bottom - top)
+            sw, sh = min(side, w), min(side, h)
+            x0 = min(max((left + right - sw) / 2, 0.0), w - sw)
+            y0 = min(max((top + bottom - sh) / 2, 0.0), h - sh)
+            w, h = sw, sh
+    # center-crop (and trim, in its square): crop the centred square and resize it in one step
+    box: tuple[float, float, float, float]
     if w > h:
-        box = ((w - h) / 2, 0.0, (w + h) / 2, float(h))
+        box = (x0 + (w - h) / 2, y0, x0 + (w + h) / 2, y0 + h)
     elif h > w:
-        box = (0.0, (h - w) / 2, float(w), (h + w) / 2)
+        box = (x0, y0 + (h - w) / 2, x0 + w, y0 + (h + w) / 2)
     else:
-        if w == size:
+        if (x0, y0, w) == (0.0, 0.0, size) and img.size == (size, size):
             return img
-        box = (0.0, 0.0, float(w), float(h))
+        box = (x0, y0, x0 + w, y0 + h)
     return img.resize((size, size), resample, box=box, reducing_gap=3.0)
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 from threadpoolctl import threadpool_limits
 
-from simsearch import pixelmatch
+from simsearch import pixelmatch, preprocess
 
 TOL = 1e-5
 
@@ -194,17 +194,18 @@ def on_margin(rng: np.random.Generator, canvas=(400, 300), bg=(255, 255, 255)) -
 def test_the_content_box_is_what_differs_from_a_plain_edge():
     img = Image.new("RGB", (200, 100), (10, 10, 10))  # Fashion-MNIST-like: a light shape on black
     ImageDraw.Draw(img).rectangle((40, 20, 119, 59), fill=(200, 180, 160))
-    assert pixelmatch.content_box(img) == (40, 20, 120, 60)
+    assert preprocess.content_box(img) == (40, 20, 120, 60)
     big = img.resize((2000, 1000), Image.Resampling.NEAREST)  # found on a small copy, scaled back
-    x0, y0, x1, y1 = pixelmatch.content_box(big)
+    x0, y0, x1, y1 = preprocess.content_box(big)
     assert abs(x0 - 400) <= 10 and abs(y0 - 200) <= 10 and abs(x1 - 1200) <= 10 and abs(y1 - 600) <= 10
     assert x0 <= 400 and y0 <= 200 and x1 >= 1200 and y1 >= 600  # never cuts into the content
     noise = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    assert pixelmatch.content_box(Image.fromarray(noise)) is None  # a photo's edge: no margin
-    assert pixelmatch.content_box(Image.new("RGB", (50, 50), "white")) is None  # nothing on it
-    full = Image.new("RGB", (100, 100), "white")
-    ImageDraw.Draw(full).rectangle((0, 1, 99, 98), fill="red")  # margins under one grid cell
-    assert pixelmatch.content_box(full) is None
+    assert preprocess.content_box(Image.fromarray(noise)) is None  # a photo's edge: no margin
+    assert preprocess.content_box(Image.new("RGB", (50, 50), "white")) is None  # nothing on it
+    full = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(full).rectangle((1, 1, 198, 198), fill="red")  # margins of 0.5%: under 1% and one grid cell
+    assert preprocess.content_box(full) is None
+    assert preprocess.content_box(full, least=0.004) == (1, 1, 199, 199)
     assert pixelmatch.grids_bytes(full).shape == (pixelmatch.GRID, pixelmatch.GRID, 3)
     g = pixelmatch.grids_bytes(img)
     assert g.shape == (2, pixelmatch.GRID, pixelmatch.GRID, 3) and g.dtype == np.uint8

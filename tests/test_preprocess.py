@@ -10,7 +10,7 @@ from PIL import Image
 from synth import noise, write
 
 from simsearch.errors import ImageError, SimsearchError
-from simsearch.preprocess import Preprocess, from_array, preprocess, probe
+from simsearch.preprocess import Preprocess, content_box, from_array, preprocess, probe
 
 
 def stripes(w: int = 30, h: int = 10) -> Image.Image:
@@ -75,7 +75,7 @@ def test_preprocess_is_frozen_and_hashable():
 # ---------------------------------------------------------------- preprocess
 
 
-@pytest.mark.parametrize("fit", ["center-crop", "pad", "stretch"])
+@pytest.mark.parametrize("fit", ["center-crop", "pad", "stretch", "trim"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_preprocess_shape_dtype_contiguous(fit, channels):
     pre = Preprocess(16, channels, fit)
@@ -112,6 +112,46 @@ def test_preprocess_stretch_keeps_all_stripes():
     assert tuple(out[:, 4, 0]) == (255, 0, 0)
     assert tuple(out[:, 4, 4]) == (0, 255, 0)
     assert tuple(out[:, 4, 8]) == (0, 0, 255)
+
+
+def margin_drawing(canvas=(300, 200), at=(170, 60), bg=(255, 255, 255)) -> Image.Image:
+    """A 90×60 drawing (``stripes`` with a black frame) placed off-centre on a plain canvas."""
+    img = Image.new("RGB", canvas, bg)
+    d = stripes(90, 60)
+    a = np.asarray(d).copy()
+    a[:3], a[-3:], a[:, :3], a[:, -3:] = 0, 0, 0, 0
+    img.paste(Image.fromarray(a), at)
+    return img
+
+
+def test_preprocess_trim_takes_the_square_around_the_content():
+    """``trim``: the plain margin is cut to the square around the drawing (centre-crop would take the
+    canvas's middle, missing most of it), so a copy with another margin gives the same input."""
+    pre = Preprocess(30, 3, "trim")
+    out = preprocess(margin_drawing(), pre)
+    # the 90x60 drawing is centred in its 90x90 square: 5 rows of margin above and below it at 30 px
+    assert (out[:, :4, :] == 255).all() and (out[:, 26:, :] == 255).all()
+    assert tuple(out[:, 15, 5]) == (255, 0, 0) and tuple(out[:, 15, 15]) == (0, 255, 0)
+    assert tuple(out[:, 15, 25]) == (0, 0, 255)
+    crop = preprocess(margin_drawing(), Preprocess(30, 3, "center-crop"))
+    assert not (crop[:, 15, 15] == (0, 255, 0)).all()  # the canvas's middle: mostly margin
+    for canvas, at, bg in (((400, 500), (20, 300), (255, 255, 255)), ((150, 150), (30, 40), (40, 40, 40))):
+        other = preprocess(margin_drawing(canvas, at, bg), pre)
+        if bg == (255, 255, 255):
+            assert np.abs(other.astype(int) - out).mean() < 10  # the box is found to a pixel or two of 256
+        else:  # another margin colour: the same drawing, on its own colour above and below
+            assert np.abs(other[:, 10:20].astype(int) - out[:, 10:20]).mean() < 10
+    # no plain edge (a photo), or no margin: centre-crop as before
+    for img in (stripes(60, 10), noise(80, 50)):
+        np.testing.assert_array_equal(preprocess(img, pre), preprocess(img, Preprocess(30, 3, "center-crop")))
+    # content wider than the picture is tall: the square is clipped to the picture, then centre-cropped
+    wide = margin_drawing((400, 70), (100, 5))
+    box = content_box(wide)
+    assert box is not None and box[2] - box[0] > 70  # wider than the picture is tall
+    x0 = (box[0] + box[2]) / 2 - 35  # the 70 px square in the middle of the content
+    want = wide.resize((30, 30), Image.Resampling.BILINEAR, box=(x0, 0, x0 + 70, 70), reducing_gap=3.0)
+    np.testing.assert_array_equal(preprocess(wide, pre), np.asarray(want).transpose(2, 0, 1))
+    assert box[1] <= 5 and box[3] >= 65  # never cut into the drawing
 
 
 def test_preprocess_downscale_is_filtered_not_nearest():

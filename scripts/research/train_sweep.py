@@ -10,9 +10,9 @@ scores the queries. Prints one JSON line per config.
     python scripts/research/train_sweep.py --epochs 30 --device cuda \\
         --config base='{}' --config inv='{"invariance": 0.5}'
 
-A config's ``width``, ``depth`` and ``dim`` set the architecture (``ModelConfig``); ``--budget S``
-trains each config for S seconds (the default epoch cap) instead of a fixed ``--epochs``, so that
-a costlier config is compared at equal time.
+A config's ``width``, ``depth`` and ``dim`` set the architecture (``ModelConfig``), ``fit`` the
+preprocessing; ``--budget S`` trains each config for S seconds (the default epoch cap) instead of a
+fixed ``--epochs``, so that a costlier config is compared at equal time.
 
 ``--probe`` instead times training steps on this machine for each config
 (ms per 256-image step at 28x28x1 and 64x64x3, in the precision training would use
@@ -34,10 +34,13 @@ import simsearch
 from simsearch.evaluate import evaluate_index, split_folder
 from simsearch.indexer import BuildOptions
 
+BUILD_KEYS = ("fit",)  # BuildOptions fields a config may set besides the architecture
+
 
 def split_architecture(cfg: dict) -> tuple[dict, dict]:
-    """A config → (its TrainConfig overrides, its architecture keys: ``BuildOptions.MODEL_NAMES``)."""
-    arch = {k: v for k, v in cfg.items() if k in BuildOptions.MODEL_NAMES}
+    """A config → (its TrainConfig overrides, its architecture keys: ``BuildOptions.MODEL_NAMES``, and
+    ``BUILD_KEYS``)."""
+    arch = {k: v for k, v in cfg.items() if k in BuildOptions.MODEL_NAMES or k in BUILD_KEYS}
     return {k: v for k, v in cfg.items() if k not in arch}, arch
 
 
@@ -49,7 +52,7 @@ def probe(name: str, cfg: dict, steps: int = 8) -> dict:
     from simsearch import train as T
 
     cfg, arch = split_architecture(cfg)
-    arch = {BuildOptions.MODEL_NAMES[k]: v for k, v in arch.items()}  # ModelConfig's field names
+    arch = {BuildOptions.MODEL_NAMES[k]: v for k, v in arch.items() if k in BuildOptions.MODEL_NAMES}  # ModelConfig's
     cpu = torch.device("cpu")
     amp = D.amp_dtype(cpu, T.TrainConfig(**cfg).precision, training=True)
     out = {"config": name, "precision": D.precision_name(amp)}
