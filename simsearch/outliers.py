@@ -14,8 +14,10 @@ as robust z-scores:
    a robust straight line is fitted to log(error) against log(detail) over the whole index, and
    the image's value is how far its log-error lies above that line.
 2. **How unusual is its code?** log of the squared Mahalanobis distance of the image's code (the
-   stored encoder output, ``Index.codes``) from the mean code, under the codes' covariance: a
-   picture the encoder maps somewhere the corpus does not go.
+   stored encoder output, ``Index.codes``) from the centre of the codes, under their covariance: a
+   picture the encoder maps somewhere the corpus does not go. Centre and covariance are estimated
+   robustly (``latent_distance``: from the 90% of codes closest to the centre), so that a handful of
+   unusual images that resemble each other do not stretch the covariance towards themselves and hide.
 
 The score is robust_z(1) + robust_z(2). Both are stored at index time: the codes, and the
 denoising error with the clean reconstruction error and the detail (``recon.npy``, format 4,
@@ -45,6 +47,12 @@ from .reconerror import DENOISE_SEEDS, DENOISE_VIEWS  # noqa: F401 — DENOISE_V
 
 METHODS = ("recon", "knn")
 KNN_K = 5
+# the code distance's robust estimate (``latent_distance``): recomputed twice from the 90% of codes closest to
+# the last estimate. On the development plant (20 clip-art images among 5,000 Fashion-MNIST images) the plain
+# estimate put 19 of them in the top 40 (code distance alone, and with the denoising error); with any share
+# from 97.5% to 75% all 20 came first (ranks 1–20)
+CODE_KEEP = 0.9
+CODE_STEPS = 2
 EPS = 1e-6
 BATCH = 512
 
@@ -81,7 +89,7 @@ class Result:
             return f"score = 1 - mean cosine to the {KNN_K} nearest other images"
         s = (
             "score = robust z of log(denoising error / the error expected at that level of detail) "
-            "+ robust z of log(Mahalanobis distance of the code)"
+            "+ robust z of log(Mahalanobis distance of the code, from the 90% of codes nearest the centre)"
         )
         if self.computed:
             s += f"; {self.computed} images' errors computed now from the files (the index did not store them)"
@@ -122,14 +130,24 @@ def detail_adjusted(mse: np.ndarray, detail: np.ndarray) -> np.ndarray:
     return y - (slope * x + icept)
 
 
-def latent_distance(codes: np.ndarray) -> np.ndarray:
-    """log of each code's squared Mahalanobis distance from the mean code under the codes'
-    covariance (directions with no variance left out)."""
+def latent_distance(codes: np.ndarray, keep: float = CODE_KEEP, steps: int = CODE_STEPS) -> np.ndarray:
+    """log of each code's squared Mahalanobis distance from the centre of the codes, under their
+    covariance (directions with no variance left out), both estimated robustly: from all codes first,
+    then ``steps`` times again from the share ``keep`` of the codes closest to the last estimate (the
+    concentration steps of the minimum-covariance-determinant estimator). Unusual images that resemble
+    each other would otherwise widen the covariance along the very direction they lie in and mask
+    one another (``keep`` 1 or ``steps`` 0: the plain estimate)."""
     c = np.asarray(codes, np.float64)
-    c = c - c.mean(0)
-    u, sv, _vt = np.linalg.svd(c, full_matrices=False)
-    keep = sv > 1e-6 * (sv[0] if len(sv) and sv[0] > 0 else 1.0)
-    d2 = (u[:, keep] ** 2).sum(1) * max(len(c) - 1, 1)
+    use = np.ones(len(c), bool)
+    for step in range(steps + 1):
+        mu = c[use].mean(0)
+        _u, sv, vt = np.linalg.svd(c[use] - mu, full_matrices=False)
+        k = sv > 1e-6 * (sv[0] if len(sv) and sv[0] > 0 else 1.0)
+        d2 = (((c - mu) @ vt[k].T / sv[k]) ** 2).sum(1) * max(int(use.sum()) - 1, 1)
+        if step < steps and keep < 1.0:
+            use = d2 <= np.quantile(d2, keep)
+            if use.sum() <= k.sum():  # too few codes left to estimate the covariance: keep the last one
+                break
     return np.log(d2 + EPS)
 
 

@@ -150,6 +150,22 @@ def test_latent_distance_ranks_an_unusual_code_first():
     assert int(np.argmax(np.linalg.norm(codes, axis=1))) != 9  # the raw norm would not find it
 
 
+def test_latent_distance_is_not_masked_by_a_cluster_of_unusual_codes():
+    """40 unusual codes of 1,000, alike and 10 standard deviations out along the narrowest direction: they
+    widen the plain covariance along it and hide among the ordinary codes' tails; the robust estimate
+    (``CODE_KEEP``, ``CODE_STEPS``) leaves them out of the covariance, and they all rank first."""
+    rng = np.random.default_rng(1)
+    codes = rng.standard_normal((1000, 16)) * np.linspace(3, 0.1, 16)
+    odd = np.arange(0, 1000, 25)
+    codes[odd, -1] = 1.0 + rng.normal(0, 0.02, len(odd))
+    top = lambda d: set(np.argsort(-d)[: len(odd)].tolist())  # noqa: E731
+    plain = outliers.latent_distance(codes, keep=1.0)
+    assert np.array_equal(plain, outliers.latent_distance(codes, steps=0))
+    rank = np.argsort(np.argsort(-plain))
+    assert len(top(plain) & set(odd.tolist())) < len(odd) and rank[odd].max() > 2 * len(odd)  # masked
+    assert top(outliers.latent_distance(codes)) == set(odd.tolist())
+
+
 def test_recon_score_adds_the_denoising_and_the_code_part(shared_index):
     res = outliers.scores(shared_index, "recon")
     assert res.parts is not None and res.parts.shape == (len(shared_index), 2)
