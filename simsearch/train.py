@@ -438,8 +438,10 @@ def objective_loss(
 
 @torch.no_grad()
 def _held_out_mean(modules, pixels: torch.Tensor, device, batch: int, ragged: bool, per_image) -> float:
-    """Mean over held-out images of ``per_image(x)`` (a batch's summed loss), in eval mode;
-    ``ragged``: include the last, smaller batch."""
+    """Mean over held-out images of ``per_image(x)`` (a batch's summed loss), in eval mode (each module
+    goes back to the mode it was in: the model being trained to train, an average of its weights to
+    eval); ``ragged``: include the last, smaller batch."""
+    modes = [m.training for m in modules]
     for m in modules:
         m.eval()
     total, n = 0.0, 0
@@ -447,8 +449,8 @@ def _held_out_mean(modules, pixels: torch.Tensor, device, batch: int, ragged: bo
         x = dev.to_device(pixels[i : i + batch], device)
         total += per_image(x)
         n += len(x)
-    for m in modules:
-        m.train()
+    for m, mode in zip(modules, modes):
+        m.train(mode)
     return total / max(n, 1)
 
 
@@ -661,8 +663,6 @@ def validate(run: Run, val: torch.Tensor, device: torch.device, tcfg: TrainConfi
     """Validation objective after an epoch; remembers the best weights and counts epochs without improvement."""
     model, head = run.kept, run.head
     loss = _val_loss(model, val, device, 1024) if head is None else _val_objective(model, head, val, device, tcfg)
-    if run.ema is not None:
-        run.ema.model.eval()  # validation leaves its modules in train mode; the average stays in eval
     if loss < run.best_loss - 1e-5:
         run.best_loss, run.bad_epochs = loss, 0
         run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
