@@ -182,24 +182,32 @@ def test_training_in_either_precision_learns_and_says_which(precision):
     assert next(res.model.parameters()).dtype == torch.float32  # the saved weights are fp32 either way
 
 
+class Interrupted(Exception):
+    """Raised in place of the SIGKILL at the training checkpoint's crash point (``interrupt_at_epoch``)."""
+
+
+def interrupt_at_epoch(monkeypatch, n: int = 2) -> None:
+    """Make ``train`` write a checkpoint after every epoch and stop with ``Interrupted`` after epoch ``n``
+    (at its "train-epoch" crash point): an interrupted run, without a child process to kill."""
+    calls: list[str] = []
+
+    def stop(name):
+        if name == "train-epoch" and calls.append(name) is None and len(calls) == n:
+            raise Interrupted
+
+    monkeypatch.setattr(T, "CHECKPOINT_EVERY", 0)
+    monkeypatch.setattr(T, "crash_point", stop)
+
+
 def test_a_run_resumed_on_another_machine_says_it_trained_in_both_precisions(tmp_path, monkeypatch):
     """Each epoch records the precision it trained in, so a checkpoint made where the CPU has bf16
     instructions and finished where it has not reports "bf16+fp32", also when re-run after finishing."""
     from simsearch import device as D
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_two(name):
-        if name == "train-epoch" and calls.append(name) is None and len(calls) == 2:
-            raise Interrupted
-
-    calls: list[str] = []
     mcfg = T.model_config_for("dae", latent_dim=8, width=8, depth=0)
     tcfg = T.TrainConfig(max_epochs=4, time_budget=0, batch_size=32, val_fraction=0)
     ck = tmp_path / "train.ckpt"
-    monkeypatch.setattr(T, "CHECKPOINT_EVERY", 0)
-    monkeypatch.setattr(T, "crash_point", stop_after_two)
+    interrupt_at_epoch(monkeypatch)
     monkeypatch.setattr(D, "cpu_has_native_bf16", lambda: True)
     with pytest.raises(Interrupted):
         T.train(pixels(96), mcfg, tcfg, "cpu", checkpoint=ck)
@@ -315,14 +323,6 @@ def test_an_averaged_run_returns_the_average_and_resumes_it(tmp_path, monkeypatc
     second view); a run interrupted after 2 of 4 epochs resumes the average from its checkpoint and ends
     where an uninterrupted run ends."""
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_two(name):
-        if name == "train-epoch" and calls.append(name) is None and len(calls) == 2:
-            raise Interrupted
-
-    calls: list[str] = []
     mcfg = T.model_config_for("dae", latent_dim=8, width=8, depth=0)
     tcfg = T.TrainConfig(max_epochs=4, time_budget=0, batch_size=16, ema=0.9, ema_target=target)
     probe = pixels(8, seed=3)
@@ -331,8 +331,7 @@ def test_an_averaged_run_returns_the_average_and_resumes_it(tmp_path, monkeypatc
     assert full.stopped_by == "epochs" and not full.model.training
     assert not np.allclose(embed(full.model, probe, "cpu"), embed(plain.model, probe, "cpu"), atol=1e-3)
     ck = tmp_path / "train.ckpt"
-    monkeypatch.setattr(T, "CHECKPOINT_EVERY", 0)
-    monkeypatch.setattr(T, "crash_point", stop_after_two)
+    interrupt_at_epoch(monkeypatch)
     with pytest.raises(Interrupted):
         T.train(pixels(), mcfg, tcfg, "cpu", checkpoint=ck)
     res = T.train(pixels(), mcfg, tcfg, "cpu", checkpoint=ck)
