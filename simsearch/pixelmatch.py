@@ -24,7 +24,7 @@ colour edits is built not to). This check compares the pixels themselves:
    the crop search only reaches the nearest 1.25% step. On the development set of planted copies
    the cropped copies found went 0.82 → 0.92 (calibrated thresholds), and the best precision any
    thresholds reach at recall 0.95 rose from 0.922 to 0.965 (0.909 → 0.946 on an earlier
-   development set). The content box alone is worse (0.884): a copy cropped into its drawing
+   development set). The content box alone is worse (0.888): a copy cropped into its drawing
    changes its box, so the whole picture's grid stays.
 
 ``SIDE`` (24) and ``CROPS`` (0–8.75% in 1.25% steps) were chosen on a development set (openclipart-png
@@ -136,27 +136,28 @@ def _cols(m: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.swapaxes(t, -3, -2)
 
 
-def _one_way(a: np.ndarray, tb: np.ndarray, crops: tuple[float, ...]) -> tuple[float, np.ndarray]:
+def _one_way(a: np.ndarray, tb: np.ndarray, crops: tuple[float, ...]) -> tuple[float, np.ndarray, tuple[int, int]]:
     """The crop of ``a`` closest to ``tb`` in mean absolute difference → (that mean, the crop's
-    thumbnail, shaped like ``tb``). Coordinate search over ``crops``, one axis pair at a time:
-    left/right, then top/bottom, then left/right again."""
+    thumbnail, shaped like ``tb``, and the crop as the indices of its top/bottom and left/right maps in
+    ``_crop_maps``). Coordinate search over ``crops``, one axis pair at a time: left/right, then
+    top/bottom, then left/right again."""
     maps = _crop_maps(a.shape[0], tb.shape[0], crops)
-    rows = cols = maps[0]  # no crop
-    best, out = np.inf, tb
+    r = c = 0  # no crop
+    best, out, how = np.inf, tb, (0, 0)
     for step in range(3):
         if step % 2 == 0:  # choose left/right given the current top/bottom
-            cand = _cols(maps, _rows(rows, a))
+            cand = _cols(maps, _rows(maps[r], a))
         else:  # choose top/bottom given the current left/right
-            cand = _rows(maps, _cols(cols, a))
+            cand = _rows(maps, _cols(maps[c], a))
         err = np.abs(cand - tb[None]).mean(axis=(1, 2, 3))
         k = int(np.argmin(err))
         if step % 2 == 0:
-            cols = maps[k]
+            c = k
         else:
-            rows = maps[k]
+            r = k
         if err[k] < best:
-            best, out = float(err[k]), cand[k]
-    return best, out
+            best, out, how = float(err[k]), cand[k], (r, c)
+    return best, out, how
 
 
 def thumb(g: np.ndarray, side: int = SIDE) -> np.ndarray:
@@ -168,8 +169,8 @@ def thumb(g: np.ndarray, side: int = SIDE) -> np.ndarray:
 def aligned(ga: np.ndarray, gb: np.ndarray, side: int = SIDE, crops: tuple[float, ...] = CROPS):
     """Thumbnails of the two ``grid``s at their best alignment (either one cropped) → (ta, tb)."""
     tb, ta = thumb(gb, side), thumb(ga, side)
-    ea, ca = _one_way(ga, tb, crops)
-    eb, cb = _one_way(gb, ta, crops)
+    ea, ca, _ = _one_way(ga, tb, crops)
+    eb, cb, _ = _one_way(gb, ta, crops)
     return (ca, tb) if ea <= eb else (ta, cb)
 
 
@@ -298,7 +299,7 @@ class _Plan:
         first axis box-mapped by map ``fixed[i]``, then the second by every map in turn → (k, blocks,
         K, rows·side·3): candidate c of grid i, block by block, is ``[i, :, c]``, its (second axis,
         first axis, channel) cells raveled. On grids this is the left/right step (``_one_way``'s
-        ``_cols(maps, _rows(rows, a))``), on transposed grids the top/bottom step."""
+        ``_cols(maps, _rows(maps[r], a))``), on transposed grids the top/bottom step."""
         k, side, rows = x.shape[0], self.side, self.rows
         y = self._first(x, fixed)
         out = np.empty((k, len(self.blocks), self.k * rows, side * 3), np.float32)

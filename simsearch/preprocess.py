@@ -232,7 +232,7 @@ def _fit(img: Image.Image, size: int, fit: str) -> Image.Image:
     elif h > w:
         box = (x0, y0 + (h - w) / 2, x0 + w, y0 + (h + w) / 2)
     else:
-        if (x0, y0, w) == (0.0, 0.0, size) and img.size == (size, size):
+        if (w, h) == img.size == (size, size):  # already the model's square, nothing trimmed
             return img
         box = (x0, y0, x0 + w, y0 + h)
     return img.resize((size, size), resample, box=box, reducing_gap=3.0)
