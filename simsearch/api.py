@@ -67,6 +67,7 @@ class Index:
         self._np_encoder = None
         self.device = device
         self.last_report: UpdateReport | None = None
+        self._grids: Any = None  # finecheck.GridCache of indexed files, made at the first checked query
 
     # ------------------------------------------------------------ open / build
 
@@ -318,19 +319,44 @@ class Index:
             return self.path_of(int(item))
         return item
 
-    def query(self, item: Any, k: int = 10, include_self: bool = False) -> list[Hit]:
-        """Nearest neighbours of one image: a path, a PIL image, a numpy array or an indexed id."""
-        return self.query_batch([item], k, include_self)[0]
+    def query(self, item: Any, k: int = 10, include_self: bool = False, pixel_check: bool = True) -> list[Hit]:
+        """Nearest neighbours of one image: a path, a PIL image, a numpy array or an indexed id.
+        ``pixel_check``: a new image's first hits are checked against it pixel by pixel and the ones that are
+        copies of it listed first (``finecheck``; their ``Hit.pixel`` says how well they match)."""
+        return self.query_batch([item], k, include_self, pixel_check)[0]
 
     def neighbors(self, id: int, k: int = 10) -> list[Hit]:
         """Nearest neighbours of the indexed image with this id (itself left out)."""
         return self.query(self.indexed_item(int(id)), k)
 
-    def query_batch(self, items: Sequence[Any], k: int = 10, include_self: bool = False) -> list[list[Hit]]:
-        """Nearest neighbours of several images, encoded and searched in one batch."""
+    def query_batch(
+        self, items: Sequence[Any], k: int = 10, include_self: bool = False, pixel_check: bool = True
+    ) -> list[list[Hit]]:
+        """Nearest neighbours of several images, encoded and searched in one batch (``pixel_check``: as in
+        ``query``)."""
         from . import query as q
 
-        return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self)
+        check = self.pixel_check if pixel_check else None
+        return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self, check)
+
+    def pixel_check(self, image: Any, hits: list[Hit]) -> list[Hit]:
+        """The fine check (``finecheck``): ``hits`` of a new query ``image`` (file bytes, a PIL image or a numpy
+        image) with those among the first ``finecheck.SHORTLIST`` whose pixels match it at the index's
+        ``pixel_threshold`` moved to the front, by how well they match (``Hit.pixel``), ranks renumbered.
+        Search for at least ``finecheck.SHORTLIST`` hits first to check them all. Hits whose files cannot be
+        read stay unchecked; an image that cannot be read, or an index without a threshold, returns ``hits``
+        as they are."""
+        from . import finecheck
+
+        threshold = self.pixel_threshold
+        if not hits or threshold is None:
+            return hits
+        grids = finecheck.query_grids(image)
+        if grids is None:
+            return hits
+        if self._grids is None:
+            self._grids = finecheck.GridCache()
+        return finecheck.rerank(hits, grids, self._grids, threshold)
 
     def prepare_queries(self, vectors: np.ndarray) -> np.ndarray:
         """Query-time transform of cosine-ready query vectors (identity unless the index configures one)."""
@@ -370,6 +396,7 @@ class Index:
             "faiss_params": m.faiss.params,
             "recall_at_10": m.faiss.recall_at_10,
             "recon_stats": self._recon_note(),
+            "pixel_check": self._pixel_note(),
             "format_version": m.format_version,
             "migrations": m.migrations,
             "simsearch_version": m.simsearch_version,
@@ -377,6 +404,31 @@ class Index:
             "updated": m.updated,
             "disk_bytes": store.disk_usage(self.path),
         }
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """The pixel similarity at which the query pixel check (``finecheck``) takes a hit for a copy,
+        calibrated when the post-processing was fitted (``postprocess.calibrate_pixels``); None: the check
+        is off (copies' pixels were not separable from look-alikes', or the index predates it)."""
+        cal = self._snap.meta.post.copies or {}
+        return (cal.get("pixel") or {}).get("threshold")
+
+    def _pixel_note(self) -> str:
+        cal = (self._snap.meta.post.copies or {}).get("pixel")
+        if cal is None:
+            return "off: not calibrated (fitted before 2026-12-03; `simsearch index --rebuild` calibrates it)"
+        if cal["threshold"] is None:
+            return f"off: copies' pixels no closer than nearest neighbours' ({cal['pairs'][0]} copies)"
+        return (
+            f"on: first {self._shortlist()} hits at pixel similarity ≥ {cal['threshold']:.4f} "
+            f"(copies pass {cal['tpr']:.0%}, nearest neighbours {cal['fpr']:.0%})"
+        )
+
+    @staticmethod
+    def _shortlist() -> int:
+        from .finecheck import SHORTLIST
+
+        return SHORTLIST
 
     def _recon_note(self) -> str:
         rec = self._snap.recon

@@ -404,14 +404,22 @@ def train(folder, out, channels, **train_kw):
     "--indexed", is_flag=True, help="IMAGES are ids or paths (relative to the indexed folder) already in the index."
 )
 @click.option("--include-self", is_flag=True, help="Keep an indexed query image in its own results.")
+@click.option(
+    "--no-pixel-check",
+    is_flag=True,
+    help="Rank by score alone: skip comparing a new image's first hits with it pixel by pixel.",
+)
 @click.option("--model", type=click.Path(dir_okay=False), help="Fail unless the index was built with this model file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @_common
-def query(images, k, index_path, as_json, grid, indexed, include_self, model, device):
+def query(images, k, index_path, as_json, grid, indexed, include_self, no_pixel_check, model, device):
     """Print the nearest neighbours of each of IMAGES (path, score).
 
     Several images are embedded in one batch. An image that is already in
     the index reuses its stored vector and is left out of its own results.
+    A new image's first 10 hits are compared with it pixel by pixel: the ones
+    that are copies of it (resized, re-saved, cropped a little) come first,
+    marked in the "copy" column with how closely their pixels match.
 
     \b
     Example:
@@ -428,7 +436,7 @@ def query(images, k, index_path, as_json, grid, indexed, include_self, model, de
     if len(idx) == 0:
         raise SimsearchError(f"{idx.path}: the index is empty")
     items = [idx.indexed_item(x) for x in images] if indexed else list(images)
-    results = idx.query_batch(items, k=k, include_self=include_self)
+    results = idx.query_batch(items, k=k, include_self=include_self, pixel_check=not no_pixel_check)
     labelled = list(zip(images, results))
     click.echo(json_lines(labelled) if as_json else table(labelled))
     if grid:
@@ -514,9 +522,12 @@ def info(index_path, as_json, skipped):
     show_default=True,
     help="With --copies: how hard the copies are edited.",
 )
+@click.option(
+    "--no-pixel-check", is_flag=True, help="With --copies: rank by score alone (as `query --no-pixel-check`)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @_common
-def eval_(index_path, queries, gallery, split, limit, ks, seed, device, copies, strength, as_json):
+def eval_(index_path, queries, gallery, split, limit, ks, seed, device, copies, strength, no_pixel_check, as_json):
     """Measure retrieval quality on labelled images: P@k, R@k and mAP.
 
     The label of an image is the name of its parent folder. Each query
@@ -548,7 +559,7 @@ def eval_(index_path, queries, gallery, split, limit, ks, seed, device, copies, 
     bars = _progress()
     try:
         if copies:
-            res = evaluate_copies(idx, copies, strength, seed, progress=bars)
+            res = evaluate_copies(idx, copies, strength, seed, progress=bars, pixel_check=not no_pixel_check)
         else:
             res = evaluate_index(idx, queries, gallery, split, seed, ks or DEFAULT_KS, limit, progress=bars)
     except ValueError as e:

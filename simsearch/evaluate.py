@@ -200,7 +200,13 @@ def split_folder(folder: str | os.PathLike, out: str | os.PathLike, n_queries: i
 
 
 def evaluate_copies(
-    index, n: int = 200, strength: str = "default", seed: int = 0, baseline: bool = True, progress=None
+    index,
+    n: int = 200,
+    strength: str = "default",
+    seed: int = 0,
+    baseline: bool = True,
+    progress=None,
+    pixel_check: bool = True,
 ) -> dict:
     """Near-copy search on the index's own images, no labels needed.
 
@@ -209,7 +215,8 @@ def evaluate_copies(
     index. R@1: the original (or a file with identical bytes) is the first hit; R@5: in the top 5.
     ``baseline``: the same for 32×32 colour thumbnails (cosine of mean-centred pixels) over the
     whole index. Also reports the median score of the original when found first and of the best
-    other image, so one can see how far a copy scores above a look-alike."""
+    other image, so one can see how far a copy scores above a look-alike. ``pixel_check``: as in
+    ``Index.query``."""
     from . import copies
 
     entries = index.entries()
@@ -228,7 +235,7 @@ def evaluate_copies(
     found = np.zeros((len(queries), 2))  # R@1, R@5
     own, other = [], []
     for s in range(0, len(queries), 256):
-        for j, hits in enumerate(index.query_batch(queries[s : s + 256], k=5), start=s):
+        for j, hits in enumerate(index.query_batch(queries[s : s + 256], k=5, pixel_check=pixel_check), start=s):
             same = [key[row_of[h.id]] == key[originals[j]] for h in hits]
             found[j] = [bool(same and same[0]), any(same)]
             if same and same[0]:

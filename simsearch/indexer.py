@@ -777,10 +777,10 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
     record = None
     if calibration is not None and cfg.copies and len(snap) >= 2:
         root, pre, model, views = calibration
-        originals, copy_raw = _copy_codes(snap, root, pre, model, views, options)
         # one key per file content, equal for identical files (Python's hash of the sha256, compared only
         # within this call: 8 bytes a file instead of a 64-character string's 256)
         keys = np.fromiter((hash(e.sha256) for e in snap.entries), np.int64, len(snap.entries))
+        originals, copy_raw, pixel_pairs = _copy_codes(snap, root, pre, model, views, options, post, keys)
         record = postprocess.calibrate(post, snap.vectors, keys, originals, copy_raw)
         if record.get("placement"):
             log(f"near-copy threshold {record['threshold']} (base cosine; from {record['copies']} transformed copies)")
@@ -789,6 +789,12 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
                 f"near-copy placement off: {record['copies']} transformed copies are no closer to their originals"
                 " than images are to their nearest neighbours"
             )
+        if len(originals):
+            record["pixel"] = px = postprocess.calibrate_pixels(*pixel_pairs)
+            if px["threshold"] is not None:
+                log(f"pixel check of query results at similarity {px['threshold']} (from the same copies)")
+            else:
+                log("pixel check of query results off: copies' pixels are no closer than nearest neighbours'")
     return post, PostRecord(
         sha256="",  # store.write fills it in when it stores the fitted post-processing
         config=cfg.to_dict(),
@@ -800,6 +806,7 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
 
 
 COPY_SAMPLE = 200  # gallery images copied to calibrate the near-copy threshold
+CALIBRATION_CHUNK = 25  # of them compared by pixels at a time (their grids in memory together)
 
 
 def _copy_codes(
@@ -809,22 +816,56 @@ def _copy_codes(
     model,
     views,
     options: BuildOptions,
+    post,
+    keys: np.ndarray,
     n: int = COPY_SAMPLE,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw codes of transformed copies (``copies.make_copy``, default strength) of a deterministic
-    sample of gallery images; → (their gallery rows, the copies' codes). Unreadable files are left out."""
-    from . import copies
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Transformed copies (``copies.make_copy``, default strength) of a deterministic sample of gallery
+    images: → (their gallery rows, the copies' raw codes, and for the pixel check's calibration the
+    pixel similarity (``pixelmatch``) of each copy to its original and of each original to its nearest
+    distinct gallery image). Unreadable files are left out. The pictures are compared a chunk at a
+    time, so the memory this takes does not grow with the sample."""
+    from . import copies, pixelmatch, postprocess
     from . import embed as embed_mod
 
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(snap), size=min(n, len(snap)), replace=False))
+    (at, nearest), _ = postprocess.nearest_distinct(post.base(snap.vectors), keys, rows)
+    near = dict(zip(at.tolist(), nearest.tolist()))  # position in rows → its nearest distinct row
     side = max(256, 4 * pre.size)  # copies made from an original reduced to 4× the model input: fast enough
-    kept, made = copies.copies_of([root / snap.entries[r].path for r in rows], snap.ids[rows].tolist(), max_side=side)
-    if not made:
-        return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32)
-    pixels = np.stack([preprocess(img, pre) for img in made])
-    return rows[kept], embed_mod.embed(model, pixels, options.device, views=views)
+    kept: list[int] = []
+    codes: list[np.ndarray] = []
+    copy_px: list[np.ndarray] = []
+    near_px: list[np.ndarray] = []
+    for start in range(0, len(rows), CALIBRATION_CHUNK):
+        chunk = np.arange(start, min(start + CALIBRATION_CHUNK, len(rows)))
+        got, made = copies.copies_of(
+            [root / snap.entries[rows[i]].path for i in chunk], snap.ids[rows[chunk]].tolist(), max_side=side
+        )
+        if not made:
+            continue
+        pixels = np.stack([preprocess(img, pre) for img in made])
+        codes.append(embed_mod.embed(model, pixels, options.device, views=views))
+        grids: dict = {}
+        pos, neg = [], []
+        for i, img in zip(chunk[got].tolist(), made):
+            kept.append(i)
+            grids[("copy", i)] = pixelmatch.grids_bytes(img)
+            grids[("row", int(rows[i]))] = pixelmatch.load_grid(root / snap.entries[rows[i]].path, as_bytes=True)
+            pos.append((("row", int(rows[i])), ("copy", i)))
+            if i in near:
+                j = near[i]
+                if ("row", j) not in grids:
+                    grids[("row", j)] = pixelmatch.load_grid(root / snap.entries[j].path, as_bytes=True)
+                neg.append((("row", int(rows[i])), ("row", j)))
+        sims = pixelmatch.similarities(pos + neg, grids.get, threads=1)
+        copy_px.append(sims[: len(pos)])
+        near_px.append(sims[len(pos) :])
+    pairs = (np.concatenate(copy_px), np.concatenate(near_px)) if copy_px else (np.zeros(0), np.zeros(0))
+    if not kept:
+        return np.zeros(0, np.int64), np.zeros((0, snap.vectors.shape[1]), np.float32), pairs
+    return rows[np.asarray(kept)], np.concatenate(codes), pairs
 
 
 def _plan_faiss(snap: Rows, post, old: Snapshot | None, requested: str | None, new_items, shards: int | None = None):

@@ -299,18 +299,9 @@ def calibrate(
     typically closer to their originals than images are to their nearest distinct neighbour (median
     against median: e.g. 28 px images, which a resize-and-JPEG copy changes more than a look-alike
     differs), no threshold tells a copy from a look-alike and placement stays off."""
-    import faiss
-
     gb = post.base(gallery_raw)
     pos = np.sum(post.base(copy_raw) * gb[originals], axis=1)
-    kk = min(len(gb), 16)
-    sims, nn = faiss.knn(np.ascontiguousarray(gb[originals]), gb, kk, metric=faiss.METRIC_INNER_PRODUCT)
-    nearest = []
-    for row, s_row, n_row in zip(originals, sims, nn):
-        other = [s for s, j in zip(s_row, n_row) if j >= 0 and gallery_keys[j] != gallery_keys[row]]
-        if other:
-            nearest.append(other[0])
-    neg = np.asarray(nearest, np.float32)
+    neg = nearest_distinct(gb, gallery_keys, originals)[1]
     if len(pos) == 0 or len(neg) == 0:
         return {"copies": int(len(pos)), "threshold": None, "placement": False}
     tau, tpr, fpr = youden_threshold(pos, neg)
@@ -324,6 +315,45 @@ def calibrate(
         "copy_cosine_q05_25_50_75_95": quantiles(pos),
         "neighbour_cosine_q05_25_50_75_95": quantiles(neg),
         "placement": separable,
+    }
+
+
+def nearest_distinct(gb: np.ndarray, gallery_keys: np.ndarray, originals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the gallery rows ``originals``' nearest distinct gallery image by base cosine (``gb``: the
+    gallery's base vectors; ``gallery_keys`` equal for identical files), among its 16 nearest; → (the
+    positions in ``originals`` that have one, that image's row and cosine), aligned."""
+    import faiss
+
+    kk = min(len(gb), 16)
+    sims, nn = faiss.knn(np.ascontiguousarray(gb[originals]), gb, kk, metric=faiss.METRIC_INNER_PRODUCT)
+    found: list[tuple[int, int, float]] = []
+    for i, (row, s_row, n_row) in enumerate(zip(originals, sims, nn)):
+        other = [(int(j), float(s)) for s, j in zip(s_row, n_row) if j >= 0 and gallery_keys[j] != gallery_keys[row]]
+        if other:
+            found.append((i, *other[0]))
+    at = np.array([f[0] for f in found], np.int64)
+    rows = np.array([f[1] for f in found], np.int64)
+    return np.stack([at, rows]) if found else np.zeros((2, 0), np.int64), np.array([f[2] for f in found], np.float32)
+
+
+def calibrate_pixels(copy_pixel: np.ndarray, neighbour_pixel: np.ndarray) -> dict:
+    """The threshold of a query's pixel check (``finecheck``): the pixel similarity (``pixelmatch``) that
+    best separates transformed copies from their originals' nearest distinct images, by Youden's J, as
+    for the cosine above; → the calibration record (``threshold`` None: no separating value, check off).
+    NaN similarities (a file that could not be read) are left out."""
+    pos = copy_pixel[np.isfinite(copy_pixel)].astype(np.float32)
+    neg = neighbour_pixel[np.isfinite(neighbour_pixel)].astype(np.float32)
+    if len(pos) == 0 or len(neg) == 0:
+        return {"pairs": [int(len(pos)), int(len(neg))], "threshold": None}
+    tau, tpr, fpr = youden_threshold(pos, neg)
+    separable = bool(np.median(pos) > np.median(neg) and tpr - fpr > 0)
+    return {
+        "pairs": [int(len(pos)), int(len(neg))],
+        "threshold": round(tau, 6) if separable else None,
+        "tpr": round(tpr, 4),
+        "fpr": round(fpr, 4),
+        "copy_pixel_q05_25_50_75_95": quantiles(pos),
+        "neighbour_pixel_q05_25_50_75_95": quantiles(neg),
     }
 
 

@@ -25,13 +25,15 @@ from .store import Snapshot, manifest_path
 
 @dataclass(frozen=True)
 class Hit:
-    """One neighbour: its stable id, path (relative to the indexed folder), cosine score and rank (1-based)."""
+    """One neighbour: its stable id, path (relative to the indexed folder), cosine score and rank (1-based);
+    ``pixel``: its pixel similarity to the query when the fine check found it a copy (``finecheck``)."""
 
     id: int
     path: str
     score: float
     rank: int
     root: str = ""
+    pixel: float | None = None
 
     @property
     def abspath(self) -> Path:
@@ -48,6 +50,7 @@ class _Resolved:
     vector: np.ndarray | None = None  # raw code (already embedded)
     pixels: np.ndarray | None = None  # (C,S,S) uint8 to embed
     self_id: int | None = None  # this query's own id in the index
+    source: Any = None  # what the fine check reads the query's pixels from: file bytes, PIL image or array
 
 
 def describe(item: Any) -> str:
@@ -90,17 +93,17 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: Preprocess, by_path: dic
         row = snap.row_of_sha256().get(hashlib.sha256(data).hexdigest())
         if row is not None:  # the same bytes as an indexed file elsewhere: its stored vector, exactly
             return _Resolved(vector=np.asarray(snap.vectors[row]))
-        return _Resolved(pixels=load(data, pre, name=p))
+        return _Resolved(pixels=load(data, pre, name=p), source=data)
     if isinstance(item, np.ndarray):
         try:
-            return _Resolved(pixels=from_array(item, pre))
+            return _Resolved(pixels=from_array(item, pre), source=item)
         except ValueError as e:
             raise SimsearchError(f"query array: {e}") from None
     from PIL import Image
 
     if isinstance(item, Image.Image):
         try:
-            return _Resolved(pixels=preprocess(item, pre))
+            return _Resolved(pixels=preprocess(item, pre), source=item)
         except Exception as e:
             raise ImageError(describe(item), f"cannot convert image ({e})") from None
     raise SimsearchError(f"cannot query by a {type(item).__name__}: pass a path, PIL image, numpy array or indexed id")
@@ -188,6 +191,17 @@ def vectors_for(
     encoder: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, list[int | None]]:
     """Cosine-ready vectors (Q, D) for ``items`` (images encoded in one batch) and each item's own id, if indexed."""
+    q, resolved = _vectors(snap, items, root, pre, encoder)
+    return q, [r.self_id for r in resolved]
+
+
+def _vectors(
+    snap: Snapshot,
+    items: Sequence[Any],
+    root: Path,
+    pre: Preprocess,
+    encoder: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, list[_Resolved]]:
     by_path = snap.row_of_path() if any(isinstance(x, (str, os.PathLike)) for x in items) else {}
     resolved = [resolve(snap, it, root, pre, by_path) for it in items]
     raw = np.zeros((len(items), snap.dim), np.float32)
@@ -200,7 +214,7 @@ def vectors_for(
             raw[i] = r.vector
     self_ids = [r.self_id for r in resolved]
     ids = np.array([-1 if i is None else i for i in self_ids], dtype=np.int64)
-    return place_copies(snap, snap.post.search_vectors(raw, ids), self_ids), self_ids
+    return place_copies(snap, snap.post.search_vectors(raw, ids), self_ids), resolved
 
 
 def query_batch(
@@ -211,10 +225,18 @@ def query_batch(
     pre: Preprocess,
     encoder: Callable[[np.ndarray], np.ndarray],
     include_self: bool = False,
+    check: Callable[[Any, list[Hit]], list[Hit]] | None = None,
 ) -> list[list[Hit]]:
-    """Resolve, embed (in one batch) and search ``items``."""
+    """Resolve, embed (in one batch) and search ``items``. ``check(image, hits)``: the fine check
+    (``Index.pixel_check``), given each new query image's first ``finecheck.SHORTLIST`` hits."""
     if k <= 0:
         raise SimsearchError(f"k must be a positive number of neighbours, got {k}")
-    q, self_ids = vectors_for(snap, items, root, pre, encoder)
+    q, resolved = _vectors(snap, items, root, pre, encoder)
+    self_ids = [r.self_id for r in resolved]
     exclude = [None] * len(items) if include_self else self_ids
-    return search(snap, q, k, exclude, str(root))
+    if check is None:
+        return search(snap, q, k, exclude, str(root))
+    from .finecheck import SHORTLIST
+
+    out = search(snap, q, max(k, SHORTLIST), exclude, str(root))
+    return [(hits if r.source is None else check(r.source, hits))[:k] for r, hits in zip(resolved, out)]

@@ -42,6 +42,12 @@ def table(results: Sequence[tuple[str, list[Hit]]]) -> str:
         if not hits:
             lines.append("  (no results)")
             continue
+        if any(h.pixel is not None for h in hits):  # the fine check found copies: say which, and how close
+            lines.append(f"{'rank':>6}  {'score':>7}  {'copy':>6}  path")
+            for h in hits:
+                px = "" if h.pixel is None else f"{h.pixel:.3f}"
+                lines.append(f"{h.rank:>6}  {h.score:>7.4f}  {px:>6}  {display_path(h.abspath)}")
+            continue
         lines.append(f"{'rank':>6}  {'score':>7}  path")
         for h in hits:
             lines.append(f"{h.rank:>6}  {h.score:>7.4f}  {display_path(h.abspath)}")
@@ -53,6 +59,7 @@ def hit_json(h: Hit) -> dict[str, Any]:
     return {
         "rank": h.rank,
         "score": round(h.score, 6),
+        "pixel": h.pixel,  # the fine check's pixel similarity when it found this hit a copy of the query, else null
         "id": h.id,
         "path": shown_path(h.abspath),
         "relpath": shown_path(h.path),
@@ -112,7 +119,8 @@ def contact_sheet(rows: Sequence[tuple[Any, str, list[Hit]]], out: str | os.Path
         for h in hits:
             x += thumb + pad
             sheet.paste(_tile(h.abspath, thumb), (x, y))
-            draw.text((x, y + thumb + 4), f"#{h.rank}  {h.score:.3f}", fill="black")
+            caption = f"#{h.rank}  {h.score:.3f}" + ("  copy" if h.pixel is not None else "")
+            draw.text((x, y + thumb + 4), caption, fill="black")
             draw.text(
                 (x, y + thumb + 16),
                 _short(Path(h.path).parent.name + "/" + Path(h.path).name, thumb),

@@ -51,8 +51,8 @@ def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
     for name in ("thumb32 colour", "thumb32 grey", "pHash", "dHash"):
         assert name in rows
     sim = [k for k in rows if k.startswith("simsearch (")]
-    assert len(sim) == 1 and len(rows[sim[0]]) == 4
-    assert all(0.0 <= float(v) <= 1.0 for v in rows[sim[0]])
+    assert len(sim) == 2 and sim[0].endswith("without the pixel check")  # the ablation row, then the default
+    assert all(len(rows[k]) == 4 and all(0.0 <= float(v) <= 1.0 for v in rows[k]) for k in sim)
     assert "One edit at a time" in r.stdout and "scores (median)" in r.stdout
 
 
@@ -66,6 +66,8 @@ def test_bench_digits_prints_simsearch_beside_the_pixel_baseline():
     assert "raw pixels (cosine)" in rows
     sim = [k for k in rows if k.startswith("simsearch")]
     assert len(sim) == 1 and all(0.0 <= float(v) <= 1.0 for v in rows[sim[0]][:3])
+    checked = {row[0]: row[1:] for row in _rows(r.stdout.split("`simsearch query`")[1]) if row[0] != "pixel check"}
+    assert set(checked) == {"off", "on (default)"} and checked["off"][1] == checked["on (default)"][1]  # P@10
 
 
 def test_bench_dupes_prints_precision_recall_and_runtimes(tmp_path):

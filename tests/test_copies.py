@@ -118,7 +118,22 @@ def test_index_records_the_near_copy_calibration(clipart):
     cal = index.meta.post.copies
     assert cal["copies"] == 80  # every image of a small gallery is copied once
     assert cal["placement"] and cal["threshold"] is not None and -1 <= cal["threshold"] <= 1
+    px = cal["pixel"]  # the query pixel check's threshold, from the same copies
+    assert px["pairs"][0] == 80 and px["threshold"] is not None and 0 < px["threshold"] <= 1
+    assert index.pixel_threshold == px["threshold"] and index.info()["pixel_check"].startswith("on:")
+    assert px["copy_pixel_q05_25_50_75_95"][2] > px["neighbour_pixel_q05_25_50_75_95"][2]
     assert cal["copy_cosine_q05_25_50_75_95"][2] > cal["neighbour_cosine_q05_25_50_75_95"][2]
+
+
+def test_calibrate_pixels_finds_the_separating_similarity_or_turns_the_check_off():
+    from simsearch.postprocess import calibrate_pixels
+
+    rng = np.random.default_rng(0)
+    copies_px, neighbours_px = rng.uniform(0.95, 1.0, 100), rng.uniform(0.3, 0.9, 100)
+    rec = calibrate_pixels(copies_px, np.append(neighbours_px, np.nan))  # an unreadable neighbour: left out
+    assert 0.9 <= rec["threshold"] <= 0.95 and rec["tpr"] == 1.0 and rec["fpr"] == 0.0 and rec["pairs"] == [100, 100]
+    assert calibrate_pixels(neighbours_px, copies_px)["threshold"] is None  # copies no closer: check off
+    assert calibrate_pixels(np.array([np.nan]), neighbours_px)["threshold"] is None
 
 
 def test_calibrate_separates_copies_from_neighbours():
@@ -196,3 +211,93 @@ def test_cli_eval_copies(clipart, tmp_path):
     assert res["copies"] == 6 and 0 <= res["R@1"] <= 1 and "thumbnail_R@1" in res
     r = CliRunner().invoke(cli, ["eval", "--index", str(tmp / "idx"), "--copies", "6", "--queries", str(root)])
     assert r.exit_code == 2 and "--copies" in r.output
+
+
+# ------------------------------------------------------------------ the fine check (finecheck.py)
+
+
+def test_the_pixel_check_lists_a_copy_first_wherever_the_codes_put_it(clipart):
+    from dataclasses import replace
+
+    index, root, _ = clipart
+    with Image.open(root / "pic_020.png") as im:
+        copy = copies.make_copy(im, seed=3, strength="default")
+    hits = index.query(copy, k=10, pixel_check=False)
+    assert all(h.pixel is None for h in hits)
+    original = next(h for h in hits if h.path == "pic_020.png")
+    others = [h for h in hits if h.path != "pic_020.png"]
+    demoted = [replace(h, rank=r) for r, h in enumerate(others[:5] + [original] + others[5:], 1)]
+    checked = index.pixel_check(copy, demoted)
+    assert checked[0].path == "pic_020.png" and checked[0].pixel is not None and checked[0].pixel >= 0.9
+    assert checked[0].score == original.score  # the score stays the search score
+    assert [h.rank for h in checked] == list(range(1, len(checked) + 1))
+    assert [h.path for h in checked[1:]] == [h.path for h in others]  # distinct pictures keep their order
+    assert all(h.pixel is None for h in checked[1:])
+
+
+def test_query_marks_copies_unless_told_not_to_and_never_checks_indexed_images(clipart, tmp_path):
+    index, root, _ = clipart
+    with Image.open(root / "pic_030.png") as im:
+        copy = copies.make_copy(im, seed=1, strength="light")
+    hits = index.query(copy, k=3)
+    assert hits[0].path == "pic_030.png" and hits[0].pixel is not None
+    assert all(h.pixel is None for h in index.query(copy, k=3, pixel_check=False))
+    copy.save(tmp_path / "copy.jpg")
+    assert index.query(tmp_path / "copy.jpg", k=3)[0].pixel is not None  # a file: checked from its bytes
+    assert all(h.pixel is None for h in index.query(root / "pic_030.png", k=3))  # indexed: its stored vector
+    # a candidate whose file is gone is simply not checked
+    moved = tmp_path / "gone.png"
+    shutil.copyfile(root / "pic_030.png", moved)
+    (root / "pic_030.png").unlink()
+    try:
+        hits = index.query(copy, k=3)
+        assert all(h.pixel is None for h in hits if h.path == "pic_030.png")
+    finally:
+        shutil.copyfile(moved, root / "pic_030.png")
+
+
+def test_rerank_keeps_an_identical_picture_first_and_orders_copies_by_pixels():
+    from simsearch import finecheck, pixelmatch
+    from simsearch.query import Hit
+
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 1, (pixelmatch.GRID, pixelmatch.GRID, 3)).astype(np.float32)
+    grids = {
+        "same.png": np.clip(q + rng.normal(0, 0.05, q.shape), 0, 1).astype(np.float32),  # pixel 0.97
+        "exact.png": q,  # pixel 1.0
+        "other.png": rng.uniform(0, 1, q.shape).astype(np.float32),  # pixel ≈ 0
+    }
+    hits = [Hit(1, "same.png", 1.0, 1), Hit(2, "other.png", 0.95, 2), Hit(3, "exact.png", 0.9, 3)]
+    out = finecheck.rerank(hits, q, lambda p: grids[p.name], 0.9)
+    assert [h.path for h in out] == ["same.png", "exact.png", "other.png"]  # score 1.0 stays first
+    assert [h.rank for h in out] == [1, 2, 3]
+    assert out[1].pixel == 1.0 and 0.9 < out[0].pixel < 1.0 and out[2].pixel is None
+    assert finecheck.rerank(hits[1:2], q, lambda p: grids[p.name], 0.9) == hits[1:2]  # nothing passes: unchanged
+    assert finecheck.rerank(hits, q, lambda p: None, 0.9) == hits  # nothing readable: unchanged
+    assert [h.path for h in finecheck.rerank(hits, q, lambda p: grids[p.name], 0.99)] == [
+        "exact.png",  # only the exact picture reaches 0.99
+        "same.png",
+        "other.png",
+    ]
+
+
+def test_grid_cache_reads_a_file_again_when_it_changes_and_stays_bounded(tmp_path):
+    import os
+
+    from simsearch.finecheck import GridCache
+
+    cache = GridCache(size=2)
+    a = tmp_path / "a.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(a)
+    first = cache(a)
+    assert first is not None and first.shape[-1] == 3
+    Image.new("RGB", (40, 40), (30, 30, 200)).save(a)
+    os.utime(a, ns=(1, 1))  # a new modification time: read again
+    assert not np.array_equal(cache(a), first)
+    assert cache(tmp_path / "missing.png") is None
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert cache(tmp_path / "broken.png") is None
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i, i, i)).save(tmp_path / f"{i}.png")
+        cache(tmp_path / f"{i}.png")
+    assert len(cache._grids) == 2

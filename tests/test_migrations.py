@@ -208,6 +208,19 @@ def test_v3_index_opens_migrated_and_answers_as_before(v3):
     assert raw_meta(v3) == before  # a reader never writes
 
 
+def test_an_index_fitted_before_the_pixel_check_answers_without_it(v3):
+    from PIL import Image
+
+    index = simsearch.Index.open(v3)
+    assert index.pixel_threshold is None and index.info()["pixel_check"].startswith("off: not calibrated")
+    first = index.entries()[0].path
+    with Image.open(v3.parent / "corpus" / first) as im:
+        smaller = im.resize((im.width - 2, im.height - 2))
+    hits = index.query(smaller, k=5)
+    assert hits and all(h.pixel is None for h in hits)
+    assert [h.id for h in hits] == [h.id for h in index.query(smaller, k=5, pixel_check=False)]
+
+
 def test_outliers_on_a_v3_index_compute_the_denoising_error_from_the_files(v3):
     from conftest import tree_digest
 

@@ -108,3 +108,17 @@ def test_to_display():
         to_display(np.ones((5, 5, 7)))
     with pytest.raises(ImageError):
         to_display(Image.new("RGB", (0, 3)))
+
+
+def test_table_and_json_mark_the_hits_the_pixel_check_found_copies():
+    import json
+
+    from simsearch.render import json_lines, table
+
+    hits = [Hit(4, "a/copy.png", 0.91, 1, "/r", pixel=0.9731), Hit(2, "b/other.png", 0.95, 2, "/r")]
+    out = table([("q.png", hits)]).splitlines()
+    assert out[1].split() == ["rank", "score", "copy", "path"]
+    assert out[2].split()[:3] == ["1", "0.9100", "0.973"] and out[3].split()[:2] == ["2", "0.9500"]
+    assert "copy" not in table([("q.png", hits[1:])])  # no copies found: the usual three columns
+    got = json.loads(json_lines([("q.png", hits)]))["hits"]
+    assert [h["pixel"] for h in got] == [0.9731, None]

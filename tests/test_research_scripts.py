@@ -26,6 +26,7 @@ RESEARCH = ROOT / "scripts" / "research"
         "codec_real.py",
         "dupes_pixel.py",
         "dupes_frontier.py",
+        "fine_check.py",
         "frozen/fmnist_probe.py",
         "frozen/post_probe.py",
     ],

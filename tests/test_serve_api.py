@@ -25,7 +25,7 @@ from simsearch.render import hit_json  # noqa: E402
 from simsearch.serve.app import MAX_K, create_app  # noqa: E402
 from simsearch.serve.run import is_loopback, loopback_names, parse_size  # noqa: E402
 
-HIT_KEYS = {"rank", "score", "id", "path", "relpath"}  # `simsearch query --json`
+HIT_KEYS = {"rank", "score", "pixel", "id", "path", "relpath"}  # `simsearch query --json`
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,16 @@ def test_upload_of_an_indexed_file_finds_it_first(client, built):
     e = Index.open(index).entries()[42]
     body = upload(client, (corpus / e.path).read_bytes(), "copy.png", k=3).json()
     assert body["hits"][0]["id"] == 42 and body["hits"][0]["score"] == 1.0
+
+
+def test_upload_of_a_resaved_copy_is_marked_a_copy_by_the_pixel_check(client, built):
+    corpus, index = built
+    e = Index.open(index).entries()[17]
+    buf = io.BytesIO()
+    with Image.open(corpus / e.path) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(buf, "JPEG", quality=85)
+    body = upload(client, buf.getvalue(), "copy.jpg", k=3).json()
+    assert body["hits"][0]["id"] == 17 and body["hits"][0]["pixel"] >= 0.9
 
 
 def test_upload_jpeg_raw_body_and_k_as_a_form_field(client):

@@ -185,14 +185,32 @@ def phone_width(b: Browser, url: str) -> None:
     assert not b.errors, b.errors
 
 
+def copy_badge(b: Browser, url: str, corpus: Path, tmp_path: Path) -> None:
+    """A re-saved, smaller copy of an indexed image: the pixel check lists its original first, with a badge."""
+    page = b.page
+    page.goto(url)
+    original = sorted(corpus.rglob("*.png"))[7]
+    copy = tmp_path / "copy-of-it.jpg"
+    with Image.open(original) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(copy, quality=85)
+    page.set_input_files("#file", str(copy))
+    page.wait_for_function("() => document.getElementById('title').textContent === 'Most similar images'")
+    hits = wait_for_results(page, 12)
+    assert hits[0]["relpath"] == original.relative_to(corpus).as_posix()
+    badges = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => !!c.querySelector('.thumb .copy'))")
+    assert badges[0] and "pixels match" in page.get_attribute("#grid .card .copy", "title")
+    assert not b.errors, b.errors
+
+
 def test_page_in_chromium(browser, tmp_path):
-    _, index = build_index(tmp_path)
+    corpus, index = build_index(tmp_path)
     query = tmp_path / "stripes.png"
     make_image("stripes", np.random.default_rng(100)).save(query)
     with Server(index, tmp_path / "cache", "--max-upload", "50KB") as server:
         hits, clicked, neighbours = walk(browser, server.url, query, tmp_path, k=12)
         assert all(h["relpath"].startswith("stripes/") for h in hits[:8])
         assert clicked["relpath"].startswith("stripes/")
+        copy_badge(browser, server.url, corpus, tmp_path)
         bad_uploads(browser, tmp_path, 50_000)
         phone_width(browser, server.url)
 

@@ -11,7 +11,7 @@ Routes (OpenAPI schema at ``/openapi.json``)::
     GET  /thumb/{id}, /image/{id}  an indexed image's thumbnail / original, by id only
     GET  /tools, /api/dupes, /api/outliers, /api/map, /reconstruction/{id}  the whole-folder tools (tools.py)
 
-Hits have the schema of ``simsearch query --json`` (rank, score, id, path, relpath) plus the
+Hits have the schema of ``simsearch query --json`` (rank, score, pixel, id, path, relpath) plus the
 ``thumb`` and ``image`` URLs. Every error is JSON ``{"error": message}`` with a 4xx/5xx status,
 never a traceback. CPU work (decoding, encoding, searching, thumbnails) runs in the thread pool;
 each request answers from one generation of the index (``holder.IndexHolder``).
@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..decode import load
 from ..errors import ImageError
+from ..finecheck import SHORTLIST as PIXEL_CHECK_HITS
 from ..render import hit_json, shown_path
 from ..store import Entry
 from .holder import IndexHolder, Loaded
@@ -81,6 +82,7 @@ class ApiError(Exception):
 class HitOut(BaseModel):
     rank: int
     score: float
+    pixel: float | None = None  # the fine check's pixel similarity when it found this hit a copy of the upload
     id: int
     path: str
     relpath: str
@@ -343,7 +345,9 @@ def create_app(
                 pixels = load(data, index.preprocess, name=name)
             except ImageError as e:
                 raise ApiError(422, f"{name}: {e.reason}") from None
-        return loaded, index.search_vectors(index.embed_pixels(pixels[None]), k)[0]
+        hits = index.search_vectors(index.embed_pixels(pixels[None]), max(k, PIXEL_CHECK_HITS))[0]
+        with decode_slots:  # it decodes the upload again, and the first hits' files
+            return loaded, index.pixel_check(data, hits)[:k]  # copies of the upload first, as `simsearch query`
 
     # ------------------------------------------------------------ media
 

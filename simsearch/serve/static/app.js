@@ -104,7 +104,7 @@ async function watchGeneration() {
 
 // ------------------------------------------------------------------ rendering
 
-function card(item, { rank, score } = {}) {
+function card(item, { rank, score, pixel } = {}) {
   const img = el("img", {
     src: item.thumb, alt: item.relpath, loading: "lazy", decoding: "async", width: 256, height: 256,
   });
@@ -115,6 +115,10 @@ function card(item, { rank, score } = {}) {
   img.addEventListener("error", () => img.closest(".thumb").classList.add("broken"));
   const badges = [];
   if (rank != null) badges.push(el("span", { class: "rank" }, `#${rank}`));
+  if (pixel != null) {
+    badges.push(el("span", { class: "copy", title: `A copy of your image: its pixels match at ${pixel.toFixed(3)}` },
+      "copy"));
+  }
   const link = el("a", {
     class: "thumb", href: `/?id=${item.id}`, title: `Search from ${item.relpath} (id ${item.id})`,
     dataset: { id: String(item.id) },
@@ -147,7 +151,7 @@ function skeleton(n) {
 }
 
 function renderHits(hits, append) {
-  const cards = hits.map((h) => card(h, { rank: h.rank, score: h.score }));
+  const cards = hits.map((h) => card(h, { rank: h.rank, score: h.score, pixel: h.pixel }));
   if (append) $("grid").append(...cards);
   else $("grid").replaceChildren(...cards);
 }

@@ -1,0 +1,112 @@
+"""Stage 2 of a query: the fine check of its shortlist by pixels.
+
+The model's codes rank the whole index; they say which pictures *look alike*, and a 128-d code
+cannot keep every pixel, so a picture's own copy can come second or fifth behind a look-alike. The
+first ``SHORTLIST`` hits of a new query image are therefore compared with it pixel by pixel
+(``pixelmatch.similarity``: aligned 24×24 colour thumbnails, either picture cropped a little, Pearson
+correlation; the check ``simsearch dupes`` uses). Hits that match at the index's threshold or more
+are listed first, by that similarity; the other hits keep their order by score. An identical picture
+(score 1.0) stays first. Each hit keeps its search score; a hit that passed carries its pixel
+similarity (``Hit.pixel``).
+
+The threshold is calibrated for each index when its post-processing is fitted, on the same
+transformed copies of 200 indexed images as the near-copy placement: the pixel similarity that best
+separates each copy from its original's nearest distinct image (Youden's J;
+``postprocess.calibrate_pixels``). Where copies are not closer than look-alikes there is none and the
+check is off; an index fitted before the check existed has none either.
+
+It runs for query images that are not in the index (a file not indexed, a PIL image, an array),
+where the indexed candidates' files can be read now (each is read once per query, from the
+indexed folder; a few recent ones are kept in ``GridCache``). Indexed images and ids are answered
+from their stored vectors, as before.
+
+``SHORTLIST`` was chosen on the clip-art development half (``scripts/research/fine_check.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .query import Hit
+
+SHORTLIST = 10  # hits checked by pixels (R@10 bounds what the check can recover)
+CACHE_SIZE = 256  # candidate grids kept (each ≤ 55 KB as bytes)
+
+
+class GridCache:
+    """``pixelmatch`` grids (as bytes) of indexed files, read on demand and kept for the last ``size`` files. A file
+    is keyed by its path, size and modification time, so an edited file is read again; one that cannot be
+    read gives None (its hit is simply not checked)."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._grids: OrderedDict[tuple[str, int, int], np.ndarray | None] = OrderedDict()
+        self._lock = threading.Lock()  # a served index is queried from several threads
+
+    def __call__(self, path: Path) -> np.ndarray | None:
+        from . import pixelmatch
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = key in self._grids
+            g = self._grids[key] if known else None
+            if known:
+                self._grids.move_to_end(key)
+        if not known:
+            g = pixelmatch.load_grid(path, as_bytes=True)
+            with self._lock:
+                self._grids[key] = g
+                while len(self._grids) > self.size:
+                    self._grids.popitem(last=False)
+        return g
+
+
+def query_grids(source: Any) -> np.ndarray | None:
+    """The pixel check's grids of a query: ``source`` is a file's bytes, a PIL image or a numpy image.
+    None when it cannot be made (the query then goes unchecked)."""
+    from . import pixelmatch
+    from .decode import open_image
+
+    try:
+        img = open_image(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        return pixelmatch.grids(img)
+    except Exception:  # noqa: BLE001 — the query was decoded once already; the check is optional
+        return None
+
+
+def rerank(
+    hits: list[Hit], grids: np.ndarray, grid_of: Callable[[Path], np.ndarray | None], threshold: float
+) -> list[Hit]:
+    """``hits`` (in score order) with those among the first ``SHORTLIST`` whose pixels match the query's
+    ``grids`` at ``threshold`` or more moved to the front, by pixel similarity; ranks renumbered.
+    ``grid_of(path)``: an indexed file's grids (float or bytes), or None when it cannot be read."""
+    from . import pixelmatch
+    from .query import IDENTICAL
+
+    shortlist = hits[:SHORTLIST]
+    pairs = [(-1, i) for i in range(len(shortlist))]
+    sims = pixelmatch.similarities(pairs, lambda i: grids if i < 0 else grid_of(shortlist[i].abspath), threads=1)
+    passed = [
+        (h.score < IDENTICAL, -float(s), i, replace(h, pixel=round(float(s), 4)))
+        for i, (h, s) in enumerate(zip(shortlist, sims))
+        if s >= threshold  # (NaN, an unreadable file, never passes)
+    ]
+    if not passed:
+        return hits
+    passed.sort(key=lambda t: t[:3])
+    moved = {t[2] for t in passed}
+    ordered = [t[3] for t in passed] + [h for i, h in enumerate(hits) if i not in moved]
+    return [replace(h, rank=r) for r, h in enumerate(ordered, 1)]
