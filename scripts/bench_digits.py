@@ -6,7 +6,8 @@ fixed random permutation: the gallery half is indexed with the product
 (``simsearch.Index.build``, default settings, labels never seen), the query half
 asks. Relevant = same digit; full-ranking P@1 / P@10 / mAP from
 ``simsearch.evaluate``. Baselines in the same run: cosine of the raw pixels, and
-of mean-centred pixels.
+of mean-centred pixels. Then P@1 / P@10 of ``Index.query_batch`` on the query files
+(the first 10 hits) with and without the pixel check, which reorders only those.
 
     pip install scikit-learn
     python scripts/bench_digits.py
@@ -80,11 +81,36 @@ def main(argv=None) -> int:
                 f"{time.perf_counter() - t:.0f} s",
             )
         )
+        checked = {check: query_precision(index, qdir, check) for check in (False, True)}
+        pixel_note = info["pixel_check"]
     print(f"{len(gl)} gallery digits, {len(ql)} query digits\n")
     print("| method | P@1 | P@10 | mAP | index time |\n|---|---:|---:|---:|---:|")
     for name, m, t in rows:
         print(f"| {name} | {m['P@1']:.3f} | {m['P@10']:.3f} | {m['mAP']:.3f} | {t} |")
+    print(
+        "\n`simsearch query`, each query file's first 10 hits (the pixel check reorders only those, so P@10 "
+        f"cannot change; the index's check: {pixel_note}):\n\n"
+        "| pixel check | P@1 | P@10 | queries whose first hit it changed |\n|---|---:|---:|---:|"
+    )
+    for check, (p1, p10, tops) in checked.items():
+        moved = np.mean([a != b for a, b in zip(tops, checked[False][2])])
+        print(f"| {'on (default)' if check else 'off'} | {p1:.3f} | {p10:.3f} | {moved:.3f} |")
     return 0
+
+
+def query_precision(index, qdir: Path, check: bool) -> tuple[float, float, list[int]]:
+    """(P@1, P@10, each query's first hit id) of every file under ``qdir`` through ``Index.query_batch``;
+    relevant = the same folder name (digit)."""
+    files = sorted(qdir.rglob("*.png"))
+    p1, p10, tops = [], [], []
+    for s in range(0, len(files), 256):
+        batch = files[s : s + 256]
+        for f, hits in zip(batch, index.query_batch(batch, k=10, pixel_check=check)):
+            same = [h.path.split("/")[0] == f.parent.name for h in hits]
+            p1.append(same[0])
+            p10.append(np.mean(same))
+            tops.append(hits[0].id)
+    return float(np.mean(p1)), float(np.mean(p10)), tops
 
 
 if __name__ == "__main__":

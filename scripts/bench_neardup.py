@@ -174,12 +174,12 @@ def baseline_rows(root: Path, rels: list[str], groups: dict[str, str], queries_b
 # ---------------------------------------------------------------- simsearch
 
 
-def simsearch_row(name: str, index, groups, queries_by_strength) -> dict:
+def simsearch_row(name: str, index, groups, queries_by_strength, pixel_check: bool = True) -> dict:
     row = {"method": name}
     for strength, queries in queries_by_strength.items():
         hits = []
         for s in range(0, len(queries), 256):
-            hits += index.query_batch([img for _, img in queries[s : s + 256]], k=5)
+            hits += index.query_batch([img for _, img in queries[s : s + 256]], k=5, pixel_check=pixel_check)
         r1 = np.mean([bool(h) and groups[h[0].path] == groups[rel] for (rel, _), h in zip(queries, hits)])
         r5 = np.mean([any(groups[x.path] == groups[rel] for x in h) for (rel, _), h in zip(queries, hits)])
         own = [h[0].score for (rel, _), h in zip(queries, hits) if h and groups[h[0].path] == groups[rel]]
@@ -257,7 +257,9 @@ def main(argv=None) -> int:
         f"{simsearch.__version__}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "corpus"
+        # the indexed folder (links to the half's files) lives beside a kept index, so that --reuse finds it
+        # again: the pixel check reads the candidates' files from it
+        root = a.index.with_name(a.index.name + "-corpus") if a.index else Path(tmp) / "corpus"
         rels = link_half(a.corpus, a.half, root, a.limit)
         groups = identity_groups(root, rels)
         print(
@@ -282,6 +284,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         if a.reuse:  # score an index built earlier from this half (e.g. by --index) without rebuilding it
             index = simsearch.Index.open(idx_dir)
+            if not index.root.is_dir():
+                log(f"warning: {index.root} (the indexed folder) is gone: the pixel check cannot read candidates")
         else:
             index = simsearch.Index.build(root, idx_dir, options=BuildOptions.of(rebuild=True, **opts))
         info = index.info()
@@ -292,15 +296,16 @@ def main(argv=None) -> int:
         rels = index.paths()  # the gallery is what the index holds (too-large files are skipped)
         queries = {s: make_queries(root, rels, a.copies, s, a.seed) for s in strengths}
         rows = [] if a.no_baselines else baseline_rows(root, rels, groups, queries)
-        rows.append(
-            simsearch_row(f"simsearch ({info['input']}, {info['trained_epochs']} epochs)", index, groups, queries)
-        )
+        name = f"simsearch ({info['input']}, {info['trained_epochs']} epochs)"
+        rows.append(simsearch_row(f"{name}, without the pixel check", index, groups, queries, pixel_check=False))
+        rows.append(simsearch_row(name, index, groups, queries))
         if a.per_edit:
             per = {
                 name: make_queries(root, rels, a.copies, "default", a.seed, kinds)
                 for name, kinds in edit_sets("default").items()
             }
             prow = [] if a.no_baselines else baseline_rows(root, rels, groups, per)
+            prow.append(simsearch_row("simsearch, without the pixel check", index, groups, per, pixel_check=False))
             prow.append(simsearch_row("simsearch", index, groups, per))
     print(table(rows, strengths))
     sim = rows[-1]
