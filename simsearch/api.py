@@ -340,8 +340,8 @@ class Index:
         return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self, check)
 
     def pixel_check(self, image: Any, hits: list[Hit]) -> list[Hit]:
-        """The fine check (``finecheck``): ``hits`` of a new query ``image`` (file bytes, a PIL image or a numpy
-        image) with those among the first ``finecheck.SHORTLIST`` whose pixels match it at the index's
+        """The fine check (``finecheck``): ``hits`` of a new query ``image`` (a file, its bytes, a PIL image or
+        a numpy image) with those among the first ``finecheck.SHORTLIST`` whose pixels match it at the index's
         ``pixel_threshold`` moved to the front, by how well they match (``Hit.pixel``), ranks renumbered.
         Search for at least ``finecheck.SHORTLIST`` hits first to check them all. Hits whose files cannot be
         read stay unchecked; an image that cannot be read, or an index without a threshold, returns ``hits``
@@ -419,16 +419,12 @@ class Index:
             return "off: not calibrated (fitted before 2026-12-03; `simsearch index --rebuild` calibrates it)"
         if cal["threshold"] is None:
             return f"off: copies' pixels no closer than nearest neighbours' ({cal['pairs'][0]} copies)"
-        return (
-            f"on: first {self._shortlist()} hits at pixel similarity ≥ {cal['threshold']:.4f} "
-            f"(copies pass {cal['tpr']:.0%}, nearest neighbours {cal['fpr']:.0%})"
-        )
-
-    @staticmethod
-    def _shortlist() -> int:
         from .finecheck import SHORTLIST
 
-        return SHORTLIST
+        return (
+            f"on: first {SHORTLIST} hits at pixel similarity ≥ {cal['threshold']:.4f} "
+            f"(copies pass {cal['tpr']:.0%}, nearest neighbours {cal['fpr']:.0%})"
+        )
 
     def _recon_note(self) -> str:
         rec = self._snap.recon

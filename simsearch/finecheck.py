@@ -75,13 +75,15 @@ class GridCache:
 
 
 def query_grids(source: Any) -> np.ndarray | None:
-    """The pixel check's grids of a query: ``source`` is a file's bytes, a PIL image or a numpy image.
-    None when it cannot be made (the query then goes unchecked)."""
+    """The pixel check's grids of a query: ``source`` is a file (path), its bytes, a PIL image or a numpy
+    image. None when it cannot be made (the query then goes unchecked)."""
     from . import pixelmatch
     from .decode import open_image
 
     try:
-        img = open_image(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        if isinstance(source, os.PathLike):
+            source = Path(source)
+        img = open_image(source) if isinstance(source, (str, Path, bytes, bytearray, memoryview)) else source
         return pixelmatch.grids(img)
     except Exception:  # noqa: BLE001 — the query was decoded once already; the check is optional
         return None

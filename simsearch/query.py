@@ -50,7 +50,7 @@ class _Resolved:
     vector: np.ndarray | None = None  # raw code (already embedded)
     pixels: np.ndarray | None = None  # (C,S,S) uint8 to embed
     self_id: int | None = None  # this query's own id in the index
-    source: Any = None  # what the fine check reads the query's pixels from: file bytes, PIL image or array
+    source: Any = None  # what the fine check reads the query's pixels from: its file, PIL image or array
 
 
 def describe(item: Any) -> str:
@@ -93,7 +93,7 @@ def resolve(snap: Snapshot, item: Any, root: Path, pre: Preprocess, by_path: dic
         row = snap.row_of_sha256().get(hashlib.sha256(data).hexdigest())
         if row is not None:  # the same bytes as an indexed file elsewhere: its stored vector, exactly
             return _Resolved(vector=np.asarray(snap.vectors[row]))
-        return _Resolved(pixels=load(data, pre, name=p), source=data)
+        return _Resolved(pixels=load(data, pre, name=p), source=p)  # (the check reads it again: no bytes held)
     if isinstance(item, np.ndarray):
         try:
             return _Resolved(pixels=from_array(item, pre), source=item)
