@@ -418,7 +418,12 @@ class Index:
         if cal is None:
             return "off: not calibrated (fitted before 2026-12-03; `simsearch index --rebuild` calibrates it)"
         if cal["threshold"] is None:
-            return f"off: copies' pixels no closer than nearest neighbours' ({cal['pairs'][0]} copies)"
+            if "tpr" not in cal:
+                return "off: no copies could be compared"
+            return (
+                f"off: pixels do not tell a copy from a look-alike here (at best {cal['tpr']:.0%} of "
+                f"{cal['pairs'][0]} copies pass and {cal['fpr']:.0%} of nearest neighbours)"
+            )
         from .finecheck import SHORTLIST
 
         return (

@@ -794,7 +794,7 @@ def _fit_post(snap: Rows, index_dir: Path, options: BuildOptions, log, calibrati
             if px["threshold"] is not None:
                 log(f"pixel check of query results at similarity {px['threshold']} (from the same copies)")
             else:
-                log("pixel check of query results off: copies' pixels are no closer than nearest neighbours'")
+                log("pixel check of query results off: pixels do not tell copies from their nearest neighbours here")
     return post, PostRecord(
         sha256="",  # store.write fills it in when it stores the fitted post-processing
         config=cfg.to_dict(),

@@ -133,6 +133,9 @@ def test_calibrate_pixels_finds_the_separating_similarity_or_turns_the_check_off
     rec = calibrate_pixels(copies_px, np.append(neighbours_px, np.nan))  # an unreadable neighbour: left out
     assert 0.9 <= rec["threshold"] <= 0.95 and rec["tpr"] == 1.0 and rec["fpr"] == 0.0 and rec["pairs"] == [100, 100]
     assert calibrate_pixels(neighbours_px, copies_px)["threshold"] is None  # copies no closer: check off
+    # a weak test is no test: 70% of copies against 42% of neighbours (28 px Fashion-MNIST) stays off
+    weak = calibrate_pixels(np.r_[np.full(70, 0.97), np.full(30, 0.90)], np.r_[np.full(42, 0.97), np.full(58, 0.9)])
+    assert weak["threshold"] is None and weak["tpr"] == 0.7 and weak["fpr"] == 0.42 and weak["best_threshold"] > 0.9
     assert calibrate_pixels(np.array([np.nan]), neighbours_px)["threshold"] is None
 
 
