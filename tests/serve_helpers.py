@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from synth import FAST, write_corpus
+from synth import FAST, write_corpus, write_pictures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +25,18 @@ def build_index(base: Path) -> tuple[Path, Path]:
     write_corpus(corpus)
     index = base / "index"
     simsearch.Index.build(corpus, index, options=BuildOptions.of(**FAST))
+    return corpus, index
+
+
+def build_pictures_index(base: Path) -> tuple[Path, Path]:
+    """(corpus, index): 40 distinct generated pictures (``synth.write_pictures``), where the pixel check is on."""
+    import simsearch
+    from simsearch.indexer import BuildOptions
+
+    corpus = base / "pictures"
+    write_pictures(corpus)
+    index = base / "pictures-index"
+    simsearch.Index.build(corpus, index, options=BuildOptions.of(**dict(FAST, max_epochs=6, time_budget=60)))
     return corpus, index
 
 

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 CLASSES = ("disc", "square", "stripes")
 
@@ -130,3 +130,28 @@ def make_snapshot(n=200, d=16, seed=0):
         skipped=[{"path": "bad.png", "reason": "empty file"}],
         post=PostProcess.centring_only(vecs.mean(0)),
     )
+
+
+def picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """A distinct clip-art-like picture: a few coloured shapes on a transparent background."""
+    img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(2, 5))):
+        x0, y0 = rng.uniform(0, 0.6, 2) * (w, h)
+        x1, y1 = x0 + rng.uniform(0.2, 0.4) * w, y0 + rng.uniform(0.2, 0.4) * h
+        colour = tuple(int(c) for c in rng.integers(0, 230, 3)) + (255,)
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=colour)
+    return img
+
+
+def write_pictures(root: Path, n: int = 40, seed: int = 3) -> list[Path]:
+    """``n`` distinct ``picture``s of several sizes and aspects as PNG files: a folder where each image is its own
+    kind, so a copy of one is far closer to it than to any other (the pixel check calibrates itself on)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = int(rng.integers(60, 160)), int(rng.integers(60, 160))
+        paths.append(root / f"pic_{i:03d}.png")
+        picture(rng, w, h).save(paths[-1])
+    return paths

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_copies import picture
+from synth import picture
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-from synth import FAST
+from PIL import Image
+from synth import FAST, picture, write_pictures
 
 import simsearch
 from simsearch import copies, evaluate
@@ -17,28 +17,12 @@ from simsearch.constants import COPY_STRENGTHS
 from simsearch.preprocess import to_display
 
 
-def picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    """A distinct clip-art-like picture: a few coloured shapes on a transparent background."""
-    img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-    d = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 5))):
-        x0, y0 = rng.uniform(0, 0.6, 2) * (w, h)
-        x1, y1 = x0 + rng.uniform(0.2, 0.4) * w, y0 + rng.uniform(0.2, 0.4) * h
-        colour = tuple(int(c) for c in rng.integers(0, 230, 3)) + (255,)
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=colour)
-    return img
-
-
 @pytest.fixture(scope="module")
 def clipart(tmp_path_factory):
     """An index of 80 distinct generated pictures of several sizes and aspects, plus the folder."""
     tmp = tmp_path_factory.mktemp("clipart")
     root = tmp / "images"
-    root.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(80):
-        w, h = int(rng.integers(60, 160)), int(rng.integers(60, 160))
-        picture(rng, w, h).save(root / f"pic_{i:03d}.png")
+    write_pictures(root, 80)
     opts = dict(FAST, max_epochs=6, time_budget=60)
     index = simsearch.Index.build(root, tmp / "idx", **opts)
     return index, root, tmp

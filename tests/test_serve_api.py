@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import build_index, make_client
+from serve_helpers import build_index, build_pictures_index, make_client
 from synth import encode, make_image
 from test_hostile_files import png_header_only
 
@@ -121,14 +121,27 @@ def test_upload_of_an_indexed_file_finds_it_first(client, built):
     assert body["hits"][0]["id"] == 42 and body["hits"][0]["score"] == 1.0
 
 
-def test_upload_of_a_resaved_copy_is_marked_a_copy_by_the_pixel_check(client, built):
-    corpus, index = built
-    e = Index.open(index).entries()[17]
+def test_upload_of_a_resaved_copy_is_marked_a_copy_by_the_pixel_check(tmp_path):
+    from simsearch.preprocess import to_display
+
+    corpus, index = build_pictures_index(tmp_path)
+    idx = Index.open(index)
+    assert idx.pixel_threshold is not None  # distinct pictures: the check calibrates itself on
+    e = idx.entries()[17]
     buf = io.BytesIO()
     with Image.open(corpus / e.path) as im:
-        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(buf, "JPEG", quality=85)
-    body = upload(client, buf.getvalue(), "copy.jpg", k=3).json()
-    assert body["hits"][0]["id"] == 17 and body["hits"][0]["pixel"] >= 0.9
+        to_display(im).resize((im.width * 3 // 4, im.height * 3 // 4)).save(buf, "JPEG", quality=85)
+    body = upload(make_client(create_app(index, cache_dir=tmp_path / "cache")), buf.getvalue(), "copy.jpg", k=3).json()
+    assert body["hits"][0]["id"] == 17 and body["hits"][0]["pixel"] >= idx.pixel_threshold
+    assert all(h["pixel"] is None for h in body["hits"][1:])
+
+
+def test_the_pixel_check_is_off_where_look_alikes_match_as_well_as_copies(client, built):
+    _, index = built  # three kinds of noisy shapes: a copy's pixels are no closer than a look-alike's
+    idx = Index.open(index)
+    assert idx.pixel_threshold is None and idx.info()["pixel_check"].startswith("off")
+    body = upload(client, new_image(), "new.png", k=5).json()
+    assert all(h["pixel"] is None for h in body["hits"])
 
 
 def test_upload_jpeg_raw_body_and_k_as_a_form_field(client):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import Server, build_index
+from serve_helpers import Server, build_index, build_pictures_index
 from synth import make_image
 
 CHROMIUM = os.environ.get("SIMSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -185,14 +185,25 @@ def phone_width(b: Browser, url: str) -> None:
     assert not b.errors, b.errors
 
 
-def copy_badge(b: Browser, url: str, corpus: Path, tmp_path: Path) -> None:
-    """A re-saved, smaller copy of an indexed image: the pixel check lists its original first, with a badge."""
-    page = b.page
-    page.goto(url)
+def copy_badge(b: Browser, tmp_path: Path) -> None:
+    """A re-saved, smaller copy of an indexed picture: the pixel check lists its original first, with a badge."""
+    from simsearch.preprocess import to_display
+
+    corpus, index = build_pictures_index(tmp_path)
     original = sorted(corpus.rglob("*.png"))[7]
     copy = tmp_path / "copy-of-it.jpg"
     with Image.open(original) as im:
-        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(copy, quality=85)
+        to_display(im).resize((im.width * 3 // 4, im.height * 3 // 4)).save(copy, quality=85)
+    with Server(index, tmp_path / "cache-pictures") as server:
+        _copy_badge(b, server.url, corpus, original, copy)
+
+
+def _copy_badge(b: Browser, url: str, corpus: Path, original: Path, copy: Path) -> None:
+    page = b.page
+    page.set_viewport_size({"width": 1280, "height": 900})  # every card in view: lazy thumbnails all load
+    page.goto(url)
+    page.wait_for_function("() => /\\d images/.test(document.getElementById('index-meta').textContent)")
+    page.select_option("#page-size", "12")  # a new server is a new origin: its own stored page size
     page.set_input_files("#file", str(copy))
     page.wait_for_function("() => document.getElementById('title').textContent === 'Most similar images'")
     hits = wait_for_results(page, 12)
@@ -203,16 +214,16 @@ def copy_badge(b: Browser, url: str, corpus: Path, tmp_path: Path) -> None:
 
 
 def test_page_in_chromium(browser, tmp_path):
-    corpus, index = build_index(tmp_path)
+    _, index = build_index(tmp_path)
     query = tmp_path / "stripes.png"
     make_image("stripes", np.random.default_rng(100)).save(query)
     with Server(index, tmp_path / "cache", "--max-upload", "50KB") as server:
         hits, clicked, neighbours = walk(browser, server.url, query, tmp_path, k=12)
         assert all(h["relpath"].startswith("stripes/") for h in hits[:8])
         assert clicked["relpath"].startswith("stripes/")
-        copy_badge(browser, server.url, corpus, tmp_path)
         bad_uploads(browser, tmp_path, 50_000)
         phone_width(browser, server.url)
+    copy_badge(browser, tmp_path)
 
 
 def _idx(name: str) -> np.ndarray:
