@@ -417,9 +417,10 @@ def query(images, k, index_path, as_json, grid, indexed, include_self, no_pixel_
 
     Several images are embedded in one batch. An image that is already in
     the index reuses its stored vector and is left out of its own results.
-    A new image's first 10 hits are compared with it pixel by pixel: the ones
-    that are copies of it (resized, re-saved, cropped a little) come first,
-    marked in the "copy" column with how closely their pixels match.
+    Where the index's calibration turned the pixel check on (`simsearch info`
+    says), a new image's first 10 hits are compared with it pixel by pixel:
+    the ones that are copies of it (resized, re-saved, cropped a little) come
+    first, marked in the "copy" column with how closely their pixels match.
 
     \b
     Example:
