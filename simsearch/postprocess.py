@@ -367,9 +367,10 @@ def calibrate_pixels(copy_pixel: np.ndarray, neighbour_pixel: np.ndarray) -> dic
 
 
 def youden_threshold(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float, float]:
-    """The cosine that best separates ``pos`` (copy → original) from ``neg`` (image → nearest
-    distinct image) by Youden's J (true-positive rate − false-positive rate), placed midway to the
-    next lower observed cosine; → (threshold, its TPR, its FPR). Both must be non-empty."""
+    """The similarity (a cosine of search vectors, or a pixel similarity) that best separates ``pos``
+    (copy → original) from ``neg`` (image → nearest distinct image) by Youden's J (true-positive rate −
+    false-positive rate), placed midway to the next lower observed value; → (threshold, its TPR, its
+    FPR). Both must be non-empty."""
     cand = np.unique(np.concatenate([pos, neg]))
     tpr = (pos[None, :] >= cand[:, None]).mean(1)
     fpr = (neg[None, :] >= cand[:, None]).mean(1)
