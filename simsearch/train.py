@@ -429,11 +429,26 @@ def objective_loss(
             with torch.no_grad():
                 z2 = (target or model).encode(v2)
         inv = head(z, z2)
-        return rec + cfg.invariance * inv, {"rec": rec.item(), "inv": inv.item()}
+        loss, parts = rec + cfg.invariance * inv, {"rec": rec.item(), "inv": inv.item()}
+        if cfg.koleo:
+            spread = koleo_loss(z)
+            loss, parts = loss + cfg.koleo * spread, {**parts, "koleo": spread.item()}
+        return loss, parts
     if obj == "sparse":
         l1 = z.abs().mean()
         return rec + cfg.sparsity * l1 * z.shape[1], {"rec": rec.item(), "l1": l1.item()}
     return rec, {"rec": rec.item()}
+
+
+def koleo_loss(z: torch.Tensor) -> torch.Tensor:
+    """The KoLeo spreading term (Sablayrolles et al. 2019): −mean over the batch of the log distance of
+    each L2-normalised code to its nearest other code. Lower when the codes cover the sphere evenly."""
+    u = F.normalize(z.float(), dim=1)
+    sim = u @ u.T
+    sim.fill_diagonal_(-2.0)  # never one's own nearest
+    nearest = sim.max(dim=1).values  # cosine to the nearest other code
+    dist = (2.0 - 2.0 * nearest).clamp_min(0.0).sqrt()
+    return -torch.log(dist + 1e-8).mean()
 
 
 @torch.no_grad()

@@ -344,3 +344,29 @@ def test_a_momentum_target_needs_an_average():
         T.TrainConfig(ema_target=True)
     with pytest.raises(ValueError, match="ema"):
         T.TrainConfig(ema=1.0)
+
+
+def test_the_spreading_term_is_lower_for_codes_that_cover_the_sphere():
+    """KoLeo (``TrainConfig.koleo``): −mean log distance of each normalised code to its nearest other code."""
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(64, 16, generator=g)
+    clustered = spread[:8].repeat(8, 1) + 0.01 * torch.randn(64, 16, generator=g)
+    assert T.koleo_loss(spread) < T.koleo_loss(clustered)
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # each at distance √2 from the other
+    assert T.koleo_loss(two).item() == pytest.approx(-np.log(np.sqrt(2)), abs=1e-5)
+    z = spread.clone().requires_grad_(True)
+    T.koleo_loss(z).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_a_run_with_the_spreading_term_records_it_in_the_history():
+    data = pixels(96)
+    mcfg = T.model_config_for("dae", latent_dim=16, width=8)
+    tcfg = T.TrainConfig(max_epochs=3, time_budget=0, batch_size=32, val_fraction=0, koleo=0.5)
+    res = T.train(data, mcfg, tcfg, "cpu")
+    assert all(np.isfinite(h["koleo"]) for h in res.history)
+    assert (
+        "koleo" not in T.train(data, mcfg, T.TrainConfig(max_epochs=1, time_budget=0, batch_size=32), "cpu").history[0]
+    )
+    with pytest.raises(ValueError, match="koleo"):
+        T.TrainConfig(koleo=-1.0)
