@@ -27,6 +27,7 @@ RESEARCH = ROOT / "scripts" / "research"
         "dupes_pixel.py",
         "dupes_frontier.py",
         "fine_check.py",
+        "neardup_misses.py",
         "frozen/fmnist_probe.py",
         "frozen/post_probe.py",
     ],
