@@ -1003,7 +1003,8 @@ def _choose_model(index_dir: Path, old: Snapshot | None, files, options: BuildOp
         from . import model as model_mod
 
         model, info = model_mod.load(options.model)
-        pre = Preprocess(model.config.image_size, model.config.channels)
+        size, channels = model.config.image_size, model.config.channels  # a model file does not record a fit
+        pre = Preprocess(size, channels, options.fit) if options.fit else Preprocess(size, channels)
         return Source(pre, False, _model_info(model, info["sha256"], info["extra"], Path(options.model)), model)
     if old is not None and not options.retrain:
         # the index's own model: loaded (torch and all) only if something needs embedding

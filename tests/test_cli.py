@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 from synth import FAST_CLI, make_image
 
+import simsearch
 from simsearch.cli import cli
 
 
@@ -177,6 +178,10 @@ def test_train_then_index_with_model(corpus, tmp_path):
     other.write_bytes(model.read_bytes() + b"x")
     res = run("query", corpus / "disc" / "disc_001.png", "--index", idx, "--model", other, ok=False)
     assert res.exit_code == 1 and "does not match" in res.stderr
+    # --fit applies to a given model too (a model file does not record one)
+    padded = tmp_path / "padded"
+    run("index", corpus, "--index", padded, "--model", model, "--fit", "pad")
+    assert simsearch.Index.open(padded).preprocess.fit == "pad"
 
 
 def test_help_does_not_import_torch_faiss_or_ray():
