@@ -413,10 +413,26 @@ class Index:
         cal = self._snap.meta.post.copies or {}
         return (cal.get("pixel") or {}).get("threshold")
 
+    def _recalibrate_command(self) -> str:
+        """The command that refits this index's post-processing and its calibrations (near-copy placement,
+        the pixel check) with the model it already has, without training: a rebuild that embeds its folder
+        with the index's own model file, as it was embedded (the fit and the test-time views). A plain
+        ``--rebuild`` would train a new model."""
+        from shlex import quote
+
+        meta = self._snap.meta
+        cmd = f"simsearch index {quote(str(self.root))} --index {quote(str(self.path))} --rebuild"
+        model = store.model_path(self.path, meta.model.sha256)
+        if model.exists():
+            fit = Preprocess.from_dict(meta.preprocess).fit
+            cmd += f" --model {quote(str(model))}" + ("" if fit == Preprocess.fit else f" --fit {fit}")
+            cmd += "" if self.views else " --no-tta"
+        return f"`{cmd}`"
+
     def _pixel_note(self) -> str:
         cal = (self._snap.meta.post.copies or {}).get("pixel")
         if cal is None:
-            return "off: not calibrated (fitted before 2026-12-03; `simsearch index --rebuild` calibrates it)"
+            return f"off: not calibrated (fitted before 2026-12-03; {self._recalibrate_command()} calibrates it)"
         if cal["threshold"] is None:
             if "tpr" not in cal:
                 return "off: no copies could be compared"

@@ -221,6 +221,27 @@ def test_an_index_fitted_before_the_pixel_check_answers_without_it(v3):
     assert [h.id for h in hits] == [h.id for h in index.query(smaller, k=5, pixel_check=False)]
 
 
+def test_the_command_info_gives_an_index_fitted_before_the_pixel_check_calibrates_it_without_training(v3):
+    import shlex
+
+    from click.testing import CliRunner
+
+    from simsearch.cli import cli
+
+    before = simsearch.Index.open(v3)
+    note = before.info()["pixel_check"]
+    command = shlex.split(note.split("`")[1])
+    assert command[:2] == ["simsearch", "index"] and "--model" in command
+    res = CliRunner().invoke(cli, command[1:], obj={})
+    assert res.exit_code == 0, res.stderr
+    assert "trained" not in res.stderr and "added 12" in res.stderr
+    after = simsearch.Index.open(v3)
+    assert after.meta.model.sha256 == before.meta.model.sha256 and after.views == before.views
+    assert after.preprocess == before.preprocess
+    assert "pixel" in after.meta.post.copies and "not calibrated" not in after.info()["pixel_check"]
+    assert sorted(e.path for e in after.entries()) == sorted(e.path for e in before.entries())
+
+
 def test_outliers_on_a_v3_index_compute_the_denoising_error_from_the_files(v3):
     from conftest import tree_digest
 
