@@ -119,7 +119,7 @@ class TrainConfig:
     # (28 px: 76 vs 104 ms per step on 2 cores; same clip-art recall, more epochs in the budget)
     invariance_grad: bool = False
     temperature: float = 0.2  # nce
-    # weight of a spreading term on the first view's L2-normalised code (KoLeo: −mean log of each code's
+    # dae: weight of a spreading term on the (first) corrupted view's L2-normalised code (KoLeo: −mean log of each code's
     # distance to its nearest other code in the batch; Sablayrolles et al. 2019, used by SSCD for copy
     # detection); 0 = off. Measured 2026-12-03 (README ablation): clip-art copies level at 0.1 and worse at 1.0
     # (strong copies −0.08 R@1), Fashion-MNIST validation mAP −0.031 at 0.1 (it spreads the classes apart too)
@@ -152,6 +152,8 @@ class TrainConfig:
             raise ValueError("ema_target needs an average of the weights: set ema > 0")
         if self.koleo < 0:
             raise ValueError(f"koleo must be ≥ 0 (0 = off), got {self.koleo}")
+        if self.koleo and self.objective != "dae":
+            raise ValueError(f"koleo is a term of the dae objective, not of {self.objective!r}")
         if self.max_sample_bytes < 0:
             raise ValueError(f"max_sample_bytes must be ≥ 0 (0 = no limit), got {self.max_sample_bytes}")
 

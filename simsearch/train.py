@@ -421,6 +421,7 @@ def objective_loss(
     inp = corrupt_views(x, cfg, gen) if obj == "dae" else x
     z = model.encode(inp)
     rec = reconstruction_loss(model.decode(z), x, cfg.loss)
+    loss, parts = rec, {"rec": rec.item()}
     if obj == "dae" and head is not None:  # invariance: a second view's code must predict the first's
         v2 = corrupt_views(x, cfg, gen)
         if cfg.invariance_grad:
@@ -429,15 +430,14 @@ def objective_loss(
             with torch.no_grad():
                 z2 = (target or model).encode(v2)
         inv = head(z, z2)
-        loss, parts = rec + cfg.invariance * inv, {"rec": rec.item(), "inv": inv.item()}
-        if cfg.koleo:
-            spread = koleo_loss(z)
-            loss, parts = loss + cfg.koleo * spread, {**parts, "koleo": spread.item()}
-        return loss, parts
+        loss, parts = loss + cfg.invariance * inv, {**parts, "inv": inv.item()}
+    if obj == "dae" and cfg.koleo:
+        spread = koleo_loss(z)
+        loss, parts = loss + cfg.koleo * spread, {**parts, "koleo": spread.item()}
     if obj == "sparse":
         l1 = z.abs().mean()
-        return rec + cfg.sparsity * l1 * z.shape[1], {"rec": rec.item(), "l1": l1.item()}
-    return rec, {"rec": rec.item()}
+        loss, parts = loss + cfg.sparsity * l1 * z.shape[1], {**parts, "l1": l1.item()}
+    return loss, parts
 
 
 def koleo_loss(z: torch.Tensor) -> torch.Tensor:

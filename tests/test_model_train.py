@@ -368,5 +368,9 @@ def test_a_run_with_the_spreading_term_records_it_in_the_history():
     assert (
         "koleo" not in T.train(data, mcfg, T.TrainConfig(max_epochs=1, time_budget=0, batch_size=32), "cpu").history[0]
     )
+    plain = T.TrainConfig(max_epochs=1, time_budget=0, batch_size=32, val_fraction=0, invariance=0, koleo=0.5)
+    assert "koleo" in T.train(data, mcfg, plain, "cpu").history[0]  # with or without the invariance term
     with pytest.raises(ValueError, match="koleo"):
         T.TrainConfig(koleo=-1.0)
+    with pytest.raises(ValueError, match="koleo"):
+        T.TrainConfig(objective="ae", koleo=0.1)
