@@ -119,9 +119,9 @@ class TrainConfig:
     # (28 px: 76 vs 104 ms per step on 2 cores; same clip-art recall, more epochs in the budget)
     invariance_grad: bool = False
     temperature: float = 0.2  # nce
-    # dae: weight of a spreading term on the (first) corrupted view's L2-normalised code (KoLeo: −mean log of each code's
-    # distance to its nearest other code in the batch; Sablayrolles et al. 2019, used by SSCD for copy
-    # detection); 0 = off. Measured 2026-12-03 (README ablation): clip-art copies level at 0.1 and worse at 1.0
+    # dae: weight of a spreading term on the (first) corrupted view's L2-normalised code (KoLeo: −mean log
+    # of each code's distance to its nearest other code in the batch; Sablayrolles et al. 2019, used by SSCD
+    # for copy detection); 0 = off. Measured 2026-12-03 (README ablation): clip-art copies level at 0.1 and worse at 1.0
     # (strong copies −0.08 R@1), Fashion-MNIST validation mAP −0.031 at 0.1 (it spreads the classes apart too)
     koleo: float = 0.0
     # an exponential moving average of the weights, updated after every step, is the model that is kept
