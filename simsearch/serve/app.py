@@ -345,7 +345,10 @@ def create_app(
                 pixels = load(data, index.preprocess, name=name)
             except ImageError as e:
                 raise ApiError(422, f"{name}: {e.reason}") from None
-        hits = index.search_vectors(index.embed_pixels(pixels[None]), max(k, PIXEL_CHECK_HITS))[0]
+        vectors = index.embed_pixels(pixels[None])
+        if index.pixel_threshold is None:  # the check is off for this index: nothing more to decode
+            return loaded, index.search_vectors(vectors, k)[0]
+        hits = index.search_vectors(vectors, max(k, PIXEL_CHECK_HITS))[0]
         with decode_slots:  # it decodes the upload again, and the first hits' files
             return loaded, index.pixel_check(data, hits)[:k]  # copies of the upload first, as `simsearch query`
 
