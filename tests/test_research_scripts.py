@@ -28,6 +28,7 @@ RESEARCH = ROOT / "scripts" / "research"
         "dupes_frontier.py",
         "fine_check.py",
         "neardup_misses.py",
+        "unseen_edits.py",
         "frozen/fmnist_probe.py",
         "frozen/post_probe.py",
     ],
@@ -38,6 +39,30 @@ def test_research_script_help(script):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("usage:")
+
+
+def test_unseen_edits_makes_each_copy_from_the_resized_original():
+    sys.path.insert(0, str(RESEARCH))
+    try:
+        import unseen_edits
+    finally:
+        sys.path.remove(str(RESEARCH))
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (80, 100, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :50, :3] = (200, 30, 30)  # a red left half: mirroring and turning grey show
+    img = Image.fromarray(rgba, "RGBA")
+    out = {e: np.asarray(unseen_edits.make_copy(img, e, seed=1), np.float32) for e in unseen_edits.EDITS}
+    assert all(a.ndim == 3 and a.shape[2] == 3 for a in out.values())
+    assert out["none"].shape == (56, 70, 3) and out["upscale 2x"].shape == (112, 140, 3)
+    assert out["frame 15%"].shape == (56 + 2 * 10, 70 + 2 * 10, 3) and out["crop 15%"].shape == (40, 50, 3)
+    assert out["rotate 90"].shape == (70, 56, 3)
+    assert out["none"][:, :30, 0].mean() > 150 and out["mirror"][:, -30:, 0].mean() > 150  # red moved right
+    assert (
+        np.abs(out["grey"][..., 0] - out["grey"][..., 2]).max()
+        < 12
+        < np.abs(out["none"][..., 0] - out["none"][..., 2]).max()
+    )
 
 
 def test_dupes_frontier_finds_the_best_thresholds_of_a_toy_set():
