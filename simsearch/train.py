@@ -8,7 +8,7 @@ autoencoder family:
 - ``dae``     denoising (the default: best retrieval quality): reconstruct the clean x
               from a per-sample corrupted copy — the edits a copied picture goes through:
               shift, zoom, stretch, rotation, flip, border, brightness, contrast,
-              saturation, softening, a JPEG re-save (plus optional noise / masking) — and, with
+              saturation (or none: grey), softening, a JPEG re-save (plus optional noise / masking) — and, with
               ``invariance`` > 0, make the codes of two such copies of one image agree
               while differing from other images (NT-Xent on a projection of the code),
               so the code ignores the edits but keeps what tells images apart.
@@ -123,12 +123,19 @@ def _pick(b: int, prob: float, gen: torch.Generator) -> torch.Tensor | None:
     return pick if pick.any() else None
 
 
-def photometric(x: torch.Tensor, light: float, saturation: float, gen: torch.Generator) -> torch.Tensor:
+def photometric(
+    x: torch.Tensor, light: float, saturation: float, gen: torch.Generator, grey: float = 0.0
+) -> torch.Tensor:
     """Per-sample brightness shift (± light), contrast (1 ± light) around the image mean and,
-    for RGB, saturation (1 ± saturation) around the grey value. x ∈ [0,1]."""
+    for RGB, saturation (1 ± saturation) around the grey value, or, with probability ``grey``, none
+    (the picture turned grey). x ∈ [0,1]."""
     b = x.shape[0]
     u = lambda: torch.rand(b, 1, 1, 1, generator=gen).mul_(2).sub_(1).to(x.device, x.dtype)  # noqa: E731
-    sat = 1 + saturation * u() if saturation and x.shape[1] == 3 else None
+    colour = x.shape[1] == 3
+    sat = 1 + saturation * u() if saturation and colour else None
+    if grey and colour:
+        pick = (torch.rand(b, generator=gen) < grey).to(x.device).view(b, 1, 1, 1)
+        sat = torch.where(pick, torch.zeros((), device=x.device, dtype=x.dtype), 1 if sat is None else sat)
     contrast = 1 + light * u() if light else None
     bright = light * u() if light else None
     return _light(x, sat, contrast, bright)
@@ -298,8 +305,8 @@ def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> to
     v = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen, cfg.aspect, cfg.rotate)
     if cfg.pad:
         v = random_pad(v, cfg.pad, gen)
-    if cfg.light or cfg.saturation:
-        v = photometric(v, cfg.light, cfg.saturation, gen)
+    if cfg.light or cfg.saturation or cfg.grey:
+        v = photometric(v, cfg.light, cfg.saturation, gen, cfg.grey)
     if cfg.blur:
         v = resample_blur(v, cfg.blur, gen)
     if cfg.jpeg:
@@ -334,8 +341,10 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if b == 0:
         return x
     rngs = [np.random.default_rng(k) for k in keys]
-    # (B, 16) U(0, 1), 18 with a JPEG corruption (drawn only then: other corruptions keep their draws)
-    u = torch.from_numpy(np.stack([r.random(18 if cfg.jpeg else 16) for r in rngs]).astype(np.float32))
+    # (B, 16) U(0, 1), 2 more with a JPEG corruption and 1 more with the grey one (drawn only then:
+    # other corruptions keep their draws)
+    n_u = 16 + (2 if cfg.jpeg else 0) + (1 if cfg.grey else 0)
+    u = torch.from_numpy(np.stack([r.random(n_u) for r in rngs]).astype(np.float32))
     pm = u * 2 - 1  # U(-1, 1)
     sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
     v = _affine(
@@ -348,9 +357,12 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
             v = v.clone()
             choice = (u[pick, 10] * 3).long().clamp_(0, 2)
             v[pick] = _pad(v[pick], 1 + PAD_AMOUNT * u[pick, 7], pm[pick][:, 8:10], choice)
-    if cfg.light or cfg.saturation:
+    if cfg.light or cfg.saturation or cfg.grey:
         col = lambda j: pm[:, j].view(b, 1, 1, 1).to(v.device, v.dtype)  # noqa: E731
         sat = 1 + cfg.saturation * col(11) if cfg.saturation and c == 3 else None
+        if cfg.grey and c == 3:
+            pick = (u[:, n_u - 1] < cfg.grey).view(b, 1, 1, 1).to(v.device)
+            sat = torch.where(pick, torch.zeros((), device=v.device, dtype=v.dtype), 1 if sat is None else sat)
         v = _light(v, sat, 1 + cfg.light * col(12) if cfg.light else None, cfg.light * col(13) if cfg.light else None)
     if cfg.blur:
         sizes = [_shrunk(h, w, 0.5 + 0.4 * float(f)) for f in u[:, 15].tolist()]

@@ -281,6 +281,27 @@ def test_a_jpeg_corruption_is_drawn_only_when_asked_and_per_image():
     assert (views - x).abs().mean() > 0.002 and (views - x).abs().mean() < 0.05
 
 
+def test_a_grey_corruption_turns_colour_views_grey_and_is_drawn_only_when_asked():
+    """``grey`` = 0 leaves every other corruption's draws as they were; ``grey`` = 1 gives grey views
+    (R = G = B) of a colour picture in training and per image, and leaves a grey model's input alone."""
+    x = torch.from_numpy(np.stack([_clip_art(32, 32, 3)] * 4).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    keys = [11, 12, 13, 14]
+    assert torch.equal(T.corrupt_each(x, T.TrainConfig(), keys), T.corrupt_each(x, T.TrainConfig(grey=0.0), keys))
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(T.corrupt_views(x, T.TrainConfig(), gen()), T.corrupt_views(x, T.TrainConfig(grey=0.0), gen()))
+    always = T.TrainConfig(grey=1.0)
+    for v in (T.corrupt_each(x, always, keys), T.corrupt_views(x, always, gen())):
+        assert (v[:, 0] - v[:, 1]).abs().max() < 1e-5 and (v[:, 1] - v[:, 2]).abs().max() < 1e-5
+        assert (v - x).abs().mean() > 0.01
+    colourful = T.corrupt_each(x, T.TrainConfig(), keys)
+    assert (colourful[:, 0] - colourful[:, 1]).abs().max() > 0.1  # without it, views keep their colour
+    half = T.corrupt_views(x.repeat(64, 1, 1, 1), T.TrainConfig(grey=0.5), gen())
+    grey_views = ((half[:, 0] - half[:, 1]).abs().amax((1, 2)) < 1e-5).float().mean()
+    assert 0.35 < grey_views < 0.65
+    g = x[:, :1]
+    assert torch.equal(T.corrupt_each(g, always, keys), T.corrupt_each(g, T.TrainConfig(), keys))
+
+
 def test_a_model_recorded_before_a_corruption_existed_is_not_given_it():
     """The denoising error of an old model's images (``corruption_config``) uses the corruptions it was
     trained with: a corruption added later is off for it, whatever today's default is."""
