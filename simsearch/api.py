@@ -342,7 +342,7 @@ class Index:
     def pixel_check(self, image: Any, hits: list[Hit]) -> list[Hit]:
         """The fine check (``finecheck``): ``hits`` of a new query ``image`` (a file, its bytes, a PIL image or
         a numpy image) with those among the first ``finecheck.SHORTLIST`` whose pixels match it at the index's
-        ``pixel_threshold`` moved to the front, by how well they match (``Hit.pixel``), ranks renumbered.
+        ``pixel_threshold`` moved to the front (their similarity in ``Hit.pixel``), in score order, ranks renumbered.
         Search for at least ``finecheck.SHORTLIST`` hits first to check them all. Hits whose files cannot be
         read stay unchecked; an image that cannot be read, or an index without a threshold, returns ``hits``
         as they are."""

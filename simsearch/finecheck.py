@@ -5,9 +5,15 @@ cannot keep every pixel, so a picture's own copy can come second or fifth behind
 first ``SHORTLIST`` hits of a new query image are therefore compared with it pixel by pixel
 (``pixelmatch.similarity``: aligned 24×24 colour thumbnails, either picture cropped a little, Pearson
 correlation; the check ``simsearch dupes`` uses). Hits that match at the index's threshold or more
-are listed first, by that similarity; the other hits keep their order by score. An identical picture
-(score 1.0) stays first. Each hit keeps its search score; a hit that passed carries its pixel
-similarity (``Hit.pixel``).
+are listed first; each group keeps its order by score. Each hit keeps its search score; a hit that
+passed carries its pixel similarity (``Hit.pixel``).
+
+The check decides which hits are copies, not their order: among near-identical pictures that all
+pass (the same icon in two sizes, star polygons a hairline apart) a 24 px comparison is saturated,
+and the model, which saw the pictures at up to 64 px, orders them better. Ordering the passing hits
+by pixel similarity instead lost 0.05–0.06 R@1 on plainly resized and re-saved copies of clip art
+and 0.05–0.07 on mirrored ones, for at most +0.01 on the benchmark's copies (development half;
+``scripts/research/unseen_edits.py``; README, ablation).
 
 The threshold is calibrated for each index when its post-processing is fitted, on the same
 transformed copies of 200 indexed images as the near-copy placement: the pixel similarity that best
@@ -93,22 +99,19 @@ def rerank(
     hits: list[Hit], grids: np.ndarray, grid_of: Callable[[Path], np.ndarray | None], threshold: float
 ) -> list[Hit]:
     """``hits`` (in score order) with those among the first ``SHORTLIST`` whose pixels match the query's
-    ``grids`` at ``threshold`` or more moved to the front, by pixel similarity; ranks renumbered.
+    ``grids`` at ``threshold`` or more moved to the front, in their order; ranks renumbered.
     ``grid_of(path)``: an indexed file's grids (float or bytes), or None when it cannot be read."""
     from . import pixelmatch
-    from .query import IDENTICAL
 
     shortlist = hits[:SHORTLIST]
     pairs = [(-1, i) for i in range(len(shortlist))]
     sims = pixelmatch.similarities(pairs, lambda i: grids if i < 0 else grid_of(shortlist[i].abspath), threads=1)
-    passed = [
-        (h.score < IDENTICAL, -float(s), i, replace(h, pixel=round(float(s), 4)))
+    passed = {
+        i: replace(h, pixel=round(float(s), 4))
         for i, (h, s) in enumerate(zip(shortlist, sims))
         if s >= threshold  # (NaN, an unreadable file, never passes)
-    ]
+    }
     if not passed:
         return hits
-    passed.sort(key=lambda t: t[:3])
-    moved = {t[2] for t in passed}
-    ordered = [t[3] for t in passed] + [h for i, h in enumerate(hits) if i not in moved]
+    ordered = list(passed.values()) + [h for i, h in enumerate(hits) if i not in passed]
     return [replace(h, rank=r) for r, h in enumerate(ordered, 1)]

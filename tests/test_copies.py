@@ -243,7 +243,9 @@ def test_query_marks_copies_unless_told_not_to_and_never_checks_indexed_images(c
         shutil.copyfile(moved, root / "pic_030.png")
 
 
-def test_rerank_keeps_an_identical_picture_first_and_orders_copies_by_pixels():
+def test_rerank_moves_the_copies_first_and_keeps_each_group_in_score_order():
+    """The check says which hits are copies, not their order: a copy whose pixels match better does not
+    pass one the model put higher (near-identical pictures all pass, and the model orders them better)."""
     from simsearch import finecheck, pixelmatch
     from simsearch.query import Hit
 
@@ -253,18 +255,21 @@ def test_rerank_keeps_an_identical_picture_first_and_orders_copies_by_pixels():
         "same.png": np.clip(q + rng.normal(0, 0.05, q.shape), 0, 1).astype(np.float32),  # pixel 0.97
         "exact.png": q,  # pixel 1.0
         "other.png": rng.uniform(0, 1, q.shape).astype(np.float32),  # pixel ≈ 0
+        "other2.png": rng.uniform(0, 1, q.shape).astype(np.float32),
     }
-    hits = [Hit(1, "same.png", 1.0, 1), Hit(2, "other.png", 0.95, 2), Hit(3, "exact.png", 0.9, 3)]
+    hits = [Hit(1, "other.png", 0.99, 1), Hit(2, "same.png", 0.95, 2), Hit(3, "other2.png", 0.93, 3),
+            Hit(4, "exact.png", 0.9, 4)]  # fmt: skip
     out = finecheck.rerank(hits, q, lambda p: grids[p.name], 0.9)
-    assert [h.path for h in out] == ["same.png", "exact.png", "other.png"]  # score 1.0 stays first
-    assert [h.rank for h in out] == [1, 2, 3]
-    assert out[1].pixel == 1.0 and 0.9 < out[0].pixel < 1.0 and out[2].pixel is None
-    assert finecheck.rerank(hits[1:2], q, lambda p: grids[p.name], 0.9) == hits[1:2]  # nothing passes: unchanged
+    assert [h.path for h in out] == ["same.png", "exact.png", "other.png", "other2.png"]
+    assert [h.rank for h in out] == [1, 2, 3, 4] and [h.score for h in out] == [0.95, 0.9, 0.99, 0.93]
+    assert out[1].pixel == 1.0 and 0.9 < out[0].pixel < 1.0 and out[2].pixel is None and out[3].pixel is None
+    assert finecheck.rerank(hits[:1], q, lambda p: grids[p.name], 0.9) == hits[:1]  # nothing passes: unchanged
     assert finecheck.rerank(hits, q, lambda p: None, 0.9) == hits  # nothing readable: unchanged
     assert [h.path for h in finecheck.rerank(hits, q, lambda p: grids[p.name], 0.99)] == [
         "exact.png",  # only the exact picture reaches 0.99
-        "same.png",
         "other.png",
+        "same.png",
+        "other2.png",
     ]
 
 
