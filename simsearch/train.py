@@ -133,17 +133,20 @@ def photometric(
     u = lambda: torch.rand(b, 1, 1, 1, generator=gen).mul_(2).sub_(1).to(x.device, x.dtype)  # noqa: E731
     colour = x.shape[1] == 3
     sat = 1 + saturation * u() if saturation and colour else None
-    if grey and colour:
-        pick = (torch.rand(b, generator=gen) < grey).to(x.device).view(b, 1, 1, 1)
-        sat = torch.where(pick, torch.zeros((), device=x.device, dtype=x.dtype), 1 if sat is None else sat)
+    to_grey = (torch.rand(b, generator=gen) < grey).view(b, 1, 1, 1) if grey and colour else None
     contrast = 1 + light * u() if light else None
     bright = light * u() if light else None
-    return _light(x, sat, contrast, bright)
+    return _light(x, sat, contrast, bright, to_grey)
 
 
-def _light(x: torch.Tensor, sat, contrast, bright) -> torch.Tensor:
-    """Saturation factor ``sat`` (RGB; None: unchanged), then contrast factor ``contrast`` about the
-    image mean plus ``bright`` (None: unchanged), each (B, 1, 1, 1); clamped to [0, 1]."""
+def _light(x: torch.Tensor, sat, contrast, bright, to_grey: torch.Tensor | None = None) -> torch.Tensor:
+    """Saturation factor ``sat`` (RGB; None: unchanged) — 0 where the bool mask ``to_grey`` is set —, then
+    contrast factor ``contrast`` about the image mean plus ``bright`` (None: unchanged), each (B, 1, 1, 1);
+    clamped to [0, 1]."""
+    if to_grey is not None:
+        sat = torch.where(
+            to_grey.to(x.device), torch.zeros((), device=x.device, dtype=x.dtype), 1 if sat is None else sat
+        )
     if sat is not None:
         grey = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, True)
         x = grey + (x - grey) * sat
@@ -360,10 +363,9 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if cfg.light or cfg.saturation or cfg.grey:
         col = lambda j: pm[:, j].view(b, 1, 1, 1).to(v.device, v.dtype)  # noqa: E731
         sat = 1 + cfg.saturation * col(11) if cfg.saturation and c == 3 else None
-        if cfg.grey and c == 3:
-            pick = (u[:, n_u - 1] < cfg.grey).view(b, 1, 1, 1).to(v.device)
-            sat = torch.where(pick, torch.zeros((), device=v.device, dtype=v.dtype), 1 if sat is None else sat)
-        v = _light(v, sat, 1 + cfg.light * col(12) if cfg.light else None, cfg.light * col(13) if cfg.light else None)
+        to_grey = (u[:, n_u - 1] < cfg.grey).view(b, 1, 1, 1) if cfg.grey and c == 3 else None
+        contrast = 1 + cfg.light * col(12) if cfg.light else None
+        v = _light(v, sat, contrast, cfg.light * col(13) if cfg.light else None, to_grey)
     if cfg.blur:
         sizes = [_shrunk(h, w, 0.5 + 0.4 * float(f)) for f in u[:, 15].tolist()]
         softened = (u[:, 14] < cfg.blur).tolist()
