@@ -83,15 +83,22 @@ def identity_groups(root: Path, rels: list[str]) -> dict[str, str]:
     return out
 
 
-def make_queries(root: Path, rels: list[str], n: int, strength: str, seed: int, kinds=None):
+def originals(root: Path, rels: list[str], n: int, seed: int):
+    """The ``n`` originals the bench copies (a seeded sample, in path-list order): (index in ``rels``,
+    path, the image opened and shrunk to ``MAX_SIDE``)."""
     rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(len(rels), size=min(n, len(rels)), replace=False).tolist())
-    out = []
-    for i in picks:
+    for i in sorted(rng.choice(len(rels), size=min(n, len(rels)), replace=False).tolist()):
         with Image.open(root / rels[i]) as im:
             im.thumbnail((MAX_SIDE, MAX_SIDE))  # a copy of a giant image is a smaller file anyway
-            out.append((rels[i], copies.make_copy(im, seed=seed * 100_003 + i, strength=strength, kinds=kinds)))
-    return out
+            im.load()
+            yield i, rels[i], im
+
+
+def make_queries(root: Path, rels: list[str], n: int, strength: str, seed: int, kinds=None):
+    return [
+        (rel, copies.make_copy(im, seed=seed * 100_003 + i, strength=strength, kinds=kinds))
+        for i, rel, im in originals(root, rels, n, seed)
+    ]
 
 
 def edit_sets(strength: str) -> dict[str, tuple[str, ...]]:

@@ -131,13 +131,7 @@ def main() -> int:
     index = simsearch.Index.open(a.index)
     rels = index.paths()
     groups = bench_neardup.identity_groups(root, rels)
-    picks = sorted(np.random.default_rng(a.seed).choice(len(rels), size=min(a.copies, len(rels)), replace=False))
-    originals = []
-    for i in picks:
-        with Image.open(root / rels[i]) as im:
-            im.thumbnail((bench_neardup.MAX_SIDE, bench_neardup.MAX_SIDE))
-            im.load()
-            originals.append((rels[i], im.copy()))
+    originals = [(rel, im.copy()) for _, rel, im in bench_neardup.originals(root, rels, a.copies, a.seed)]
     queries = {
         e: [(rel, make_copy(im, e, a.seed * 100_003 + j)) for j, (rel, im) in enumerate(originals)] for e in edits
     }
@@ -148,7 +142,9 @@ def main() -> int:
     if not a.no_baselines:
         rows += bench_neardup.baseline_rows(root, rels, groups, queries)
     names = [r["method"] for r in rows]
-    print(f"{len(picks)} copies per edit, each resized to 70% and re-saved (JPEG q75; WebP q50 for webp); R@1 / R@5\n")
+    print(
+        f"{len(originals)} copies per edit, each resized to 70% and re-saved (JPEG q75; WebP q50 for webp); R@1 / R@5\n"
+    )
     print("| edit | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for e in edits:
