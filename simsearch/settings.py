@@ -113,6 +113,9 @@ class TrainConfig:
     # probability of a grey view (saturation 0; RGB models). Measured 2026-12-03 (README ablation), clip art: grey
     # copies +0.25–0.29 R@1, but framed −0.09–0.13, cropped −0.05–0.07, the bench's default strength −0.01; off
     grey: float = 0.0
+    # probability of an occluding box of one colour over 2–20% of the view (``train.random_erase``: a caption,
+    # a watermark, a sticker)
+    erase: float = 0.0
     jpeg: float = 0.0  # probability of a JPEG re-save at quality 30–90 (``train.random_jpeg``), last of the edits
     # invariance: weight of a term between the codes of two corrupted views (0 = off), its kind
     # (model.SiameseHead: "simsiam" pulls views together, "nce" also pushes other images apart)
@@ -179,7 +182,7 @@ def corruption_config(train: dict | None) -> TrainConfig:
 
 
 # corruptions added after models were first recorded, with the value that turns each off
-CORRUPTIONS_ADDED_LATER: dict[str, float] = {"jpeg": 0.0, "grey": 0.0}
+CORRUPTIONS_ADDED_LATER: dict[str, float] = {"jpeg": 0.0, "grey": 0.0, "erase": 0.0}
 
 
 def model_config_for(objective: str, **kw) -> ModelConfig:

@@ -8,8 +8,8 @@ autoencoder family:
 - ``dae``     denoising (the default: best retrieval quality): reconstruct the clean x
               from a per-sample corrupted copy — the edits a copied picture goes through:
               shift, zoom, stretch, rotation, flip, border, brightness, contrast,
-              saturation (or none: grey), softening, a JPEG re-save (plus optional noise / masking) — and, with
-              ``invariance`` > 0, make the codes of two such copies of one image agree
+              saturation (or none: grey), softening, a JPEG re-save (plus an optional occluding box, noise or
+              masking) — and, with ``invariance`` > 0, make the codes of two such copies of one image agree
               while differing from other images (NT-Xent on a projection of the code),
               so the code ignores the edits but keeps what tells images apart.
 - ``sparse``  plain AE + L1 penalty on the code.
@@ -68,6 +68,8 @@ class TrainResult:
 # the same edits with parameters drawn per image (see there).
 
 PAD_AMOUNT = 0.2  # how much a border (``random_pad``) shrinks the picture, at most
+ERASE_AREA = (0.02, 0.2)  # the part of the picture an occluding box (``random_erase``) covers
+ERASE_ASPECT = 3.0  # its width / height, log-uniform in [1/ERASE_ASPECT, ERASE_ASPECT]
 
 
 def random_affine(
@@ -302,6 +304,36 @@ def _pad(xs: torch.Tensor, f: torch.Tensor, move: torch.Tensor, choice: torch.Te
     return _warp(xs - fill, theta, "zeros") + fill
 
 
+def random_erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability ``prob`` per sample: a box of one random colour over part of the picture (a
+    caption, a watermark, a sticker; random erasing, Zhong et al. 2017) — the model must see past it."""
+    pick = _pick(x.shape[0], prob, gen)
+    if pick is None:
+        return x
+    out = x.clone()
+    out[pick] = _erase(x[pick], torch.rand(int(pick.sum()), 4 + x.shape[1], generator=gen))
+    return out
+
+
+def _erase(xs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Each image under one box drawn from ``u`` (B, 4 + C) U(0, 1): its area (``ERASE_AREA``), aspect
+    (``ERASE_ASPECT``), place, and colour."""
+    n, c, h, w = xs.shape
+    area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 0]) * h * w
+    aspect = ERASE_ASPECT ** (2 * u[:, 1] - 1)
+    bh = (area / aspect).sqrt().round().clamp(1, h)
+    bw = (area * aspect).sqrt().round().clamp(1, w)
+    top = ((h - bh + 1) * u[:, 2]).floor().clamp(max=h - bh)
+    left = ((w - bw + 1) * u[:, 3]).floor().clamp(max=w - bw)
+    rows = torch.arange(h).view(1, h)
+    cols = torch.arange(w).view(1, w)
+    inside_r = (rows >= top[:, None]) & (rows < (top + bh)[:, None])  # (B, H)
+    inside_c = (cols >= left[:, None]) & (cols < (left + bw)[:, None])  # (B, W)
+    box = (inside_r[:, None, :, None] & inside_c[:, None, None, :]).to(xs.device)
+    fill = u[:, 4 : 4 + c].view(n, c, 1, 1).to(xs.device, xs.dtype)
+    return torch.where(box, fill, xs)
+
+
 def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One corrupted view per image: the edits a copy of a picture goes through (geometry,
     light, colour, softness, JPEG last, as a copy is saved last), then optional pixel noise / masking."""
@@ -310,6 +342,8 @@ def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> to
         v = random_pad(v, cfg.pad, gen)
     if cfg.light or cfg.saturation or cfg.grey:
         v = photometric(v, cfg.light, cfg.saturation, gen, cfg.grey)
+    if cfg.erase:
+        v = random_erase(v, cfg.erase, gen)
     if cfg.blur:
         v = resample_blur(v, cfg.blur, gen)
     if cfg.jpeg:
@@ -344,9 +378,10 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if b == 0:
         return x
     rngs = [np.random.default_rng(k) for k in keys]
-    # (B, 16) U(0, 1), 2 more with a JPEG corruption and 1 more with the grey one (drawn only then:
-    # other corruptions keep their draws)
-    n_u = 16 + (2 if cfg.jpeg else 0) + (1 if cfg.grey else 0)
+    # (B, 16) U(0, 1), 2 more with a JPEG corruption, 1 more with the grey one and 5 + C with an occluding
+    # box (drawn only then: other corruptions keep their draws)
+    n_erase = 5 + c if cfg.erase else 0
+    n_u = 16 + (2 if cfg.jpeg else 0) + (1 if cfg.grey else 0) + n_erase
     u = torch.from_numpy(np.stack([r.random(n_u) for r in rngs]).astype(np.float32))
     pm = u * 2 - 1  # U(-1, 1)
     sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
@@ -363,9 +398,15 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if cfg.light or cfg.saturation or cfg.grey:
         col = lambda j: pm[:, j].view(b, 1, 1, 1).to(v.device, v.dtype)  # noqa: E731
         sat = 1 + cfg.saturation * col(11) if cfg.saturation and c == 3 else None
-        to_grey = (u[:, n_u - 1] < cfg.grey).view(b, 1, 1, 1) if cfg.grey and c == 3 else None
+        to_grey = (u[:, n_u - n_erase - 1] < cfg.grey).view(b, 1, 1, 1) if cfg.grey and c == 3 else None
         contrast = 1 + cfg.light * col(12) if cfg.light else None
         v = _light(v, sat, contrast, cfg.light * col(13) if cfg.light else None, to_grey)
+    if cfg.erase:
+        e = u[:, n_u - n_erase :]
+        pick = e[:, 0] < cfg.erase
+        if pick.any():
+            v = v.clone()
+            v[pick] = _erase(v[pick], e[pick, 1:])
     if cfg.blur:
         sizes = [_shrunk(h, w, 0.5 + 0.4 * float(f)) for f in u[:, 15].tolist()]
         softened = (u[:, 14] < cfg.blur).tolist()

@@ -302,6 +302,41 @@ def test_a_grey_corruption_turns_colour_views_grey_and_is_drawn_only_when_asked(
     assert torch.equal(T.corrupt_each(g, always, keys), T.corrupt_each(g, T.TrainConfig(), keys))
 
 
+def test_an_occluding_box_covers_a_part_of_the_view_in_one_colour_and_is_drawn_only_when_asked():
+    """``erase`` = 0 leaves every other corruption's draws as they were; ``erase`` = 1 puts one box of a
+    single colour over 2–20% of each view (``ERASE_AREA``), in training and per image (the same box for
+    the same image and key, whatever its batch), grey models too."""
+    x = torch.from_numpy(np.stack([_clip_art(32, 32, 3)] * 4).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    keys = [11, 12, 13, 14]
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(T.corrupt_each(x, T.TrainConfig(), keys), T.corrupt_each(x, T.TrainConfig(erase=0.0), keys))
+    assert torch.equal(T.corrupt_views(x, T.TrainConfig(), gen()), T.corrupt_views(x, T.TrainConfig(erase=0.0), gen()))
+    # with the other corruptions on too, grey still draws from its own place
+    both = T.TrainConfig(erase=1.0, grey=1.0)
+    v = T.corrupt_each(x, both, keys)
+    assert (v[:, 0] - v[:, 1]).abs().max() > 0.1  # the box's colour is not grey…
+    grey_only = T.corrupt_each(x, T.TrainConfig(grey=1.0), keys)
+    outside = (v == grey_only).all(1)  # …and outside the box the view is the grey view
+    assert ((~outside).float().mean((1, 2)) > 0.01).all()
+    lo, hi = T.ERASE_AREA
+    only = T.TrainConfig(erase=1.0, shift=0, scale=0, flip=False, aspect=0, rotate=0, pad=0, light=0, saturation=0,
+                         blur=0)  # fmt: skip
+    for img in (x, x[:, :1]):
+        for views in (T.corrupt_each(img, only, keys), T.corrupt_views(img.repeat(8, 1, 1, 1), only, gen())):
+            src = img.repeat(len(views) // len(img), 1, 1, 1)
+            box = (views != src).any(1)  # (B, H, W): where the box differs from the picture
+            assert (box.float().mean((1, 2)) <= hi + 0.02).all() and (box.float().mean((1, 2)) > 0).all()
+            for i in range(len(views)):
+                rows, cols = box[i].nonzero(as_tuple=True)
+                inside = views[i][:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+                # one rectangle of one colour (a picture pixel of that colour may hide an edge cell)
+                assert (inside == inside[:, :1, :1]).all()
+                assert inside[0].numel() >= lo * 32 * 32 - 2
+    a = T.corrupt_each(x, only, keys)
+    assert torch.equal(a[[2, 0]], T.corrupt_each(x[[2, 0]], only, [keys[2], keys[0]]))
+    assert not torch.equal(a[0], a[1])  # other keys: other boxes
+
+
 def test_a_model_recorded_before_a_corruption_existed_is_not_given_it():
     """The denoising error of an old model's images (``corruption_config``) uses the corruptions it was
     trained with: a corruption added later is off for it, whatever today's default is."""
