@@ -336,7 +336,8 @@ def _erase(xs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def corrupt_views(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """One corrupted view per image: the edits a copy of a picture goes through (geometry,
-    light, colour, softness, JPEG last, as a copy is saved last), then optional pixel noise / masking."""
+    light, colour, an optional occluding box, softness, JPEG last, as a copy is saved last), then optional
+    pixel noise / masking."""
     v = random_affine(x, cfg.shift, cfg.scale, cfg.flip, gen, cfg.aspect, cfg.rotate)
     if cfg.pad:
         v = random_pad(v, cfg.pad, gen)
