@@ -4,6 +4,7 @@ image at once did; the memory a build holds does not grow with the folder, apart
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tracemalloc
@@ -281,6 +282,7 @@ def test_memory_per_image_is_the_vectors_not_the_pixels(tmp_path):
     for n in (small, large):
         folder = _noise_folder(tmp_path / f"c{n}", n)
         build = BuildOptions.of(model=str(model), workers=1, tta=False, chunk_size=50)
+        gc.collect()  # garbage of earlier tests, collected inside the traced build, would move its peak
         tracemalloc.start()
         try:
             indexer.update(folder, tmp_path / f"idx{n}", build)
