@@ -23,7 +23,7 @@ from .indexer import BuildOptions, UpdateReport
 from .meta import IndexMeta
 from .preprocess import Preprocess
 from .query import Hit
-from .settings import corruption_config
+from .settings import corruption_config, corruption_edits
 from .views import mean_over_views, shifted_views
 
 _blas = None
@@ -260,6 +260,11 @@ class Index:
         from . import train
 
         return train.corrupt_pixels(pixels, corruption_config(self._snap.meta.model.train), seed)
+
+    def corruption_edits(self) -> list[str]:
+        """The edits of ``corrupt`` (the model's training corruption), named in the order they are
+        applied: ``["shift", "zoom", …, "occluding box", "blur"]``."""
+        return corruption_edits(corruption_config(self._snap.meta.model.train))
 
     NUMPY_MAX_BATCH = 256
 

@@ -85,8 +85,8 @@ def show(index, images, out_dir: str | os.PathLike, thumb: int = THUMB, seed: in
     )
     if denoising:
         title += (
-            " Corrupted: a copy with the edits the denoising model was trained to undo (shift, zoom, rotation,"
-            " border, light, blur). Model output: what it makes of that copy."
+            f" Corrupted: a copy with the edits the denoising model was trained to undo, each drawn at random"
+            f" ({', '.join(index.corruption_edits())}). Model output: what it makes of that copy."
         )
     title += " Error: mean squared difference, pixels 0-1."
     strips_sheet(cells, out_dir / "reconstructions.png", labels, thumb, columns=1 if denoising else 2, title=title)

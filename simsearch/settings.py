@@ -183,6 +183,28 @@ def corruption_config(train: dict | None) -> TrainConfig:
     return TrainConfig.from_dict(config)
 
 
+def corruption_edits(cfg: TrainConfig) -> list[str]:
+    """The edits of ``cfg``'s training corruption that are on, in the order ``train.corrupt_views``
+    applies them, as a person would name them (a sheet's caption, ``Index.corruption_edits``)."""
+    edits = [
+        ("shift", cfg.shift),
+        ("zoom", cfg.scale),
+        ("mirror", cfg.flip),
+        ("stretch", cfg.aspect),
+        ("rotation", cfg.rotate),
+        ("border", cfg.pad),
+        ("light", cfg.light),
+        ("saturation", cfg.saturation),
+        ("grey", cfg.grey),
+        ("occluding box", cfg.erase),
+        ("blur", cfg.blur),
+        ("JPEG", cfg.jpeg),
+        ("noise", cfg.noise_std),
+        ("masked pixels", cfg.mask_prob),
+    ]
+    return [name for name, on in edits if on]
+
+
 # corruptions added after models were first recorded, with the value that turns each off
 CORRUPTIONS_ADDED_LATER: dict[str, float] = {"jpeg": 0.0, "grey": 0.0, "erase": 0.0}
 

@@ -102,7 +102,6 @@ def test_the_denoising_error_does_not_depend_on_the_batch(shared_index):
 
 
 def test_an_image_added_alone_stores_what_its_twin_got_in_the_build(index_copy):
-    before = {o.path: o.score for o in outliers.find(index_copy, len(index_copy), "knn").outliers}
     shutil.copyfile(index_copy.root / "disc" / "disc_003.png", index_copy.root / "twin.png")
     index_copy.update()
     rows = {e.path: i for i, e in enumerate(index_copy.entries())}
@@ -335,6 +334,7 @@ def test_reconstruct_cli_writes_one_png_per_image_and_a_summary(shared_index, sh
     w = Image.open(tmp_path / "r" / "001-disc_000.png").size[0]
     assert w > 4 * 160
     run("reconstruct", "--index", shared_index.path, "--indexed", "0", "--out", tmp_path / "r2")
+    assert "occluding box" in shared_index.corruption_edits()  # the sheet's caption names the model's edits
 
 
 def test_reconstruct_bad_input_is_one_line_naming_the_file(shared_index, tmp_path):

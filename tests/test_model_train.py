@@ -348,6 +348,22 @@ def test_a_model_recorded_before_a_corruption_existed_is_not_given_it():
     assert corruption_config(None) == T.TrainConfig()  # nothing recorded: the defaults
 
 
+def test_the_corruption_is_named_by_the_edits_that_are_on():
+    """``corruption_edits`` (a reconstruction sheet's caption) names what the config turns on, in the
+    order the edits are applied, and only that: an old model's record has no occluding box."""
+    from simsearch.settings import corruption_config, corruption_edits
+
+    names = corruption_edits(T.TrainConfig())
+    assert names[0] == "shift" and names.index("occluding box") < names.index("blur")
+    assert "grey" not in names and "JPEG" not in names and "noise" not in names
+    assert corruption_edits(T.TrainConfig(grey=0.2, jpeg=0.3, noise_std=0.1))[-3:] == ["blur", "JPEG", "noise"]
+    nothing = T.TrainConfig(shift=0, scale=0, flip=False, aspect=0, rotate=0, pad=0, light=0, saturation=0, blur=0,
+                            erase=0)  # fmt: skip
+    assert corruption_edits(nothing) == []
+    old = {"config": {k: v for k, v in T.TrainConfig().__dict__.items() if k != "erase"}}
+    assert "occluding box" not in corruption_edits(corruption_config(old))
+
+
 def test_the_average_of_the_weights_follows_an_exponential_moving_average():
     """``WeightAverage``: after n updates each float tensor is the running lerp with decay
     min(decay, (1 + n) / (10 + n)); BatchNorm's step counter is copied, not averaged."""
