@@ -8,8 +8,8 @@ autoencoder family:
 - ``dae``     denoising (the default: best retrieval quality): reconstruct the clean x
               from a per-sample corrupted copy — the edits a copied picture goes through:
               shift, zoom, stretch, rotation, flip, border, brightness, contrast,
-              saturation (or none: grey), softening, a JPEG re-save (plus an optional occluding box, noise or
-              masking) — and, with ``invariance`` > 0, make the codes of two such copies of one image agree
+              saturation, an occluding box, softening (plus, optionally, a grey view, a JPEG re-save,
+              noise or masking) — and, with ``invariance`` > 0, make the codes of two such copies of one image agree
               while differing from other images (NT-Xent on a projection of the code),
               so the code ignores the edits but keeps what tells images apart.
 - ``sparse``  plain AE + L1 penalty on the code.
