@@ -153,32 +153,40 @@ def place_copies(snap: Snapshot, q: np.ndarray, self_ids: Sequence[int | None]) 
     return q
 
 
+# hits fetched past k, so that images with equal scores at the cut (the same picture in several files,
+# flat pictures) are ordered as a group: by id, the same first hits whatever k is
+TIE_MARGIN = 8
+
+
 def search(
     snap: Snapshot, queries: np.ndarray, k: int, exclude: Sequence[int | None] = (), root: str = ""
 ) -> list[list[Hit]]:
-    """Batched FAISS search of normalised query vectors (Q, D); drops each query's own id."""
+    """Batched FAISS search of normalised query vectors (Q, D); drops each query's own id. Hits with
+    equal scores come in id order (FAISS returns them in an order that changes with k), so a larger k
+    extends a ranking and never reorders it, for ties of up to ``TIE_MARGIN`` + 1 images."""
     if k <= 0:
         raise SimsearchError(f"k must be a positive number of neighbours, got {k}")
     n = len(snap)
     if n == 0 or len(queries) == 0:
         return [[] for _ in range(len(queries))]
     extra = 1 if any(x is not None for x in exclude) else 0
-    kk = min(k + extra, n)
+    kk = min(k + extra + TIE_MARGIN, n)
     from .ann import search as ann_search
 
     scores, ids = ann_search(snap.faiss_index, np.ascontiguousarray(queries, dtype=np.float32), kk)
     out = []
     for qi in range(len(queries)):
         skip = exclude[qi] if qi < len(exclude) else None
+        found = [
+            (1.0 if s >= IDENTICAL else float(s), int(i))  # float rounding must not hide an exact copy
+            for s, i in zip(scores[qi], ids[qi])
+            if i >= 0 and i != skip
+        ]
+        found.sort(key=lambda t: (-t[0], t[1]))
         hits: list[Hit] = []
-        for s, i in zip(scores[qi], ids[qi]):
-            if i < 0 or i == skip:
-                continue
+        for score, i in found[:k]:
             row = int(np.searchsorted(snap.ids, i))
-            score = 1.0 if s >= IDENTICAL else float(s)  # float rounding must not hide an exact copy
-            hits.append(Hit(int(i), snap.entries[row].path, score, len(hits) + 1, root))
-            if len(hits) == k:
-                break
+            hits.append(Hit(i, snap.entries[row].path, score, len(hits) + 1, root))
         out.append(hits)
     return out
 

@@ -74,6 +74,24 @@ def test_same_pixels_in_other_bytes_is_rank_1_with_score_1(clipart, tmp_path):
             assert hits[0].path == "pic_042.png" and hits[0].score == 1.0, query
 
 
+def test_the_same_picture_in_several_files_ranks_the_same_whatever_k(tmp_path):
+    """Five files with one picture tie at score 1.0: they come first, in id order, and a larger k
+    extends the ranking without reordering it (FAISS returns ties in an order that changes with k)."""
+    root = tmp_path / "images"
+    write_pictures(root, 24)
+    for i in range(5):
+        shutil.copyfile(root / "pic_007.png", root / f"same_{i}.png")
+    index = simsearch.Index.build(root, tmp_path / "idx", **FAST)
+    query = tmp_path / "query.png"
+    shutil.copyfile(root / "pic_007.png", query)
+    full = index.query(query, k=12, pixel_check=False)
+    same = {e.id for e in index.entries() if e.path in {"pic_007.png", *(f"same_{i}.png" for i in range(5))}}
+    assert [h.id for h in full[:6]] == sorted(same) and all(h.score == 1.0 for h in full[:6])
+    for k in range(1, 12):
+        assert [h.id for h in index.query(query, k=k, pixel_check=False)] == [h.id for h in full[:k]], k
+        assert [h.id for h in index.query(query, k=k)] == [h.id for h in index.query(query, k=12)[:k]], k
+
+
 def test_near_copies_find_their_original_first(clipart):
     index, root, _ = clipart
     found, margins = 0, []
