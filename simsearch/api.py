@@ -341,7 +341,8 @@ class Index:
         ``query``)."""
         from . import query as q
 
-        check = self.pixel_check if pixel_check else None
+        # an index whose calibration turned the check off searches k hits, not the check's shortlist
+        check = self.pixel_check if pixel_check and self.pixel_threshold is not None else None
         return q.query_batch(self._snap, list(items), k, self.root, self.preprocess, self._encode, include_self, check)
 
     def pixel_check(self, image: Any, hits: list[Hit]) -> list[Hit]:

@@ -92,6 +92,26 @@ def test_the_same_picture_in_several_files_ranks_the_same_whatever_k(tmp_path):
         assert [h.id for h in index.query(query, k=k)] == [h.id for h in index.query(query, k=12)[:k]], k
 
 
+def test_a_query_searches_the_check_shortlist_only_when_the_check_is_on(clipart, monkeypatch):
+    """With the check on, a query of k < SHORTLIST hits searches the shortlist and checks it; where the
+    index's calibration turned the check off (threshold None), it searches k hits and checks nothing."""
+    from simsearch import query as q
+    from simsearch.finecheck import SHORTLIST
+
+    index, root, _ = clipart
+    searched = []
+    real = q.search
+    monkeypatch.setattr(
+        q, "search", lambda snap, vecs, k, *a, **kw: searched.append(k) or real(snap, vecs, k, *a, **kw)
+    )
+    assert index.pixel_threshold is not None
+    index.query(root / "pic_003.png", k=3, include_self=True)
+    monkeypatch.setattr(simsearch.Index, "pixel_threshold", property(lambda self: None))
+    monkeypatch.setattr(simsearch.Index, "pixel_check", lambda *a: pytest.fail("the check ran while off"))
+    hits = index.query(root / "pic_003.png", k=3, include_self=True)
+    assert searched == [SHORTLIST, 3] and len(hits) == 3 and hits[0].path == "pic_003.png"
+
+
 def test_near_copies_find_their_original_first(clipart):
     index, root, _ = clipart
     found, margins = 0, []
