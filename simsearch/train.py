@@ -379,10 +379,12 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if b == 0:
         return x
     rngs = [np.random.default_rng(k) for k in keys]
-    # (B, 16) U(0, 1), 2 more with a JPEG corruption, 1 more with the grey one and 5 + C with an occluding
-    # box (drawn only then: other corruptions keep their draws)
-    n_erase = 5 + c if cfg.erase else 0
-    n_u = 16 + (2 if cfg.jpeg else 0) + (1 if cfg.grey else 0) + n_erase
+    # (B, 16) U(0, 1), then 2 more with a JPEG corruption, 1 more with the grey one and 5 + C with an
+    # occluding box, in that order (drawn only then: other corruptions keep their draws)
+    at_jpeg = 16
+    at_grey = at_jpeg + (2 if cfg.jpeg else 0)
+    at_erase = at_grey + (1 if cfg.grey else 0)
+    n_u = at_erase + (5 + c if cfg.erase else 0)
     u = torch.from_numpy(np.stack([r.random(n_u) for r in rngs]).astype(np.float32))
     pm = u * 2 - 1  # U(-1, 1)
     sign = torch.where(u[:, 2] < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b)
@@ -399,11 +401,11 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
     if cfg.light or cfg.saturation or cfg.grey:
         col = lambda j: pm[:, j].view(b, 1, 1, 1).to(v.device, v.dtype)  # noqa: E731
         sat = 1 + cfg.saturation * col(11) if cfg.saturation and c == 3 else None
-        to_grey = (u[:, n_u - n_erase - 1] < cfg.grey).view(b, 1, 1, 1) if cfg.grey and c == 3 else None
+        to_grey = (u[:, at_grey] < cfg.grey).view(b, 1, 1, 1) if cfg.grey and c == 3 else None
         contrast = 1 + cfg.light * col(12) if cfg.light else None
         v = _light(v, sat, contrast, cfg.light * col(13) if cfg.light else None, to_grey)
     if cfg.erase:
-        e = u[:, n_u - n_erase :]
+        e = u[:, at_erase:]
         pick = e[:, 0] < cfg.erase
         if pick.any():
             v = v.clone()
@@ -420,10 +422,10 @@ def corrupt_each(x: torch.Tensor, cfg: TrainConfig, keys: list[int]) -> torch.Te
             for size, rows in groups.items():
                 v[rows] = _resample(v[rows], size)
     if cfg.jpeg:
-        pick = u[:, 16] < cfg.jpeg
+        pick = u[:, at_jpeg] < cfg.jpeg
         if pick.any():
             v = v.clone()
-            v[pick] = _jpeg(v[pick], _jpeg_quality(u[pick, 17]))
+            v[pick] = _jpeg(v[pick], _jpeg_quality(u[pick, at_jpeg + 1]))
     if cfg.noise_std or cfg.mask_prob:
         noise = torch.from_numpy(np.stack([r.standard_normal((c, h, w)) for r in rngs]).astype(np.float32))
         keep = torch.from_numpy(np.stack([r.random((1, h, w)) for r in rngs]) >= cfg.mask_prob).to(v.dtype)
