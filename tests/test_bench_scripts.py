@@ -44,6 +44,8 @@ def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
         "--budget",
         "20",
         "--per-edit",
+        "--per-edit-copies",
+        "8",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -54,6 +56,14 @@ def test_bench_neardup_prints_simsearch_beside_the_baselines(tmp_path):
     assert len(sim) == 2 and sim[0].endswith("without the pixel check")  # the ablation row, then the default
     assert all(len(rows[k]) == 4 and all(0.0 <= float(v) <= 1.0 for v in rows[k]) for k in sim)
     assert "One edit at a time" in r.stdout and "scores (median)" in r.stdout
+    # the margin over the best baseline, per strength, is simsearch's recall minus that baseline's
+    best = {j: max(float(v[j]) for k, v in rows.items() if not k.startswith("simsearch")) for j in range(4)}
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("- light:", "- default:"))]
+    assert len(lines) == 2
+    for s, line in enumerate(lines):
+        for j, part in enumerate(line.split(": ", 1)[1].split(", ")):
+            m = float(part.split()[1])
+            assert abs(m - (float(rows[sim[1]][2 * s + j]) - best[2 * s + j])) <= 2e-3, line
 
 
 def test_bench_digits_prints_simsearch_beside_the_pixel_baseline():
