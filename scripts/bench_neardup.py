@@ -39,6 +39,7 @@ from PIL import Image
 import simsearch
 from simsearch import copies
 from simsearch.discover import discover
+from simsearch.evaluate import paired_difference
 from simsearch.indexer import BuildOptions
 from simsearch.postprocess import PostConfig
 from simsearch.preprocess import to_display
@@ -213,22 +214,16 @@ def post_config(a) -> PostConfig | None:
     return PostConfig(**{**(a.post or {}), **({"copies": False} if a.no_placement else {})})
 
 
-def margin(ours: list[float], base: list[float]) -> tuple[float, float]:
-    """Mean of the per-copy differences ``ours − base`` (the same copies scored both ways) and its standard
-    error: the difference's sampling error, smaller than either recall's because the two share their copies."""
-    d = np.asarray(ours, np.float64) - np.asarray(base, np.float64)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-
-
 def margins(rows, strengths) -> str:
-    """simsearch's R@1 and R@5 (the last row) minus the best baseline's at each, ± one standard error."""
+    """simsearch's R@1 and R@5 (the last row) minus the best baseline's at each, ± one standard error (per copy:
+    simsearch's 0 or 1 minus the baseline's expected recall)."""
     sim, base = rows[-1], [r for r in rows if not r["method"].startswith("simsearch")]
     out = []
     for s in strengths:
         cells = []
         for k in ("R@1", "R@5"):
             best = max(base, key=lambda r: r[s][k])
-            m, se = margin(sim[s]["per"][k], best[s]["per"][k])
+            m, se = paired_difference(sim[s]["per"][k], best[s]["per"][k])
             cells.append(f"{k} {m:+.3f} ± {se:.3f} (over {best['method']})")
         out.append(f"- {s}: " + ", ".join(cells))
     return "\n".join(out)

@@ -132,6 +132,9 @@ def test_eval_copies_reports_recall_and_the_thumbnail_baseline(clipart):
     res = evaluate.evaluate_copies(index, n=20, strength="light", seed=0)
     assert res["copies"] == 20 and 0 <= res["R@1"] <= res["R@5"] <= 1
     assert 0 <= res["thumbnail_R@1"] <= res["thumbnail_R@5"] <= 1
+    for k in ("R@1", "R@5"):  # the margin is over the same copies: the two recalls' difference, with its error
+        assert res[f"{k}_margin"] == pytest.approx(res[k] - res[f"thumbnail_{k}"])
+        assert 0 <= res[f"{k}_margin_stderr"] <= 0.5
     assert res["R@1"] >= 0.8  # light copies of distinct pictures
     assert res["original_score_median"] is not None
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from synth import FAST_CLI, write_corpus
 
+from simsearch import evaluate
 from simsearch.cli import cli
 from simsearch.evaluate import encode_labels, rank_metrics
 
@@ -81,3 +82,13 @@ def test_eval_cli(tmp_path):
         cli, ["eval", "--index", str(idx), "--queries", str(tmp_path / "queries"), "--split", "0.2"], obj={}
     )
     assert r.exit_code == 2
+
+
+def test_paired_difference_is_the_mean_difference_and_its_standard_error():
+    m, se = evaluate.paired_difference([1, 1, 0, 1], [0, 1, 0, 0])  # differences 1, 0, 0, 1
+    assert m == 0.5 and se == pytest.approx(np.std([1, 0, 0, 1], ddof=1) / 2)
+    # two rankings that agree on every query differ by exactly 0, however noisy each recall is
+    assert evaluate.paired_difference([1, 0, 1, 0], [1, 0, 1, 0]) == (0.0, 0.0)
+    assert np.isnan(evaluate.paired_difference([1], [0])[1])
+    with pytest.raises(ValueError):
+        evaluate.paired_difference([], [])
