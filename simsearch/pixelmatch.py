@@ -108,6 +108,25 @@ def as_float(g: np.ndarray) -> np.ndarray:
     return g.astype(np.float32) / np.float32(255.0) if g.dtype == np.uint8 else np.asarray(g, np.float32)
 
 
+# A picture is grey when no cell of its grid has channels further apart than GREY_SPREAD (of 255): a grey
+# copy re-saved as JPEG keeps a level or two of colour noise, a faded or sepia picture has tens.
+GREY_SPREAD = 8
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, the weights of Pillow's convert("L")
+
+
+def is_grey(g: np.ndarray) -> bool:
+    """Whether a ``grid`` or ``grids`` has no colour (every cell's R, G and B within ``GREY_SPREAD``)."""
+    f = as_float(g)
+    return float((f.max(-1) - f.min(-1)).max()) <= GREY_SPREAD / 255
+
+
+def luma(g: np.ndarray) -> np.ndarray:
+    """A ``grid`` or ``grids`` as a grey copy of it would look: each cell's grey level (``LUMA``) in all three
+    channels, float32 in 0–1. A grey picture stays as it is (up to float rounding)."""
+    y = as_float(g) @ np.asarray(LUMA, np.float32)
+    return np.repeat(y[..., None], 3, axis=-1)
+
+
 def _box(n_src: int, lo: float, hi: float, n_out: int) -> np.ndarray:
     """(n_out, n_src) weights that box-average the span [lo, hi) (fractions of n_src) into n_out cells."""
     edges = (lo + (hi - lo) * np.arange(n_out + 1) / n_out) * n_src

@@ -315,6 +315,47 @@ def test_rerank_moves_the_copies_first_and_keeps_each_group_in_score_order():
     ]
 
 
+def test_a_grey_query_is_checked_against_the_candidates_grey_levels():
+    """A black-and-white copy of a colour picture has only grey levels to compare: its original passes the
+    check on them. A colour query is compared in colour, as before (its grey version does not pass)."""
+    import io
+
+    from synth import picture
+
+    from simsearch import finecheck, pixelmatch
+    from simsearch.preprocess import to_display
+    from simsearch.query import Hit
+
+    rng = np.random.default_rng(3)
+    orig = to_display(picture(rng, 120, 90))
+    small = orig.resize((84, 63), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.convert("L").convert("RGB").save(buf, "JPEG", quality=75)
+    grey_copy = pixelmatch.grids(Image.open(buf))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=75)
+    colour_copy = pixelmatch.grids(Image.open(buf))
+    grey_orig = pixelmatch.grids(orig.convert("L").convert("RGB"))
+    grids = {
+        "orig.png": pixelmatch.grids(orig),
+        "grey.png": grey_orig,
+        "other.png": pixelmatch.grids(picture(rng, 90, 90)),
+    }
+    assert pixelmatch.is_grey(grey_copy) and pixelmatch.is_grey(grey_orig)
+    assert not pixelmatch.is_grey(colour_copy) and not pixelmatch.is_grey(grids["orig.png"])
+    in_colour = pixelmatch.similarity(grey_copy, grids["orig.png"])
+    in_grey = pixelmatch.similarity(pixelmatch.luma(grey_copy), pixelmatch.luma(grids["orig.png"]))
+    assert in_colour < in_grey - 0.02  # what the check would see in colour, and in grey
+    threshold = (in_colour + in_grey) / 2
+    hits = [Hit(1, "other.png", 0.9, 1), Hit(2, "orig.png", 0.8, 2)]
+    out = finecheck.rerank(hits, grey_copy, lambda p: grids[p.name], threshold)
+    assert [h.path for h in out] == ["orig.png", "other.png"] and out[0].pixel == pytest.approx(in_grey, abs=1e-4)
+    # a colour query is compared in colour: the grey version of its original stays below the same bar
+    assert pixelmatch.similarity(colour_copy, grey_orig) < threshold
+    hits = [Hit(1, "other.png", 0.9, 1), Hit(3, "grey.png", 0.8, 2)]
+    assert finecheck.rerank(hits, colour_copy, lambda p: grids[p.name], threshold) == hits
+
+
 def test_grid_cache_reads_a_file_again_when_it_changes_and_stays_bounded(tmp_path):
     import os
 
