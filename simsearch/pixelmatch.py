@@ -109,7 +109,8 @@ def as_float(g: np.ndarray) -> np.ndarray:
 
 
 # A picture is grey when no cell of its grid has channels further apart than GREY_SPREAD (of 255): a grey
-# copy re-saved as JPEG keeps a level or two of colour noise, a faded or sepia picture has tens.
+# copy re-saved as JPEG keeps a few levels of colour noise (all 300 grey copies of the clip-art development
+# half's probe were within it), a sepia print has tens.
 GREY_SPREAD = 8
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, the weights of Pillow's convert("L")
 
